@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `hids` binary in temp dirs.
+
+mod util;
+
+mod cli;
