@@ -176,6 +176,75 @@ pub struct FimChange {
     pub tampered: bool,
 }
 
+/// The syslog header split off by the pre-decoder, where the format has one (OSSEC's phase 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Predecoded {
+    pub timestamp: Option<String>,
+    pub hostname: Option<String>,
+    pub program_name: Option<String>,
+    pub pid: Option<String>,
+    /// What follows the header (the whole line when there is none): what decoders and rules see.
+    pub message: String,
+}
+
+/// What the decoders found (OSSEC's phase 2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Decoded {
+    /// The matching decoder's name as OSSEC reports it (the parent's, unless `use_own_name`).
+    pub decoder: Option<Arc<str>>,
+    /// The root decoder of the matching tree, when the match was a child.
+    pub parent: Option<Arc<str>>,
+    /// Fields in the order found: OSSEC's static fields under their OSSEC names (`srcip`, `dstuser`,
+    /// `url`, ...) and dynamic or JSON fields under theirs (nested JSON keys as dotted names).
+    pub fields: Vec<(Arc<str>, String)>,
+}
+
+impl Decoded {
+    /// The first value of a field.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The `options` of a rule that outputs honour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AlertOptions {
+    pub no_email_alert: bool,
+    pub alert_by_email: bool,
+    pub no_log: bool,
+    pub no_full_log: bool,
+}
+
+/// The rule that raised an alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleInfo {
+    pub id: u32,
+    pub level: u8,
+    /// With `$(field)` expanded.
+    pub description: String,
+    pub groups: Vec<String>,
+    pub mitre: Vec<String>,
+    /// How many times this rule has fired since the agent started (OSSEC's firedtimes).
+    pub firedtimes: u64,
+    pub options: AlertOptions,
+    pub info: Vec<String>,
+}
+
+/// What the rules raise (OSSEC's phase 3) and outputs deliver.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub time: SystemTime,
+    pub rule: RuleInfo,
+    pub event: Event,
+    pub predecoded: Predecoded,
+    pub decoded: Decoded,
+    /// For correlation rules, the full_log of the earlier events that led to this alert.
+    pub related: Vec<String>,
+}
+
 /// A path shown as text without losing information: valid UTF-8 is shown as is; each byte that is not
 /// part of valid UTF-8 is written `\xNN`, and a backslash as `\\`. The second value says whether
 /// escaping was needed for invalid bytes.
