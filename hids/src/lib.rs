@@ -5,8 +5,10 @@
 //! `main.rs` is only the command line.
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod config;
 pub mod diag;
 pub mod event;
+pub mod fim;
 pub mod state;
 mod sys;

@@ -182,13 +182,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Run(_) => {
-            let _cfg = config::load(&config_path(&cli))?;
-            not_available("the agent (hids run)")
+        Command::Run(args) => {
+            let cfg = config::load(&config_path(&cli))?;
+            hids::agent::init_logging(
+                &cfg.agent.log_level,
+                matches!(args.log_format, LogStyle::Json),
+            );
+            hids::agent::run(&cfg)?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Fim(_) => {
-            let _cfg = config::load(&config_path(&cli))?;
-            not_available("file integrity (hids fim)")
+        Command::Fim(cmd) => {
+            let cfg = config::load(&config_path(&cli))?;
+            hids::agent::init_logging("warn", false);
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+            let code = match cmd {
+                FimCommand::Init { json } => hids::fim::cli::init(&cfg, *json, &mut out, &mut err),
+                FimCommand::Check { json, full } => {
+                    hids::fim::cli::check(&cfg, *json, *full, &mut out, &mut err)
+                }
+                FimCommand::List { prefix, json } => {
+                    hids::fim::cli::list(&cfg, prefix.as_deref(), *json, &mut out)
+                }
+                FimCommand::Show { path, json } => {
+                    hids::fim::cli::show(&cfg, path, *json, &mut out, &mut err)
+                }
+            }?;
+            Ok(ExitCode::from(code))
         }
         Command::Logtest(_) => not_available("decoders and rules (hids logtest)"),
     }

@@ -1,0 +1,759 @@
+//! The FIM baseline in SQLite: rows keyed so that key order is walk order, each row sealed with a
+//! keyed BLAKE3 MAC, read in pages (never the whole table), and written with conditional
+//! statements so that two writers (a scan and a real-time watch, or the agent and `hids fim check`)
+//! can never both report the same change: a write applies only if the row is still the one that
+//! was compared against.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::FimError;
+use crate::config::Checks;
+use crate::event::{FileAttrs, FileType};
+
+/// The name of the MAC key file in the state directory.
+pub const KEY_FILE: &str = "fim.key";
+
+/// Changes kept per path in the history shown by `hids fim show`.
+const HISTORY_PER_PATH: i64 = 50;
+
+/// The baseline key of a path: its bytes with each separator turned into 0x00, so that comparing
+/// keys byte by byte compares paths component by component (a directory's subtree sorts right
+/// after it, before its next sibling). `/` itself is the empty key.
+pub fn key_of(path: &Path) -> Vec<u8> {
+    let mut key = Vec::with_capacity(path.as_os_str().len());
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => {
+                key.push(0);
+                key.extend_from_slice(n.as_bytes());
+            }
+            Component::ParentDir => {
+                key.push(0);
+                key.extend_from_slice(b"..");
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    key
+}
+
+/// The path of a key.
+pub fn path_of_key(key: &[u8]) -> PathBuf {
+    if key.is_empty() {
+        return PathBuf::from("/");
+    }
+    let bytes: Vec<u8> = key
+        .iter()
+        .map(|b| if *b == 0 { b'/' } else { *b })
+        .collect();
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+/// Whether `key` lies strictly inside the subtree of `dir`.
+pub fn is_under(key: &[u8], dir: &[u8]) -> bool {
+    key.len() > dir.len() && key.starts_with(dir) && key[dir.len()] == 0
+}
+
+/// The bounds of `dir`'s subtree (exclusive): every key `k` with `lo <= k < hi` is under `dir`.
+pub fn subtree_bounds(dir: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = dir.to_vec();
+    lo.push(0);
+    let mut hi = dir.to_vec();
+    hi.push(1);
+    (lo, hi)
+}
+
+/// The checks bitmask stored with a row.
+pub fn checks_bits(c: &Checks) -> u16 {
+    let flags = [
+        c.file_type,
+        c.size,
+        c.perm,
+        c.owner,
+        c.group,
+        c.inode,
+        c.device,
+        c.mtime,
+        c.ctime,
+        c.hash,
+        c.link,
+    ];
+    flags
+        .iter()
+        .enumerate()
+        .fold(0, |acc, (i, on)| if *on { acc | (1 << i) } else { acc })
+}
+
+/// One baseline row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub key: Vec<u8>,
+    pub checks: u16,
+    pub attrs: FileAttrs,
+    /// When the row was written (Unix seconds).
+    pub since: i64,
+    /// The stored MAC; also the row's version for conditional writes.
+    pub mac: Vec<u8>,
+    /// Whether the MAC matches the row: false means someone edited the database.
+    pub mac_ok: bool,
+}
+
+impl Row {
+    pub fn path(&self) -> PathBuf {
+        path_of_key(&self.key)
+    }
+}
+
+/// A stored text copy, checked and decompressed.
+#[derive(Debug)]
+pub enum Content {
+    Text(Vec<u8>),
+    /// The copy failed its MAC: not used for a diff.
+    Tampered,
+}
+
+/// What to do with the stored copy of a file's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentOp {
+    Keep,
+    /// Store this (uncompressed) text.
+    Set(Vec<u8>),
+    Delete,
+}
+
+/// One conditional write.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built and consumed a batch at a time
+pub enum Op {
+    /// Write the row for `key`. `expect`: the MAC of the row compared against, or None when there
+    /// was none (then the write applies only if there still is none).
+    Put {
+        key: Vec<u8>,
+        checks: u16,
+        attrs: FileAttrs,
+        expect: Option<Vec<u8>>,
+        content: ContentOp,
+        /// The change record to keep in the history.
+        record: Option<(String, String)>,
+    },
+    /// Remove the row for `key` if it is still the one with MAC `expect`, its content copy, and
+    /// (`subtree`) nothing else.
+    Delete {
+        key: Vec<u8>,
+        expect: Vec<u8>,
+        record: Option<(String, String)>,
+    },
+}
+
+/// The baseline: an open database connection and the MAC key.
+pub struct Baseline {
+    conn: Connection,
+    db_path: PathBuf,
+    mac_key: [u8; 32],
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Reads the MAC key, creating it when `create` and it does not exist.
+fn load_key(dir: &Path, create: bool) -> Result<[u8; 32], FimError> {
+    let path = dir.join(KEY_FILE);
+    let io_err = |source: io::Error| FimError::Io {
+        path: path.clone(),
+        source,
+    };
+    let open = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path);
+    let mut file = match open {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+            let mut key = [0u8; 32];
+            fs::File::open("/dev/urandom")
+                .and_then(|mut r| r.read_exact(&mut key))
+                .map_err(|source| FimError::Io {
+                    path: PathBuf::from("/dev/urandom"),
+                    source,
+                })?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(io_err)?;
+            f.write_all(&key)
+                .and_then(|_| f.sync_all())
+                .map_err(io_err)?;
+            return Ok(key);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(FimError::NoKey { path });
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() || meta.len() != 32 {
+        return Err(FimError::BadKey {
+            path,
+            reason: "it must be a regular file of exactly 32 bytes".into(),
+        });
+    }
+    if meta.uid() != crate::sys::euid() {
+        return Err(FimError::BadKey {
+            path,
+            reason: format!("it is owned by uid {}, not by us", meta.uid()),
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err)?;
+    }
+    let mut key = [0u8; 32];
+    file.read_exact(&mut key).map_err(io_err)?;
+    Ok(key)
+}
+
+/// The canonical bytes a row's MAC covers.
+fn mac_input(key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> Vec<u8> {
+    fn num(out: &mut Vec<u8>, v: Option<i128>) {
+        match v {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    fn bytes(out: &mut Vec<u8>, v: Option<&[u8]>) {
+        match v {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(192 + key.len());
+    out.extend_from_slice(b"hids fim row v1\0");
+    bytes(&mut out, Some(key));
+    out.extend_from_slice(&checks.to_le_bytes());
+    bytes(&mut out, a.file_type.map(|t| t.as_str().as_bytes()));
+    num(&mut out, a.size.map(i128::from));
+    num(&mut out, a.mode.map(i128::from));
+    num(&mut out, a.uid.map(i128::from));
+    num(&mut out, a.gid.map(i128::from));
+    bytes(&mut out, a.user.as_deref().map(str::as_bytes));
+    bytes(&mut out, a.group.as_deref().map(str::as_bytes));
+    num(&mut out, a.inode.map(i128::from));
+    num(&mut out, a.device.map(i128::from));
+    num(&mut out, a.mtime.map(i128::from));
+    num(&mut out, a.ctime.map(i128::from));
+    bytes(&mut out, hash);
+    bytes(&mut out, a.hash_skipped.as_deref().map(str::as_bytes));
+    bytes(&mut out, a.link_target.as_deref().map(str::as_bytes));
+    out
+}
+
+fn hex_to_bytes(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn bytes_to_hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+const ROW_COLUMNS: &str = "key, checks, type, size, mode, uid, gid, user, grp, inode, dev, mtime, \
+                           ctime, hash, hash_skipped, link, since, mac";
+
+impl Baseline {
+    /// Opens the baseline in the state directory. With `create_key`, a missing MAC key is created
+    /// (a new baseline); otherwise a missing key is an error.
+    pub fn open(state_dir: &Path, create_key: bool) -> Result<Baseline, FimError> {
+        let state = crate::state::State::open(state_dir)?;
+        let mac_key = load_key(state_dir, create_key)?;
+        Ok(Baseline {
+            conn: state.conn,
+            db_path: state.db_path,
+            mac_key,
+        })
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> FimError + '_ {
+        move |source| FimError::Sql {
+            path: self.db_path.clone(),
+            source,
+        }
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    fn mac(&self, key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> Vec<u8> {
+        blake3::keyed_hash(&self.mac_key, &mac_input(key, checks, a, hash))
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn content_mac(&self, key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut h = blake3::Hasher::new_keyed(&self.mac_key);
+        h.update(b"hids fim content v1\0");
+        h.update(&(key.len() as u64).to_le_bytes());
+        h.update(key);
+        h.update(data);
+        h.finalize().as_bytes().to_vec()
+    }
+
+    /// A value from the FIM bookkeeping table.
+    pub fn meta(&self, name: &str) -> Result<Option<String>, FimError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM fim_meta WHERE key = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    pub fn set_meta(&self, name: &str, value: &str) -> Result<(), FimError> {
+        self.conn
+            .execute(
+                "INSERT INTO fim_meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
+    }
+
+    /// Whether a baseline was completed at least once.
+    pub fn is_initialized(&self) -> Result<bool, FimError> {
+        Ok(self.meta("initialized")?.is_some())
+    }
+
+    /// Empties the baseline (before `init`).
+    pub fn clear(&mut self) -> Result<(), FimError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| FimError::Sql {
+                path: self.db_path.clone(),
+                source,
+            })?;
+        let r = tx.execute_batch(
+            "DELETE FROM fim_entry; DELETE FROM fim_content; DELETE FROM fim_change;
+             DELETE FROM fim_meta WHERE key = 'initialized';",
+        );
+        r.and_then(|_| tx.commit()).map_err(self.sql())
+    }
+
+    fn row_from(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        let key: Vec<u8> = r.get(0)?;
+        let checks: i64 = r.get(1)?;
+        let checks = checks as u16;
+        let hash: Option<Vec<u8>> = r.get(13)?;
+        let attrs = FileAttrs {
+            file_type: r.get::<_, Option<String>>(2)?.map(|s| FileType::parse(&s)),
+            size: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+            mode: r.get::<_, Option<i64>>(4)?.map(|v| v as u32),
+            uid: r.get::<_, Option<i64>>(5)?.map(|v| v as u32),
+            gid: r.get::<_, Option<i64>>(6)?.map(|v| v as u32),
+            user: r.get(7)?,
+            group: r.get(8)?,
+            inode: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+            device: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+            mtime: r.get(11)?,
+            ctime: r.get(12)?,
+            hash: hash.as_deref().map(bytes_to_hex),
+            hash_skipped: r.get(14)?,
+            link_target: r.get(15)?,
+        };
+        let since: i64 = r.get(16)?;
+        let mac: Vec<u8> = r.get(17)?;
+        let expected = self.mac(&key, checks, &attrs, hash.as_deref());
+        let mac_ok = expected == mac;
+        Ok(Row {
+            key,
+            checks,
+            attrs,
+            since,
+            mac,
+            mac_ok,
+        })
+    }
+
+    /// Up to `limit` rows in key order with keys after `after` (or from `from`, inclusive, when
+    /// `after` is None) and before `before`.
+    pub fn page(
+        &self,
+        from: &[u8],
+        after: Option<&[u8]>,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, FimError> {
+        let (op, start) = match after {
+            Some(a) => (">", a),
+            None => (">=", from),
+        };
+        let sql = format!(
+            "SELECT {ROW_COLUMNS} FROM fim_entry WHERE key {op} ?1 AND (?2 IS NULL OR key < ?2)
+             ORDER BY key LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![start, before, limit as i64], |r| self.row_from(r))
+            .map_err(self.sql())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
+    }
+
+    /// The row for one key.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Row>, FimError> {
+        let sql = format!("SELECT {ROW_COLUMNS} FROM fim_entry WHERE key = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.sql())?;
+        stmt.query_row(params![key], |r| self.row_from(r))
+            .optional()
+            .map_err(self.sql())
+    }
+
+    /// Calls `f` for each row under `prefix` (the prefix itself included), in key order, a page
+    /// at a time.
+    pub fn for_each(&self, prefix: &[u8], mut f: impl FnMut(&Row) -> bool) -> Result<(), FimError> {
+        if let Some(r) = self.get(prefix)? {
+            if !f(&r) {
+                return Ok(());
+            }
+        }
+        let (lo, hi) = subtree_bounds(prefix);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.page(&lo, after.as_deref(), Some(&hi), 4096)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.key.clone());
+            for r in &page {
+                if !f(r) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The stored text copy of a file, if any.
+    pub fn content(&self, key: &[u8]) -> Result<Option<Content>, FimError> {
+        let got: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT data, mac FROM fim_content WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(self.sql())?;
+        let Some((data, mac)) = got else {
+            return Ok(None);
+        };
+        if self.content_mac(key, &data) != mac {
+            return Ok(Some(Content::Tampered));
+        }
+        match super::diff::decompress(&data) {
+            Some(text) => Ok(Some(Content::Text(text))),
+            None => Ok(Some(Content::Tampered)),
+        }
+    }
+
+    /// The recorded changes of a path, oldest first: (time, kind, JSON record).
+    pub fn history(&self, key: &[u8]) -> Result<Vec<(i64, String, String)>, FimError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT time, kind, record FROM fim_change WHERE key = ?1 ORDER BY id")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map(params![key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.sql())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
+    }
+
+    /// Number of rows.
+    pub fn count(&self) -> Result<u64, FimError> {
+        self.conn
+            .query_row("SELECT count(*) FROM fim_entry", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(self.sql())
+    }
+
+    /// Applies the writes in one transaction. Returns, per op, whether it applied: false means the
+    /// row was changed by another writer since it was read, and the path must be compared again.
+    pub fn apply(&mut self, ops: &[Op]) -> Result<Vec<bool>, FimError> {
+        let now = now_secs();
+        let mut done = Vec::with_capacity(ops.len());
+        // Compute MACs before borrowing the connection for the transaction.
+        type RowMac = Option<(Vec<u8>, Option<Vec<u8>>)>;
+        type ContentRow = Option<(Vec<u8>, Vec<u8>, usize)>;
+        let macs: Vec<RowMac> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put {
+                    key, checks, attrs, ..
+                } => {
+                    let hash = attrs.hash.as_deref().and_then(hex_to_bytes);
+                    Some((self.mac(key, *checks, attrs, hash.as_deref()), hash))
+                }
+                Op::Delete { .. } => None,
+            })
+            .collect();
+        let contents: Vec<ContentRow> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put {
+                    key,
+                    content: ContentOp::Set(text),
+                    ..
+                } => {
+                    let data = super::diff::compress(text);
+                    let mac = self.content_mac(key, &data);
+                    Some((data, mac, text.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        let db_path = self.db_path.clone();
+        let sql = |source| FimError::Sql {
+            path: db_path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE fim_entry SET checks=?2, type=?3, size=?4, mode=?5, uid=?6, gid=?7,
+                     user=?8, grp=?9, inode=?10, dev=?11, mtime=?12, ctime=?13, hash=?14,
+                     hash_skipped=?15, link=?16, since=?17, mac=?18 WHERE key=?1 AND mac=?19",
+                )
+                .map_err(sql)?;
+            let mut insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO fim_entry ({ROW_COLUMNS}) VALUES
+                     (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)
+                     ON CONFLICT (key) DO NOTHING"
+                ))
+                .map_err(sql)?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM fim_entry WHERE key = ?1 AND mac = ?2")
+                .map_err(sql)?;
+            let mut put_content = tx
+                .prepare_cached(
+                    "INSERT INTO fim_content (key, size, data, mac) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (key) DO UPDATE SET size = excluded.size, data = excluded.data,
+                     mac = excluded.mac",
+                )
+                .map_err(sql)?;
+            let mut del_content = tx
+                .prepare_cached("DELETE FROM fim_content WHERE key = ?1")
+                .map_err(sql)?;
+            let mut add_change = tx
+                .prepare_cached(
+                    "INSERT INTO fim_change (key, time, kind, record) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?;
+            let mut prune = tx
+                .prepare_cached(
+                    "DELETE FROM fim_change WHERE key = ?1 AND id <= (SELECT id FROM fim_change
+                     WHERE key = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                )
+                .map_err(sql)?;
+            for (i, op) in ops.iter().enumerate() {
+                let (key, record) = match op {
+                    Op::Put {
+                        key,
+                        checks,
+                        attrs: a,
+                        expect,
+                        content,
+                        record,
+                    } => {
+                        let Some((mac, hash)) = &macs[i] else {
+                            continue;
+                        };
+                        let values = params![
+                            key,
+                            i64::from(*checks),
+                            a.file_type.map(|t| t.as_str()),
+                            a.size.map(|v| v as i64),
+                            a.mode.map(i64::from),
+                            a.uid.map(i64::from),
+                            a.gid.map(i64::from),
+                            a.user,
+                            a.group,
+                            a.inode.map(|v| v as i64),
+                            a.device.map(|v| v as i64),
+                            a.mtime,
+                            a.ctime,
+                            hash,
+                            a.hash_skipped,
+                            a.link_target,
+                            now,
+                            mac,
+                        ];
+                        let n = match expect {
+                            None => insert.execute(values).map_err(sql)?,
+                            Some(old) => {
+                                let mut v: Vec<&dyn rusqlite::ToSql> = values.to_vec();
+                                v.push(old);
+                                update.execute(v.as_slice()).map_err(sql)?
+                            }
+                        };
+                        if n == 0 {
+                            done.push(false);
+                            continue;
+                        }
+                        match content {
+                            ContentOp::Keep => {}
+                            ContentOp::Delete => {
+                                del_content.execute(params![key]).map_err(sql)?;
+                            }
+                            ContentOp::Set(_) => {
+                                if let Some((data, cmac, size)) = &contents[i] {
+                                    put_content
+                                        .execute(params![key, *size as i64, data, cmac])
+                                        .map_err(sql)?;
+                                }
+                            }
+                        }
+                        (key, record)
+                    }
+                    Op::Delete {
+                        key,
+                        expect,
+                        record,
+                    } => {
+                        if delete.execute(params![key, expect]).map_err(sql)? == 0 {
+                            done.push(false);
+                            continue;
+                        }
+                        del_content.execute(params![key]).map_err(sql)?;
+                        (key, record)
+                    }
+                };
+                if let Some((kind, json)) = record {
+                    add_change
+                        .execute(params![key, now, kind, json])
+                        .map_err(sql)?;
+                    prune.execute(params![key, HISTORY_PER_PATH]).map_err(sql)?;
+                }
+                done.push(true);
+            }
+        }
+        tx.commit().map_err(sql)?;
+        Ok(done)
+    }
+
+    /// Overwrites a stored row's size without updating its MAC (tests of tamper detection).
+    #[cfg(test)]
+    pub(crate) fn tamper(&self, key: &[u8]) {
+        self.conn
+            .execute(
+                "UPDATE fim_entry SET size = coalesce(size, 0) + 1 WHERE key = ?1",
+                params![key],
+            )
+            .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_order_is_walk_order() {
+        let mut paths = [
+            "/etc.d", "/etc/a", "/etc", "/etc/a/b", "/etc-x", "/", "/etc/a.b",
+        ];
+        paths.sort_by_key(|p| key_of(Path::new(p)));
+        assert_eq!(
+            paths,
+            ["/", "/etc", "/etc/a", "/etc/a/b", "/etc/a.b", "/etc-x", "/etc.d"]
+        );
+        for p in paths {
+            assert_eq!(path_of_key(&key_of(Path::new(p))), Path::new(p));
+        }
+        let etc = key_of(Path::new("/etc"));
+        assert!(is_under(&key_of(Path::new("/etc/a/b")), &etc));
+        assert!(!is_under(&key_of(Path::new("/etc.d")), &etc));
+        assert!(!is_under(&etc, &etc));
+    }
+
+    #[test]
+    fn rows_round_trip_and_tampering_is_seen() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = Baseline::open(d.path(), true).unwrap();
+        let key_mode = fs::metadata(d.path().join(KEY_FILE)).unwrap().mode() & 0o777;
+        assert_eq!(key_mode, 0o600);
+        let attrs = FileAttrs {
+            file_type: Some(FileType::File),
+            size: Some(u64::MAX),
+            hash: Some(bytes_to_hex(blake3::hash(b"x").as_bytes())),
+            ..Default::default()
+        };
+        let key = key_of(Path::new("/x"));
+        let put = Op::Put {
+            key: key.clone(),
+            checks: 0x7ff,
+            attrs: attrs.clone(),
+            expect: None,
+            content: ContentOp::Set(b"hello\n".to_vec()),
+            record: None,
+        };
+        assert_eq!(b.apply(std::slice::from_ref(&put)).unwrap(), vec![true]);
+        // A second insert of the same key does not apply: the row exists now.
+        assert_eq!(b.apply(&[put]).unwrap(), vec![false]);
+        let row = b.get(&key).unwrap().unwrap();
+        assert!(row.mac_ok);
+        assert_eq!(row.attrs, attrs);
+        assert!(matches!(b.content(&key).unwrap(), Some(Content::Text(t)) if t == b"hello\n"));
+        b.tamper(&key);
+        assert!(!b.get(&key).unwrap().unwrap().mac_ok);
+        // A stale version does not delete.
+        let del = Op::Delete {
+            key: key.clone(),
+            expect: vec![1, 2, 3],
+            record: None,
+        };
+        assert_eq!(b.apply(&[del]).unwrap(), vec![false]);
+        drop(b);
+        // The same key opens again; without a key file, opening without create fails.
+        Baseline::open(d.path(), false).unwrap();
+        fs::remove_file(d.path().join(KEY_FILE)).unwrap();
+        assert!(matches!(
+            Baseline::open(d.path(), false),
+            Err(FimError::NoKey { .. })
+        ));
+    }
+}

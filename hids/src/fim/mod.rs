@@ -1,0 +1,843 @@
+//! File integrity monitoring: the scan that compares the configured trees against the baseline and
+//! turns every difference into a [`FimChange`].
+//!
+//! A scan is a pipeline of three threads: the walk (`walk.rs`) lists entries in baseline key
+//! order; this thread merge-joins them with the baseline read a page at a time (so memory does not
+//! grow with the tree) and groups them into batches; a hashing thread hashes each batch over all
+//! cores (`hash.rs`); this thread then compares each entry with its row and writes the batch in one
+//! transaction (`baseline.rs`). Walking, hashing and writing overlap.
+//!
+//! Single writer: every baseline write is conditional on the row being the one compared against,
+//! so the scheduled scan, a real-time watch ([`check_path`]) and a `hids fim check` run by hand can
+//! never report one change twice; a change seen by none of them is seen by the next.
+
+pub mod attrs;
+pub mod baseline;
+pub mod cli;
+pub mod diff;
+pub mod hash;
+pub mod report;
+pub mod walk;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::{CheckMode, FimConfig, FimPath};
+use crate::event::{display_path, ChangeKind, FileAttrs, FileType, FimChange};
+use crate::state::StateError;
+use attrs::Names;
+use baseline::{checks_bits, is_under, Baseline, Content, ContentOp, Op, Row};
+use hash::{Outcome, Throttle};
+use walk::{Node, Plan, WalkItem, WalkStats, Walker};
+
+pub use report::{change_event, change_json, full_log, LOCATION};
+
+/// Entries per batch (one transaction each).
+const BATCH: usize = 1024;
+/// Bytes to hash per batch, at most (one larger file may exceed it).
+const BATCH_BYTES: u64 = 32 << 20;
+/// Baseline rows read per page.
+const PAGE: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FimError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("database error on {}: {source}", path.display())]
+    Sql {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the FIM baseline key {} is missing, so the baseline cannot be verified; run `hids fim init` to record a new baseline", path.display())]
+    NoKey { path: PathBuf },
+    #[error("the FIM baseline key {} is not usable: {reason}", path.display())]
+    BadKey { path: PathBuf, reason: String },
+    #[error("there is no FIM baseline in {} yet: run `hids fim init` first", path.display())]
+    NoBaseline { path: PathBuf },
+    #[error("cannot start the hashing threads: {0}")]
+    Threads(String),
+}
+
+/// Recording a new baseline, or comparing against the existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Record every entry; report nothing.
+    Init,
+    /// Compare, report and update.
+    Check,
+}
+
+/// How a scan runs.
+#[derive(Default)]
+pub struct ScanOptions<'a> {
+    /// Rehash every file (`check_mode = "full"`), not only those whose metadata changed.
+    pub full: bool,
+    /// Caps on reading and visiting (scheduled scans).
+    pub throttle: Option<&'a Throttle>,
+    /// Set to stop: the batch under way is finished and written, nothing after it is looked at.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// What a scan did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Summary {
+    pub entries: u64,
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub other: u64,
+    /// Files read and hashed (the others kept their hash: metadata unchanged, fast mode).
+    pub hashed: u64,
+    pub hashed_bytes: u64,
+    pub added: u64,
+    pub modified: u64,
+    pub deleted: u64,
+    /// Rows that failed their MAC.
+    pub tampered: u64,
+    /// Entries that could not be read or listed (permission denied).
+    pub denied: u64,
+    /// Stopped before the end (signal): unvisited entries were neither compared nor reported.
+    pub interrupted: bool,
+    pub seconds: f64,
+    /// One line per configured path with a problem (missing, unreadable parts), for the log.
+    pub warnings: Vec<String>,
+}
+
+impl Summary {
+    /// Added + modified + deleted.
+    pub fn changes(&self) -> u64 {
+        self.added + self.modified + self.deleted
+    }
+}
+
+/// One entry on its way through the pipeline.
+struct Item {
+    key: Vec<u8>,
+    node: Option<Node>,
+    old: Option<Row>,
+    attrs: Option<FileAttrs>,
+    content: Option<Vec<u8>>,
+    /// Read and hashed now (so `content` says all there is to know about a copy).
+    hashed: bool,
+    denied: bool,
+}
+
+impl Item {
+    fn gone(row: Row) -> Item {
+        Item {
+            key: row.key.clone(),
+            node: None,
+            old: Some(row),
+            attrs: None,
+            content: None,
+            hashed: false,
+            denied: false,
+        }
+    }
+}
+
+/// Baseline rows in key order from `lo` (inclusive) to `hi` (exclusive), a page at a time.
+struct Cursor {
+    lo: Vec<u8>,
+    hi: Option<Vec<u8>>,
+    after: Option<Vec<u8>>,
+    buf: std::collections::VecDeque<Row>,
+    done: bool,
+}
+
+impl Cursor {
+    fn new(lo: Vec<u8>, hi: Option<Vec<u8>>) -> Cursor {
+        Cursor {
+            lo,
+            hi,
+            after: None,
+            buf: Default::default(),
+            done: false,
+        }
+    }
+
+    fn peek(&mut self, b: &Baseline) -> Result<Option<&Row>, FimError> {
+        if self.buf.is_empty() && !self.done {
+            let page = b.page(&self.lo, self.after.as_deref(), self.hi.as_deref(), PAGE)?;
+            if page.len() < PAGE {
+                self.done = true;
+            }
+            if let Some(last) = page.last() {
+                self.after = Some(last.key.clone());
+            }
+            self.buf.extend(page);
+        }
+        Ok(self.buf.front())
+    }
+
+    fn pop(&mut self) -> Option<Row> {
+        self.buf.pop_front()
+    }
+}
+
+/// What hashing needs, shared by the hashing threads.
+struct Ctx<'a> {
+    paths: &'a [FimPath],
+    names: Names,
+    full: bool,
+    throttle: Option<&'a Throttle>,
+}
+
+/// Whether the metadata that fast mode trusts is unchanged (and the old hash usable).
+fn reusable_hash(old: &Row, new: &FileAttrs) -> bool {
+    let o = &old.attrs;
+    old.mac_ok
+        && o.hash.is_some()
+        && o.hash_skipped.is_none()
+        && new.size.is_some()
+        && new.mtime.is_some()
+        && new.ctime.is_some()
+        && new.inode.is_some()
+        && new.device.is_some()
+        && o.size == new.size
+        && o.mtime == new.mtime
+        && o.ctime == new.ctime
+        && o.inode == new.inode
+        && o.device == new.device
+        && o.file_type.is_some_and(|t| t == FileType::File)
+}
+
+/// Bytes that hashing this entry is expected to read (for sizing batches).
+fn expected_read(node: &Node, old: Option<&Row>, paths: &[FimPath], full: bool) -> u64 {
+    let fp = &paths[node.root];
+    if !node.meta.is_file() || !fp.checks.hash || node.meta.size() > fp.max_hashed_size {
+        return 0;
+    }
+    let same = old.is_some_and(|o| {
+        o.attrs.size == Some(node.meta.size())
+            && o.attrs.mtime.is_some()
+            && o.attrs.inode == Some(node.meta.ino())
+    });
+    if full || !same {
+        node.meta.size()
+    } else {
+        0
+    }
+}
+
+/// The hashing stage for one entry: its attributes, hash and (for diffs) content.
+fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
+    let Some(node) = &item.node else {
+        return;
+    };
+    let fp = &ctx.paths[node.root];
+    let mut a = attrs::from_metadata(&node.meta, &fp.checks, &ctx.names, node.link_target.clone());
+    if node.meta.is_file() && fp.checks.hash {
+        if node.meta.size() > fp.max_hashed_size {
+            a.hash_skipped = Some(format!(
+                "larger than max_hashed_size ({} bytes)",
+                fp.max_hashed_size
+            ));
+        } else if let Some(old) = item
+            .old
+            .as_ref()
+            .filter(|o| !ctx.full && reusable_hash(o, &a))
+        {
+            a.hash = old.attrs.hash.clone();
+        } else {
+            let keep = if fp.report_changes && !fp.nodiff.covers(&node.path) {
+                diff::CONTENT_CAP
+            } else {
+                0
+            };
+            let carry = |a: &mut FileAttrs, why: String| {
+                // Keep the last known hash, so that a change made meanwhile is still seen once
+                // the file can be read again.
+                a.hash = item
+                    .old
+                    .as_ref()
+                    .filter(|o| o.mac_ok)
+                    .and_then(|o| o.attrs.hash.clone());
+                a.hash_skipped = Some(why);
+            };
+            match hash::hash_path(&node.path, fp.follow_symlinks, keep, ctx.throttle) {
+                Outcome::Hashed {
+                    meta,
+                    hash,
+                    content,
+                } => {
+                    a = attrs::from_metadata(&meta, &fp.checks, &ctx.names, None);
+                    a.hash = Some(hash.to_hex().to_string());
+                    item.content = content;
+                    item.hashed = true;
+                }
+                Outcome::NotRegular(meta) => {
+                    let target = if meta.file_type().is_symlink() {
+                        std::fs::read_link(&node.path)
+                            .ok()
+                            .map(|t| display_path(&t).0)
+                    } else {
+                        None
+                    };
+                    a = attrs::from_metadata(&meta, &fp.checks, &ctx.names, target);
+                }
+                Outcome::Vanished => {
+                    item.node = None;
+                    return;
+                }
+                Outcome::Denied => {
+                    item.denied = true;
+                    carry(&mut a, "permission denied".into());
+                }
+                Outcome::Unsettled(meta) => {
+                    a = attrs::from_metadata(&meta, &fp.checks, &ctx.names, None);
+                    carry(
+                        &mut a,
+                        "changed while being read; hashed again next time".into(),
+                    );
+                }
+                Outcome::Failed(e) => carry(&mut a, format!("read error: {e}")),
+            }
+        }
+    }
+    item.attrs = Some(a);
+}
+
+/// The diff (or the note in its place) for a content change of `item`.
+fn diff_for(
+    b: &Baseline,
+    item: &Item,
+    fp: &FimPath,
+    path: &Path,
+) -> Result<Option<String>, FimError> {
+    if !fp.report_changes || fp.nodiff.covers(path) {
+        return Ok(None);
+    }
+    let label = display_path(path).0;
+    Ok(Some(match &item.content {
+        Some(new) if diff::is_text(new) => match b.content(&item.key)? {
+            Some(Content::Text(old)) => diff::unified(&label, &old, new),
+            Some(Content::Tampered) => {
+                "no diff: the stored copy failed its integrity check".to_string()
+            }
+            None => "no diff: no earlier copy of this file".to_string(),
+        },
+        Some(_) => "binary file changed".to_string(),
+        None => format!(
+            "no diff: the file is larger than {} KiB or could not be read",
+            diff::CONTENT_CAP >> 10
+        ),
+    }))
+}
+
+/// The content op for a written row.
+fn content_op(item: &Item, fp: &FimPath, path: &Path) -> ContentOp {
+    if !fp.report_changes || fp.nodiff.covers(path) {
+        return ContentOp::Delete;
+    }
+    match &item.content {
+        Some(c) if diff::is_text(c) => ContentOp::Set(c.clone()),
+        _ if item.hashed => ContentOp::Delete,
+        _ => ContentOp::Keep,
+    }
+}
+
+/// The scan's state on the writing side.
+struct Writer<'a> {
+    b: &'a mut Baseline,
+    paths: &'a [FimPath],
+    plan: &'a Plan,
+    mode: Mode,
+    summary: Summary,
+    denied: WalkStats,
+    conflicts: Vec<Vec<u8>>,
+}
+
+impl Writer<'_> {
+    /// Compares a hashed batch with the baseline, writes it in one transaction, and reports the
+    /// changes that were written.
+    fn finish(
+        &mut self,
+        batch: Vec<Item>,
+        on_change: &mut dyn FnMut(&FimChange),
+    ) -> Result<(), FimError> {
+        let mut ops = Vec::with_capacity(batch.len());
+        let mut changes: Vec<Option<FimChange>> = Vec::with_capacity(batch.len());
+        for item in &batch {
+            let path = baseline::path_of_key(&item.key);
+            match (&item.node, &item.attrs, &item.old) {
+                (Some(node), Some(new), old) => {
+                    let fp = &self.paths[node.root];
+                    let s = &mut self.summary;
+                    s.entries += 1;
+                    match node.meta.file_type() {
+                        t if t.is_file() => s.files += 1,
+                        t if t.is_dir() => s.directories += 1,
+                        t if t.is_symlink() => s.symlinks += 1,
+                        _ => s.other += 1,
+                    }
+                    if item.hashed {
+                        s.hashed += 1;
+                        s.hashed_bytes += new.size.unwrap_or(0);
+                    }
+                    if item.denied {
+                        self.denied.deny(node.root, &node.path);
+                    }
+                    let bits = checks_bits(&fp.checks);
+                    let (kind, changed, tampered) = match old {
+                        None => (ChangeKind::Added, Vec::new(), false),
+                        Some(o) if !o.mac_ok => {
+                            (ChangeKind::Modified, attrs::changed(&o.attrs, new), true)
+                        }
+                        Some(o) => {
+                            if &o.attrs == new && o.checks == bits {
+                                // Unchanged, or changed only in what is no longer checked.
+                                let op = content_op(item, fp, &path);
+                                if item.hashed && op != ContentOp::Keep && self.mode == Mode::Check
+                                {
+                                    // Full mode: refresh a missing copy without reporting.
+                                    ops.push(Op::Put {
+                                        key: item.key.clone(),
+                                        checks: bits,
+                                        attrs: new.clone(),
+                                        expect: Some(o.mac.clone()),
+                                        content: op,
+                                        record: None,
+                                    });
+                                    changes.push(None);
+                                }
+                                continue;
+                            }
+                            (ChangeKind::Modified, attrs::changed(&o.attrs, new), false)
+                        }
+                    };
+                    let report = self.mode == Mode::Check
+                        && (kind == ChangeKind::Added || tampered || !changed.is_empty());
+                    let change = if report {
+                        let diff = if changed.contains(&"hash") && !tampered {
+                            diff_for(self.b, item, fp, &path)?
+                        } else {
+                            None
+                        };
+                        Some(FimChange {
+                            path: path.clone(),
+                            kind,
+                            before: old.as_ref().map(|o| o.attrs.clone()),
+                            after: Some(new.clone()),
+                            changed,
+                            diff,
+                            tampered,
+                        })
+                    } else {
+                        None
+                    };
+                    ops.push(Op::Put {
+                        key: item.key.clone(),
+                        checks: bits,
+                        attrs: new.clone(),
+                        expect: old.as_ref().map(|o| o.mac.clone()),
+                        content: content_op(item, fp, &path),
+                        record: change.as_ref().map(record_of),
+                    });
+                    changes.push(change);
+                }
+                (_, _, Some(old)) => {
+                    let report = self.mode == Mode::Check && self.plan.in_scope(self.paths, &path);
+                    if !report {
+                        tracing::debug!(path = %display_path(&path).0, "no longer covered by the configuration: dropped from the baseline");
+                    }
+                    let change = report.then(|| FimChange {
+                        path: path.clone(),
+                        kind: ChangeKind::Deleted,
+                        before: Some(old.attrs.clone()),
+                        after: None,
+                        changed: Vec::new(),
+                        diff: None,
+                        tampered: !old.mac_ok,
+                    });
+                    ops.push(Op::Delete {
+                        key: item.key.clone(),
+                        expect: old.mac.clone(),
+                        record: change.as_ref().map(record_of),
+                    });
+                    changes.push(change);
+                }
+                _ => {}
+            }
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let applied = self.b.apply(&ops)?;
+        for ((op, change), ok) in ops.iter().zip(changes).zip(applied) {
+            if !ok {
+                let key = match op {
+                    Op::Put { key, .. } | Op::Delete { key, .. } => key.clone(),
+                };
+                self.conflicts.push(key);
+                continue;
+            }
+            if let Some(c) = change {
+                let s = &mut self.summary;
+                if c.tampered {
+                    s.tampered += 1;
+                }
+                match c.kind {
+                    ChangeKind::Added => s.added += 1,
+                    ChangeKind::Modified => s.modified += 1,
+                    ChangeKind::Deleted => s.deleted += 1,
+                }
+                on_change(&c);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn record_of(c: &FimChange) -> (String, String) {
+    (c.kind.as_str().to_string(), change_json(c).to_string())
+}
+
+/// The walk to run: everything, or one path.
+enum Source<'p> {
+    All,
+    One(&'p Path),
+}
+
+/// Runs the pipeline over the keys from `lo` to `hi`.
+#[allow(clippy::too_many_arguments)]
+fn engine(
+    b: &mut Baseline,
+    cfg: &FimConfig,
+    plan: &Plan,
+    mode: Mode,
+    opts: &ScanOptions<'_>,
+    source: Source<'_>,
+    lo: Vec<u8>,
+    hi: Option<Vec<u8>>,
+    on_change: &mut dyn FnMut(&FimChange),
+) -> Result<(Summary, WalkStats, Vec<Vec<u8>>), FimError> {
+    let started = Instant::now();
+    let paths = &cfg.paths[..];
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Built on this thread, so its threads inherit this thread's (possibly lowered) priority.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("fim-hash-{i}"))
+        .build()
+        .map_err(|e| FimError::Threads(e.to_string()))?;
+    let ctx = Ctx {
+        paths,
+        names: Names::load(),
+        full: opts.full,
+        throttle: opts.throttle,
+    };
+    let pace = opts.throttle.map(|t| move || t.take(0, 1));
+    let mut writer = Writer {
+        b,
+        paths,
+        plan,
+        mode,
+        summary: Summary::default(),
+        denied: WalkStats::default(),
+        conflicts: Vec::new(),
+    };
+    let stopped = |o: &ScanOptions<'_>| o.stop.is_some_and(|s| s.load(Ordering::Relaxed));
+    let mut walk_stats = WalkStats::default();
+    let result: Result<bool, FimError> = std::thread::scope(|s| {
+        let (wtx, wrx) = mpsc::sync_channel::<WalkItem>(4096);
+        let walker = s.spawn(|| {
+            let mut w = Walker::new(plan, paths);
+            if let Some(p) = &pace {
+                w.pace = Some(p);
+            }
+            let wtx = wtx;
+            let mut emit = |item: WalkItem| wtx.send(item).is_ok();
+            match source {
+                Source::All => {
+                    w.run(&mut emit);
+                }
+                Source::One(p) => {
+                    let mut dir_key = None;
+                    w.one(p, &mut |item: WalkItem| {
+                        if let WalkItem::Entry(n) = &item {
+                            if n.meta.is_dir() {
+                                dir_key = Some((n.key.clone(), n.root));
+                            }
+                        }
+                        emit(item)
+                    });
+                    // A directory's own entry only: its subtree stays as it is.
+                    if let Some((key, root)) = dir_key {
+                        emit(WalkItem::Unreadable { key, root });
+                    }
+                }
+            }
+            w.stats
+        });
+        let (htx, hrx) = mpsc::sync_channel::<Vec<Item>>(1);
+        let (dtx, drx) = mpsc::channel::<Vec<Item>>();
+        let ctx = &ctx;
+        let pool = &pool;
+        s.spawn(move || {
+            for mut batch in hrx {
+                pool.install(|| batch.par_iter_mut().for_each(|it| prepare(it, ctx)));
+                if dtx.send(batch).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut in_flight = 0usize;
+        let run = || -> Result<bool, FimError> {
+            let mut cursor = Cursor::new(lo, hi);
+            let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+            let mut batch_bytes = 0u64;
+            let mut interrupted = false;
+            let mut send = |batch: Vec<Item>, writer: &mut Writer<'_>| -> Result<(), FimError> {
+                if htx.send(batch).is_err() {
+                    return Ok(());
+                }
+                in_flight += 1;
+                while in_flight >= 3 {
+                    match drx.recv() {
+                        Ok(done) => {
+                            in_flight -= 1;
+                            writer.finish(done, on_change)?;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                while let Ok(done) = drx.try_recv() {
+                    in_flight -= 1;
+                    writer.finish(done, on_change)?;
+                }
+                Ok(())
+            };
+            for item in wrx.iter() {
+                match item {
+                    WalkItem::Entry(node) => {
+                        while let Some(row) = cursor.peek(writer.b)? {
+                            if row.key >= node.key {
+                                break;
+                            }
+                            if let Some(r) = cursor.pop() {
+                                batch.push(Item::gone(r));
+                            }
+                        }
+                        let old = match cursor.peek(writer.b)? {
+                            Some(r) if r.key == node.key => cursor.pop(),
+                            _ => None,
+                        };
+                        batch_bytes += expected_read(&node, old.as_ref(), paths, opts.full);
+                        batch.push(Item {
+                            key: node.key.clone(),
+                            node: Some(node),
+                            old,
+                            attrs: None,
+                            content: None,
+                            hashed: false,
+                            denied: false,
+                        });
+                    }
+                    WalkItem::Unreadable { key, .. } => {
+                        // Rows before it are gone; the row itself and its subtree are kept.
+                        while let Some(row) = cursor.peek(writer.b)? {
+                            if row.key >= key {
+                                break;
+                            }
+                            if let Some(r) = cursor.pop() {
+                                batch.push(Item::gone(r));
+                            }
+                        }
+                        while let Some(row) = cursor.peek(writer.b)? {
+                            if row.key != key && !is_under(&row.key, &key) {
+                                break;
+                            }
+                            cursor.pop();
+                        }
+                    }
+                }
+                if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
+                    send(std::mem::take(&mut batch), &mut writer)?;
+                    batch_bytes = 0;
+                }
+                if stopped(opts) {
+                    interrupted = true;
+                    break;
+                }
+            }
+            if !interrupted {
+                // What the walk did not meet is gone (or no longer configured).
+                while cursor.peek(writer.b)?.is_some() {
+                    if let Some(r) = cursor.pop() {
+                        batch.push(Item::gone(r));
+                    }
+                    if batch.len() >= BATCH {
+                        send(std::mem::take(&mut batch), &mut writer)?;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                send(batch, &mut writer)?;
+            }
+            Ok(interrupted)
+        };
+        let r = run();
+        // Stop the walk (if still going) and the hashing thread; write what was hashed.
+        drop(wrx);
+        drop(htx);
+        let r = r.and_then(|interrupted| {
+            for done in drx.iter() {
+                writer.finish(done, on_change)?;
+            }
+            Ok(interrupted)
+        });
+        drop(drx);
+        walk_stats = walker.join().unwrap_or_default();
+        r
+    });
+    let interrupted = result?;
+    let mut summary = writer.summary;
+    summary.interrupted = interrupted;
+    summary.seconds = started.elapsed().as_secs_f64();
+    for (root, (n, first)) in writer.denied.denied {
+        let e = walk_stats.denied.entry(root).or_insert((0, first));
+        e.0 += n;
+    }
+    summary.denied = walk_stats.denied.values().map(|(n, _)| *n).sum();
+    Ok((summary, walk_stats, writer.conflicts))
+}
+
+fn warnings(plan: &Plan, stats: &WalkStats) -> Vec<String> {
+    let mut out = Vec::new();
+    for &i in &stats.missing {
+        out.push(format!(
+            "{}: does not exist; skipped",
+            display_path(plan.root(i)).0
+        ));
+    }
+    let mut denied: Vec<_> = stats.denied.iter().collect();
+    denied.sort_by_key(|(i, _)| **i);
+    for (&i, (n, first)) in denied {
+        out.push(format!(
+            "{}: {n} entr{} could not be read (permission denied), e.g. {}; recorded without content, or not listed",
+            display_path(plan.root(i)).0,
+            if *n == 1 { "y" } else { "ies" },
+            display_path(first).0
+        ));
+    }
+    if stats.errors > 0 {
+        out.push(format!(
+            "{} read error(s), first: {}",
+            stats.errors,
+            stats.first_error.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
+
+fn now_rfc3339() -> String {
+    report::format_time(std::time::SystemTime::now())
+}
+
+/// Scans every configured path: records a new baseline ([`Mode::Init`], after emptying the old
+/// one) or compares with the baseline, reports each change to `on_change` and updates it.
+pub fn scan(
+    b: &mut Baseline,
+    cfg: &FimConfig,
+    mode: Mode,
+    opts: &ScanOptions<'_>,
+    on_change: &mut dyn FnMut(&FimChange),
+) -> Result<Summary, FimError> {
+    if mode == Mode::Init {
+        b.clear()?;
+    } else if !b.is_initialized()? {
+        return Err(FimError::NoBaseline {
+            path: b.db_path().to_path_buf(),
+        });
+    }
+    let plan = Plan::new(&cfg.paths);
+    let full = opts.full || cfg.check_mode == CheckMode::Full;
+    let opts = ScanOptions {
+        full,
+        throttle: opts.throttle,
+        stop: opts.stop,
+    };
+    let (mut summary, stats, conflicts) = engine(
+        b,
+        cfg,
+        &plan,
+        mode,
+        &opts,
+        Source::All,
+        Vec::new(),
+        None,
+        on_change,
+    )?;
+    // Rows another writer changed while this scan compared them: compare them again.
+    for key in conflicts {
+        let path = baseline::path_of_key(&key);
+        let s = check_one(b, cfg, &plan, &path, on_change)?;
+        summary.added += s.added;
+        summary.modified += s.modified;
+        summary.deleted += s.deleted;
+        summary.tampered += s.tampered;
+    }
+    summary.warnings = warnings(&plan, &stats);
+    if !summary.interrupted {
+        match mode {
+            Mode::Init => b.set_meta("initialized", &now_rfc3339())?,
+            Mode::Check => b.set_meta("last_check", &now_rfc3339())?,
+        }
+    }
+    Ok(summary)
+}
+
+fn check_one(
+    b: &mut Baseline,
+    cfg: &FimConfig,
+    plan: &Plan,
+    path: &Path,
+    on_change: &mut dyn FnMut(&FimChange),
+) -> Result<Summary, FimError> {
+    let key = baseline::key_of(path);
+    let (_, hi) = baseline::subtree_bounds(&key);
+    let (summary, _, conflicts) = engine(
+        b,
+        cfg,
+        plan,
+        Mode::Check,
+        &ScanOptions::default(),
+        Source::One(path),
+        key,
+        Some(hi),
+        on_change,
+    )?;
+    if !conflicts.is_empty() {
+        tracing::debug!(path = %display_path(path).0, "changed by another writer again; left to the next scan");
+    }
+    Ok(summary)
+}
+
+/// Compares ONE path with the baseline and updates its row in one transaction, reporting what
+/// changed: for a real-time watch. A directory is compared by itself (not its subtree); a path
+/// that is gone or no longer a directory takes its subtree's rows with it (reported deleted).
+/// Paths the configuration does not record are ignored. Safe to interleave with [`scan`] in the
+/// same thread or another process: no change is reported twice.
+pub fn check_path(
+    b: &mut Baseline,
+    cfg: &FimConfig,
+    plan: &Plan,
+    path: &Path,
+    on_change: &mut dyn FnMut(&FimChange),
+) -> Result<Summary, FimError> {
+    check_one(b, cfg, plan, path, on_change)
+}

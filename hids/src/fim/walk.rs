@@ -1,0 +1,562 @@
+//! The walk over the configured paths, in baseline key order (depth first, siblings sorted by name
+//! bytes), so that a scan can merge-join it against the baseline read in the same order.
+//!
+//! Each entry is governed by the deepest configured path that contains it (its depth, ignore,
+//! restrict, checks...). A configured path inside another is reached through the outer walk, even
+//! when the outer path's depth or ignore list would not get there ("transit" directories are
+//! descended but not recorded). Pseudo file systems are not entered unless configured by name;
+//! with `one_file_system` no other file system is; symlinks are recorded as links unless
+//! `follow_symlinks`, and a directory already on the current path (symlink loop, bind-mount cycle)
+//! is never entered twice.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::baseline::key_of;
+use crate::config::FimPath;
+use crate::event::escape_bytes;
+
+/// File system types that describe the kernel rather than files: never walked into unless a
+/// configured path names them.
+const PSEUDO_FS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "pstore",
+    "bpf",
+    "configfs",
+    "fusectl",
+    "mqueue",
+    "hugetlbfs",
+    "binfmt_misc",
+    "autofs",
+    "efivarfs",
+    "selinuxfs",
+    "rpc_pipefs",
+    "nsfs",
+];
+
+/// One entry found by the walk.
+#[derive(Debug)]
+pub struct Node {
+    pub path: PathBuf,
+    pub key: Vec<u8>,
+    /// `lstat`, or `stat` for a followed symlink.
+    pub meta: Metadata,
+    /// The configured path governing this entry (index into `FimConfig::paths`).
+    pub root: usize,
+    /// A symlink's target, escaped.
+    pub link_target: Option<String>,
+}
+
+/// What the walk hands on, in key order.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // entries are the common case; boxing them costs an allocation each
+pub enum WalkItem {
+    Entry(Node),
+    /// The subtree under this key could not be listed: its baseline rows are kept as they are,
+    /// neither compared nor reported deleted.
+    Unreadable {
+        key: Vec<u8>,
+        root: usize,
+    },
+}
+
+/// How a directory's children are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Recorded under configured path `root`, at `level` below it.
+    Record { root: usize, level: u32 },
+    /// Only walked through, towards a configured path deeper down.
+    Transit,
+}
+
+/// Counts and first examples of what the walk could not do, per configured path.
+#[derive(Debug, Default, Clone)]
+pub struct WalkStats {
+    /// Entries that could not be read or listed: count and the first path.
+    pub denied: HashMap<usize, (u64, PathBuf)>,
+    /// Configured paths that do not exist.
+    pub missing: Vec<usize>,
+    /// Directories not entered again because they were already on the path (loops, bind cycles).
+    pub loops: u64,
+    /// Mount points not entered: pseudo file systems, or other file systems under one_file_system.
+    pub mounts_skipped: u64,
+    /// Other errors (I/O errors on lstat or readdir): count and the first message.
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl WalkStats {
+    pub(crate) fn deny(&mut self, root: usize, path: &Path) {
+        let e = self
+            .denied
+            .entry(root)
+            .or_insert_with(|| (0, path.to_path_buf()));
+        e.0 += 1;
+    }
+}
+
+/// What the walk needs to know about the configured paths.
+#[derive(Debug)]
+pub struct Plan {
+    /// Configured paths by (normalized) path.
+    by_path: HashMap<PathBuf, usize>,
+    /// Every proper ancestor of a configured path.
+    ancestors: HashSet<PathBuf>,
+    /// Configured paths not inside another, in key order: where walks start.
+    tops: Vec<usize>,
+    /// Normalized configured paths.
+    roots: Vec<PathBuf>,
+    /// Mount point -> file system type, from /proc/self/mountinfo.
+    mounts: HashMap<PathBuf, String>,
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    p.components().collect()
+}
+
+impl Plan {
+    pub fn new(paths: &[FimPath]) -> Plan {
+        let roots: Vec<PathBuf> = paths.iter().map(|p| normalize(&p.path)).collect();
+        let mut by_path = HashMap::new();
+        let mut ancestors = HashSet::new();
+        for (i, r) in roots.iter().enumerate() {
+            by_path.entry(r.clone()).or_insert(i);
+            let mut a = r.parent();
+            while let Some(p) = a {
+                ancestors.insert(p.to_path_buf());
+                a = p.parent();
+            }
+        }
+        let mut tops: Vec<usize> = (0..roots.len())
+            .filter(|&i| {
+                by_path.get(&roots[i]) == Some(&i)
+                    && !roots
+                        .iter()
+                        .any(|o| o != &roots[i] && roots[i].starts_with(o))
+            })
+            .collect();
+        tops.sort_by_key(|&i| key_of(&roots[i]));
+        Plan {
+            by_path,
+            ancestors,
+            tops,
+            roots,
+            mounts: read_mounts(),
+        }
+    }
+
+    /// The normalized configured path `i`.
+    pub fn root(&self, i: usize) -> &Path {
+        &self.roots[i]
+    }
+
+    /// The configured path that governs `path` (the deepest that contains it) and how many levels
+    /// below it `path` is.
+    pub fn governing(&self, path: &Path) -> Option<(usize, u32)> {
+        let mut level = 0;
+        let mut cur = Some(path);
+        while let Some(p) = cur {
+            if let Some(&i) = self.by_path.get(p) {
+                return Some((i, level));
+            }
+            level += 1;
+            cur = p.parent();
+        }
+        None
+    }
+
+    /// Whether a scan would record `path` (as it is configured now: under a configured path,
+    /// within its depth, not ignored, matching restrict). Used for baseline rows the walk did not
+    /// meet: those in scope were deleted, the others were dropped from the configuration.
+    pub fn in_scope(&self, paths: &[FimPath], path: &Path) -> bool {
+        let Some((i, level)) = self.governing(path) else {
+            return false;
+        };
+        if level == 0 {
+            return true;
+        }
+        let fp = &paths[i];
+        if level > fp.depth.saturating_add(1) {
+            return false;
+        }
+        // Ignored itself or below an ignored directory.
+        let mut cur = Some(path);
+        while let Some(p) = cur {
+            if p == self.roots[i] {
+                break;
+            }
+            if fp.ignore.matches(p) {
+                return false;
+            }
+            cur = p.parent();
+        }
+        fp.restrict.is_empty() || fp.restrict.matches(path)
+    }
+
+    fn pseudo(&self, path: &Path) -> Option<&str> {
+        self.mounts
+            .get(path)
+            .map(String::as_str)
+            .filter(|t| PSEUDO_FS.contains(t))
+    }
+}
+
+/// Mount points and their types; unreadable mountinfo gives none (then only one_file_system guards).
+fn read_mounts() -> HashMap<PathBuf, String> {
+    let mut out = HashMap::new();
+    let Ok(text) = std::fs::read("/proc/self/mountinfo") else {
+        return out;
+    };
+    for line in text.split(|b| *b == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == b"-") else {
+            continue;
+        };
+        let (Some(mnt), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else {
+            continue;
+        };
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&unescape_octal(mnt)).to_os_string());
+        out.insert(path, String::from_utf8_lossy(fstype).into_owned());
+    }
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_octal(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' {
+            if let Some(oct) = s.get(i + 1..i + 4) {
+                if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                    let v = oct
+                        .iter()
+                        .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                    out.push(v as u8);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+fn link_target(path: &Path) -> Option<String> {
+    std::fs::read_link(path)
+        .ok()
+        .map(|t| escape_bytes(t.as_os_str().as_bytes()).0)
+}
+
+struct Frame {
+    dir: PathBuf,
+    names: Vec<OsString>,
+    pos: usize,
+    scope: Scope,
+    dev: u64,
+    ino: u64,
+}
+
+/// The walk over every configured path. `emit` returns false to stop early.
+pub struct Walker<'a> {
+    plan: &'a Plan,
+    paths: &'a [FimPath],
+    pub stats: WalkStats,
+    /// Called once per entry before it is looked at (the files-per-second cap).
+    pub pace: Option<&'a (dyn Fn() + Sync)>,
+}
+
+enum Visit {
+    Skip,
+    Stop,
+    Descend(Frame),
+    Leaf,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(plan: &'a Plan, paths: &'a [FimPath]) -> Walker<'a> {
+        Walker {
+            plan,
+            paths,
+            stats: WalkStats::default(),
+            pace: None,
+        }
+    }
+
+    /// Walks everything, handing each item to `emit` in key order. Returns false when `emit`
+    /// asked to stop.
+    pub fn run(&mut self, emit: &mut dyn FnMut(WalkItem) -> bool) -> bool {
+        for ti in 0..self.plan.tops.len() {
+            let i = self.plan.tops[ti];
+            if !self.walk_top(i, emit) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Looks at the single path `path` only (no descent): for a real-time event on one path.
+    /// Returns None when it is not recorded by the configuration.
+    pub fn one(&mut self, path: &Path, emit: &mut dyn FnMut(WalkItem) -> bool) {
+        let path = normalize(path);
+        let Some((root, level)) = self.plan.governing(&path) else {
+            return;
+        };
+        if !self.plan.in_scope(self.paths, &path) {
+            return;
+        }
+        let parent_dev = path
+            .parent()
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
+            .map(|m| m.dev());
+        let _ = self.visit(
+            path,
+            Scope::Record { root, level },
+            level == 0,
+            parent_dev.unwrap_or(0),
+            &[],
+            emit,
+            false,
+        );
+    }
+
+    fn walk_top(&mut self, i: usize, emit: &mut dyn FnMut(WalkItem) -> bool) -> bool {
+        let root = self.plan.roots[i].clone();
+        let dev = match std::fs::symlink_metadata(&root) {
+            Ok(m) => m.dev(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.stats.missing.push(i);
+                return true;
+            }
+            Err(_) => 0,
+        };
+        let mut stack: Vec<Frame> = Vec::new();
+        match self.visit(
+            root,
+            Scope::Record { root: i, level: 0 },
+            true,
+            dev,
+            &[],
+            emit,
+            true,
+        ) {
+            Visit::Stop => return false,
+            Visit::Descend(f) => stack.push(f),
+            Visit::Skip | Visit::Leaf => {}
+        }
+        while let Some(top) = stack.last_mut() {
+            if top.pos >= top.names.len() {
+                stack.pop();
+                continue;
+            }
+            let name = std::mem::take(&mut top.names[top.pos]);
+            top.pos += 1;
+            let path = top.dir.join(&name);
+            let parent_scope = top.scope;
+            let parent_dev = top.dev;
+            let (scope, is_root) = match self.plan.by_path.get(&path) {
+                Some(&r) => (Scope::Record { root: r, level: 0 }, true),
+                None => match parent_scope {
+                    Scope::Record { root, level } => (
+                        Scope::Record {
+                            root,
+                            level: level + 1,
+                        },
+                        false,
+                    ),
+                    Scope::Transit => (Scope::Transit, false),
+                },
+            };
+            let ancestors: Vec<(u64, u64)> = stack.iter().map(|f| (f.dev, f.ino)).collect();
+            match self.visit(path, scope, is_root, parent_dev, &ancestors, emit, true) {
+                Visit::Stop => return false,
+                Visit::Descend(f) => stack.push(f),
+                Visit::Skip | Visit::Leaf => {}
+            }
+        }
+        true
+    }
+
+    /// Looks at one entry: filters, lstat, emit, and whether (and how) to descend.
+    #[allow(clippy::too_many_arguments)]
+    fn visit(
+        &mut self,
+        path: PathBuf,
+        mut scope: Scope,
+        is_root: bool,
+        parent_dev: u64,
+        ancestors: &[(u64, u64)],
+        emit: &mut dyn FnMut(WalkItem) -> bool,
+        descend: bool,
+    ) -> Visit {
+        let toward_root = self.plan.ancestors.contains(&path);
+        let mut record = true;
+        match scope {
+            Scope::Transit => {
+                if !toward_root {
+                    return Visit::Skip;
+                }
+                record = false;
+            }
+            Scope::Record { root, level } if !is_root => {
+                let fp = &self.paths[root];
+                if level > fp.depth.saturating_add(1) || fp.ignore.matches(&path) {
+                    if !toward_root {
+                        return Visit::Skip;
+                    }
+                    scope = Scope::Transit;
+                    record = false;
+                }
+            }
+            Scope::Record { .. } => {}
+        }
+        if let Some(p) = self.pace {
+            p();
+        }
+        let err_root = match scope {
+            Scope::Record { root, .. } => Some(root),
+            Scope::Transit => self.plan.governing(&path).map(|g| g.0),
+        };
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Visit::Skip,
+            Err(e) => {
+                if let Some(r) = err_root {
+                    if e.kind() == io::ErrorKind::PermissionDenied {
+                        self.stats.deny(r, &path);
+                    } else {
+                        self.error(&path, &e);
+                    }
+                    let key = key_of(&path);
+                    if !emit(WalkItem::Unreadable { key, root: r }) {
+                        return Visit::Stop;
+                    }
+                }
+                return Visit::Skip;
+            }
+        };
+        let (root, level) = match scope {
+            Scope::Record { root, level } => (root, level),
+            Scope::Transit => (usize::MAX, 0),
+        };
+        let fp = (root != usize::MAX).then(|| &self.paths[root]);
+        let mut meta = meta;
+        let mut target = None;
+        if meta.file_type().is_symlink() {
+            if fp.is_some_and(|f| f.follow_symlinks) {
+                if let Ok(m) = std::fs::metadata(&path) {
+                    meta = m;
+                }
+            }
+            if meta.file_type().is_symlink() {
+                target = link_target(&path);
+            }
+        }
+        let is_dir = meta.is_dir();
+        if let Some(fp) = fp {
+            if record
+                && !is_root
+                && !fp.restrict.is_empty()
+                && (is_dir || !fp.restrict.matches(&path))
+            {
+                record = false;
+            }
+        }
+        let key = key_of(&path);
+        if record {
+            let node = Node {
+                path: path.clone(),
+                key: key.clone(),
+                meta: meta.clone(),
+                root,
+                link_target: target,
+            };
+            if !emit(WalkItem::Entry(node)) {
+                return Visit::Stop;
+            }
+        }
+        if !is_dir || !descend {
+            return Visit::Leaf;
+        }
+        // Whether to go below this directory.
+        let mut inside = match scope {
+            Scope::Record { .. } => fp.is_some_and(|f| level <= f.depth),
+            Scope::Transit => false,
+        };
+        if !is_root && meta.dev() != parent_dev {
+            let pseudo = self.plan.pseudo(&path).is_some();
+            if pseudo || fp.is_some_and(|f| f.one_file_system) {
+                self.stats.mounts_skipped += 1;
+                inside = false;
+            }
+        }
+        if ancestors.contains(&(meta.dev(), meta.ino())) {
+            self.stats.loops += 1;
+            tracing::debug!(path = %escape_bytes(path.as_os_str().as_bytes()).0, "directory already on the walk's path (symlink loop or bind mount): not entered again");
+            return Visit::Leaf;
+        }
+        let next_scope = if inside {
+            scope
+        } else if toward_root {
+            Scope::Transit
+        } else {
+            return Visit::Leaf;
+        };
+        let names = match std::fs::read_dir(&path) {
+            Ok(rd) => {
+                let mut names: Vec<OsString> =
+                    rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+                names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                names
+            }
+            Err(e) => {
+                if let Some(r) = err_root {
+                    if e.kind() == io::ErrorKind::PermissionDenied {
+                        self.stats.deny(r, &path);
+                    } else if e.kind() != io::ErrorKind::NotFound {
+                        self.error(&path, &e);
+                    }
+                    if e.kind() != io::ErrorKind::NotFound
+                        && !emit(WalkItem::Unreadable { key, root: r })
+                    {
+                        return Visit::Stop;
+                    }
+                }
+                return Visit::Leaf;
+            }
+        };
+        Visit::Descend(Frame {
+            dir: path,
+            names,
+            pos: 0,
+            scope: next_scope,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    fn error(&mut self, path: &Path, e: &io::Error) {
+        self.stats.errors += 1;
+        if self.stats.first_error.is_none() {
+            self.stats.first_error = Some(format!(
+                "{}: {e}",
+                escape_bytes(path.as_os_str().as_bytes()).0
+            ));
+        }
+    }
+}
