@@ -11,6 +11,7 @@ use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,8 @@ pub enum Outcome {
     Unsettled(Metadata),
     /// Another read error.
     Failed(io::Error),
+    /// The scan is stopping: given up half-way.
+    Stopped,
 }
 
 /// A cap on the bytes read and the files visited per second (scheduled scans only).
@@ -133,6 +136,7 @@ pub fn hash_path(
     follow: bool,
     keep_content: u64,
     throttle: Option<&Throttle>,
+    stop: Option<&AtomicBool>,
 ) -> Outcome {
     let stat = |p: &Path| {
         if follow {
@@ -171,8 +175,9 @@ pub fn hash_path(
             return Outcome::NotRegular(before);
         }
         let want = keep_content > 0 && before.size() <= keep_content;
-        let (hash, content) = match read_hash(file, &before, want, throttle) {
-            Ok(x) => x,
+        let (hash, content) = match read_hash(file, &before, want, throttle, stop) {
+            Ok(Some(x)) => x,
+            Ok(None) => return Outcome::Stopped,
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Outcome::Denied,
             Err(e) => return Outcome::Failed(e),
         };
@@ -205,7 +210,8 @@ fn read_hash(
     meta: &Metadata,
     keep: bool,
     throttle: Option<&Throttle>,
-) -> io::Result<(blake3::Hash, Option<Vec<u8>>)> {
+    stop: Option<&AtomicBool>,
+) -> io::Result<Option<(blake3::Hash, Option<Vec<u8>>)>> {
     let mut hasher = blake3::Hasher::new();
     let large = meta.size() >= PARALLEL_THRESHOLD;
     let mut content = keep.then(|| Vec::with_capacity(meta.size() as usize));
@@ -215,7 +221,12 @@ fn read_hash(
         if buf.len() != want {
             buf.resize(want, 0);
         }
+        let mut stopped = false;
         loop {
+            if large && stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                stopped = true;
+                break;
+            }
             let n = match file.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -243,9 +254,9 @@ fn read_hash(
             buf.truncate(SMALL_BUF);
             buf.shrink_to_fit();
         }
-        Ok(())
-    })?;
-    Ok((hasher.finalize(), content))
+        Ok(stopped)
+    })
+    .map(|stopped| (!stopped).then(|| (hasher.finalize(), content)))
 }
 
 #[cfg(test)]
@@ -262,14 +273,14 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         std::fs::write(&big, &data).unwrap();
-        match hash_path(&small, false, 100, None) {
+        match hash_path(&small, false, 100, None, None) {
             Outcome::Hashed { hash, content, .. } => {
                 assert_eq!(hash, blake3::hash(b"hello"));
                 assert_eq!(content.unwrap(), b"hello");
             }
             o => panic!("{o:?}"),
         }
-        match hash_path(&big, false, 100, None) {
+        match hash_path(&big, false, 100, None, None) {
             Outcome::Hashed { hash, content, .. } => {
                 assert_eq!(hash, blake3::hash(&data));
                 assert!(content.is_none());
@@ -289,16 +300,16 @@ mod tests {
             .success());
         // Would block forever without O_NONBLOCK.
         assert!(matches!(
-            hash_path(&fifo, false, 0, None),
+            hash_path(&fifo, false, 0, None, None),
             Outcome::NotRegular(_)
         ));
         let link = d.path().join("l");
         std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
         assert!(
-            matches!(hash_path(&link, false, 0, None), Outcome::NotRegular(m) if m.file_type().is_symlink())
+            matches!(hash_path(&link, false, 0, None, None), Outcome::NotRegular(m) if m.file_type().is_symlink())
         );
         assert!(matches!(
-            hash_path(&d.path().join("none"), false, 0, None),
+            hash_path(&d.path().join("none"), false, 0, None, None),
             Outcome::Vanished
         ));
     }

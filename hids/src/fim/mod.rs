@@ -133,6 +133,8 @@ struct Item {
     /// Read and hashed now (so `content` says all there is to know about a copy).
     hashed: bool,
     denied: bool,
+    /// Not looked at because the scan is stopping: neither compared nor written.
+    skipped: bool,
 }
 
 impl Item {
@@ -145,6 +147,7 @@ impl Item {
             content: None,
             hashed: false,
             denied: false,
+            skipped: false,
         }
     }
 }
@@ -194,6 +197,7 @@ struct Ctx<'a> {
     names: Names,
     full: bool,
     throttle: Option<&'a Throttle>,
+    stop: Option<&'a AtomicBool>,
 }
 
 /// Whether the metadata that fast mode trusts is unchanged (and the old hash usable).
@@ -235,6 +239,10 @@ fn expected_read(node: &Node, old: Option<&Row>, paths: &[FimPath], full: bool) 
 
 /// The hashing stage for one entry: its attributes, hash and (for diffs) content.
 fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
+    if ctx.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        item.skipped = true;
+        return;
+    }
     let Some(node) = &item.node else {
         return;
     };
@@ -268,7 +276,7 @@ fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
                     .and_then(|o| o.attrs.hash.clone());
                 a.hash_skipped = Some(why);
             };
-            match hash::hash_path(&node.path, fp.follow_symlinks, keep, ctx.throttle) {
+            match hash::hash_path(&node.path, fp.follow_symlinks, keep, ctx.throttle, ctx.stop) {
                 Outcome::Hashed {
                     meta,
                     hash,
@@ -291,6 +299,10 @@ fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
                 }
                 Outcome::Vanished => {
                     item.node = None;
+                    return;
+                }
+                Outcome::Stopped => {
+                    item.skipped = true;
                     return;
                 }
                 Outcome::Denied => {
@@ -372,6 +384,10 @@ impl Writer<'_> {
         let mut ops = Vec::with_capacity(batch.len());
         let mut changes: Vec<Option<FimChange>> = Vec::with_capacity(batch.len());
         for item in &batch {
+            if item.skipped {
+                self.summary.interrupted = true;
+                continue;
+            }
             let path = baseline::path_of_key(&item.key);
             match (&item.node, &item.attrs, &item.old) {
                 (Some(node), Some(new), old) => {
@@ -539,6 +555,7 @@ fn engine(
         names: Names::load(),
         full: opts.full,
         throttle: opts.throttle,
+        stop: opts.stop,
     };
     let pace = opts.throttle.map(|t| move || t.take(0, 1));
     let mut writer = Writer {
@@ -645,6 +662,7 @@ fn engine(
                             content: None,
                             hashed: false,
                             denied: false,
+                            skipped: false,
                         });
                     }
                     WalkItem::Unreadable { key, .. } => {
@@ -706,7 +724,7 @@ fn engine(
     });
     let interrupted = result?;
     let mut summary = writer.summary;
-    summary.interrupted = interrupted;
+    summary.interrupted |= interrupted;
     summary.seconds = started.elapsed().as_secs_f64();
     for (root, (n, first)) in writer.denied.denied {
         let e = walk_stats.denied.entry(root).or_insert((0, first));
