@@ -859,3 +859,158 @@ pub fn check_path(
 ) -> Result<Summary, FimError> {
     check_one(b, cfg, plan, path, on_change)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn config(tree: &Path) -> FimConfig {
+        let text = format!(
+            "[agent]\nstate_dir = \"/nonexistent\"\n[fim]\n[[fim.paths]]\npath = \"{}\"\n",
+            tree.display()
+        );
+        crate::config::parse(Path::new("t.toml"), &text)
+            .unwrap()
+            .fim
+    }
+
+    fn collect(b: &mut Baseline, cfg: &FimConfig, mode: Mode) -> (Summary, Vec<FimChange>) {
+        let mut v = Vec::new();
+        let s = scan(b, cfg, mode, &ScanOptions::default(), &mut |c| {
+            v.push(c.clone())
+        })
+        .unwrap();
+        (s, v)
+    }
+
+    #[test]
+    fn check_path_reports_once_and_scans_do_not_repeat_it() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("a"), "1").unwrap();
+        fs::write(tree.join("sub/x"), "x").unwrap();
+        let cfg = config(&tree);
+        let plan = Plan::new(&cfg.paths);
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        collect(&mut b, &cfg, Mode::Init);
+
+        fs::write(tree.join("a"), "22").unwrap();
+        let mut seen = Vec::new();
+        check_path(&mut b, &cfg, &plan, &tree.join("a"), &mut |c| {
+            seen.push(c.clone())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].kind, ChangeKind::Modified);
+        // The watch already reported it: the scan must not.
+        let (_, v) = collect(&mut b, &cfg, Mode::Check);
+        assert!(v.is_empty(), "{v:?}");
+
+        // A directory alone: its subtree is kept as it is.
+        fs::write(tree.join("sub/x"), "changed").unwrap();
+        let mut seen = Vec::new();
+        check_path(&mut b, &cfg, &plan, &tree.join("sub"), &mut |c| {
+            seen.push(c.clone())
+        })
+        .unwrap();
+        assert!(seen.is_empty(), "{seen:?}");
+        assert!(b
+            .get(&baseline::key_of(&tree.join("sub/x")))
+            .unwrap()
+            .is_some());
+
+        // A directory gone takes its subtree with it.
+        fs::remove_dir_all(tree.join("sub")).unwrap();
+        let mut seen = Vec::new();
+        check_path(&mut b, &cfg, &plan, &tree.join("sub"), &mut |c| {
+            seen.push(c.clone())
+        })
+        .unwrap();
+        let paths: Vec<_> = seen.iter().map(|c| (c.path.clone(), c.kind)).collect();
+        assert_eq!(
+            paths,
+            vec![
+                (tree.join("sub"), ChangeKind::Deleted),
+                (tree.join("sub/x"), ChangeKind::Deleted)
+            ]
+        );
+        let (_, v) = collect(&mut b, &cfg, Mode::Check);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn a_file_deleted_between_walk_and_hash_is_not_fatal_nor_added() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        fs::write(&f, "x").unwrap();
+        let cfg = config(d.path());
+        let node = Node {
+            path: f.clone(),
+            key: baseline::key_of(&f),
+            meta: fs::symlink_metadata(&f).unwrap(),
+            root: 0,
+            link_target: None,
+        };
+        fs::remove_file(&f).unwrap();
+        let mut item = Item {
+            key: node.key.clone(),
+            node: Some(node),
+            old: None,
+            attrs: None,
+            content: None,
+            hashed: false,
+            denied: false,
+            skipped: false,
+        };
+        let ctx = Ctx {
+            paths: &cfg.paths,
+            names: Names::default(),
+            full: false,
+            throttle: None,
+            stop: None,
+        };
+        prepare(&mut item, &ctx);
+        assert!(item.node.is_none() && item.attrs.is_none());
+        // The writer sees nothing to record for it.
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        let plan = Plan::new(&cfg.paths);
+        let mut w = Writer {
+            b: &mut b,
+            paths: &cfg.paths,
+            plan: &plan,
+            mode: Mode::Check,
+            summary: Summary::default(),
+            denied: WalkStats::default(),
+            conflicts: Vec::new(),
+        };
+        let mut n = 0;
+        w.finish(vec![item], &mut |_| n += 1).unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(b.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_stopped_scan_reports_no_deletions_for_what_it_did_not_visit() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir(&tree).unwrap();
+        for i in 0..3000 {
+            fs::write(tree.join(format!("f{i:05}")), "x").unwrap();
+        }
+        let cfg = config(&tree);
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        collect(&mut b, &cfg, Mode::Init);
+        let stop = AtomicBool::new(true);
+        let opts = ScanOptions {
+            stop: Some(&stop),
+            ..Default::default()
+        };
+        let mut n = 0;
+        let s = scan(&mut b, &cfg, Mode::Check, &opts, &mut |_| n += 1).unwrap();
+        assert!(s.interrupted);
+        assert_eq!(n, 0);
+        assert_eq!(b.count().unwrap(), 3001);
+    }
+}

@@ -560,3 +560,23 @@ impl<'a> Walker<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_octal(br"/mnt/a\040b\134c"), b"/mnt/a b\\c");
+        assert_eq!(unescape_octal(br"/x\04"), br"/x\04");
+    }
+
+    #[test]
+    fn proc_is_a_pseudo_file_system() {
+        let plan = Plan::new(&[]);
+        if plan.mounts.contains_key(Path::new("/proc")) {
+            assert_eq!(plan.pseudo(Path::new("/proc")), Some("proc"));
+        }
+        assert_eq!(plan.pseudo(Path::new("/etc")), None);
+    }
+}
