@@ -692,3 +692,43 @@ fn hids_run_records_the_baseline_then_alerts_on_changes_and_stops_cleanly() {
         "alert files are private"
     );
 }
+
+/// Unmounts on drop, so a failing test leaves no mount behind.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn bind_mount_cycles_terminate() {
+    let (env, tree) = setup("one_file_system = false");
+    fs::create_dir_all(tree.join("sub/loop")).unwrap();
+    fs::write(tree.join("sub/f"), "x").unwrap();
+    let target = tree.join("sub/loop");
+    let mounted = unsafe_free_euid() == 0
+        && Command::new("mount")
+            .args(["--bind", tree.to_str().unwrap(), target.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("bind_mount_cycles_terminate: cannot bind-mount here (needs root); skipped");
+        return;
+    }
+    let _guard = Unmount(target.clone());
+    let child = env
+        .cmd()
+        .args(["fim", "init", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_or_kill(child, "fim init over a bind-mount cycle");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    // tree, sub, sub/f, sub/loop (the tree again: recorded, not entered).
+    assert_eq!(s["entries"], 4, "{s}");
+}

@@ -172,7 +172,7 @@ fn list_line(r: &Row) -> String {
 }
 
 fn row_json(r: &Row) -> serde_json::Value {
-    let (path, escaped) = display_path(&r.path());
+    let (path, escaped) = super::report::json_path(&r.path());
     let mut v = json!({
         "path": path,
         "attrs": attrs_json(&r.attrs),

@@ -742,6 +742,12 @@ fn warnings(plan: &Plan, stats: &WalkStats) -> Vec<String> {
             display_path(plan.root(i)).0
         ));
     }
+    for &i in &stats.root_links {
+        out.push(format!(
+            "{}: is a symlink, recorded as a link and not followed (set follow_symlinks, or name its target)",
+            display_path(plan.root(i)).0
+        ));
+    }
     let mut denied: Vec<_> = stats.denied.iter().collect();
     denied.sort_by_key(|(i, _)| **i);
     for (&i, (n, first)) in denied {

@@ -181,11 +181,19 @@ pub fn attrs_json(a: &FileAttrs) -> Value {
     Value::Object(m)
 }
 
+/// A path for JSON: the escaped text, and whether it differs from the raw bytes (not UTF-8, or a
+/// backslash doubled), in which case consumers must unescape it.
+pub fn json_path(p: &std::path::Path) -> (String, bool) {
+    let (shown, lossy) = display_path(p);
+    let escaped = lossy || shown.len() != p.as_os_str().len();
+    (shown, escaped)
+}
+
 /// The JSON object of a change: `path`, `change`, `type`, `changed`, `old`, `new`, `diff`, plus
-/// `path_escaped: true` when the path is not UTF-8 (and was escaped) and `tampered: true` when the
-/// baseline row failed its integrity check.
+/// `path_escaped: true` when the path had to be escaped (not UTF-8, or holding a backslash) and
+/// `tampered: true` when the baseline row failed its integrity check.
 pub fn change_json(c: &FimChange) -> Value {
-    let (path, escaped) = display_path(&c.path);
+    let (path, escaped) = json_path(&c.path);
     let ftype = c
         .after
         .as_ref()

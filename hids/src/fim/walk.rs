@@ -89,6 +89,8 @@ pub struct WalkStats {
     pub denied: HashMap<usize, (u64, PathBuf)>,
     /// Configured paths that do not exist.
     pub missing: Vec<usize>,
+    /// Configured paths that are symlinks, recorded as links (follow_symlinks is off).
+    pub root_links: Vec<usize>,
     /// Directories not entered again because they were already on the path (loops, bind cycles).
     pub loops: u64,
     /// Mount points not entered: pseudo file systems, or other file systems under one_file_system.
@@ -338,7 +340,12 @@ impl<'a> Walker<'a> {
     fn walk_top(&mut self, i: usize, emit: &mut dyn FnMut(WalkItem) -> bool) -> bool {
         let root = self.plan.roots[i].clone();
         let dev = match std::fs::symlink_metadata(&root) {
-            Ok(m) => m.dev(),
+            Ok(m) => {
+                if m.file_type().is_symlink() && !self.paths[i].follow_symlinks {
+                    self.stats.root_links.push(i);
+                }
+                m.dev()
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.stats.missing.push(i);
                 return true;
