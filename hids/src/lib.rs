@@ -8,5 +8,6 @@
 pub mod config;
 pub mod diag;
 pub mod event;
+pub mod pattern;
 pub mod state;
 mod sys;
