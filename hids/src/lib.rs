@@ -11,3 +11,6 @@ pub mod event;
 pub mod pattern;
 pub mod state;
 mod sys;
+#[cfg(test)]
+mod testutil;
+pub mod xml;
