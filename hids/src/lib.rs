@@ -9,6 +9,7 @@ pub mod config;
 pub mod diag;
 pub mod event;
 pub mod pattern;
+pub mod rules;
 pub mod state;
 mod sys;
 #[cfg(test)]
