@@ -6,6 +6,7 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod decode;
 pub mod diag;
 pub mod event;
 pub mod pattern;
