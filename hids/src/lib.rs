@@ -9,6 +9,7 @@ pub mod config;
 pub mod decode;
 pub mod diag;
 pub mod event;
+pub mod logtest;
 pub mod pattern;
 pub mod state;
 mod sys;
