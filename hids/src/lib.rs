@@ -6,8 +6,10 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod decode;
 pub mod diag;
 pub mod event;
+pub mod logtest;
 pub mod pattern;
 pub mod rules;
 pub mod state;
