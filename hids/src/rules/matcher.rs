@@ -22,9 +22,17 @@ pub enum Category {
     Squid,
     Windows,
     Ossec,
+    HostInformation,
 }
 
 impl Category {
+    /// The category of a decoded event: its decoder's type, syslog when no decoder matched.
+    pub fn of(d: &Decoded) -> Category {
+        d.decoder_type
+            .and_then(Category::parse)
+            .unwrap_or(Category::Syslog)
+    }
+
     /// The names used by `<category>` and decoders' `<type>`.
     pub fn parse(s: &str) -> Option<Category> {
         Some(match s {
@@ -35,12 +43,20 @@ impl Category {
             "squid" => Category::Squid,
             "windows" => Category::Windows,
             "ossec" => Category::Ossec,
+            "host-information" => Category::HostInformation,
             _ => return None,
         })
     }
 
-    pub const NAMES: [&'static str; 7] = [
-        "syslog", "firewall", "ids", "web-log", "squid", "windows", "ossec",
+    pub const NAMES: [&'static str; 8] = [
+        "syslog",
+        "firewall",
+        "ids",
+        "web-log",
+        "squid",
+        "windows",
+        "ossec",
+        "host-information",
     ];
 }
 

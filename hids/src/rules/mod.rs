@@ -33,11 +33,25 @@ use tree::{Elem, KeyFields, NodeIdx, Rule, RuleIdx, Tree};
 #[error("{} error(s) in rule files", .0.len())]
 pub struct LoadError(pub Vec<Diagnostic>);
 
+/// Decoder names OSSEC defines in its code rather than in decoder files: the FIM decoders (which
+/// [`syscheck`] implements) and the rootcheck and host-information ones (accepted so that OSSEC's
+/// rules load; no event of ours carries them).
+pub const BUILTIN_DECODERS: [&str; 8] = [
+    "syscheck_integrity_changed",
+    "syscheck_integrity_changed_2nd",
+    "syscheck_integrity_changed_3rd",
+    "syscheck_new_entry",
+    "syscheck_deleted",
+    "rootcheck",
+    "hostinfo_modified",
+    "hostinfo_new",
+];
+
 /// Options for loading a rule set.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Decoder names `decoded_as` may use (None: not checked). Names of the built-in FIM decoders
-    /// ([`syscheck::DECODER_NAMES`]) are always accepted.
+    /// Decoder names `decoded_as` may use (None: not checked). [`BUILTIN_DECODERS`] are always
+    /// accepted.
     pub decoder_names: Option<HashSet<String>>,
     /// List files `<list>` may name, by path.
     pub lists: Vec<PathBuf>,
@@ -125,7 +139,7 @@ impl RuleSet {
         let mut errors = Vec::new();
         let mut cx = tree::Context {
             decoder_names: opts.decoder_names.clone().map(|mut n| {
-                n.extend(syscheck::DECODER_NAMES.iter().map(|s| s.to_string()));
+                n.extend(BUILTIN_DECODERS.iter().map(|s| s.to_string()));
                 n
             }),
             lists: HashMap::new(),

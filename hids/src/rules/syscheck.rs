@@ -131,6 +131,7 @@ pub fn decode(event: &Event) -> Option<(Predecoded, Decoded)> {
         Decoded {
             decoder: Some(Arc::from(name)),
             parent: None,
+            decoder_type: Some("ossec"),
             fields,
         },
     ))
