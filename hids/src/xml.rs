@@ -430,6 +430,12 @@ fn substitute(text: &str, vars: &HashMap<String, String>) -> Result<(String, boo
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
+        if after.starts_with('(') {
+            // `$(field)`: a rule description's reference to an event field, expanded per alert.
+            out.push('$');
+            rest = after;
+            continue;
+        }
         let end = after.find(['$', '.', '|', ',', ' ']).unwrap_or(after.len());
         let name = &after[..end];
         if name.is_empty() {

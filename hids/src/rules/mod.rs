@@ -727,3 +727,68 @@ fn pick(on: bool, s: Option<&str>) -> &str {
 
 #[cfg(test)]
 mod tests;
+
+/// The JSON form of an alert (one object per line), as `logtest --json` shows it and the benchmark
+/// writes it.
+#[derive(serde::Serialize)]
+struct AlertJson<'a> {
+    timestamp: String,
+    rule: &'a RuleInfo,
+    host: &'a str,
+    location: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full_log: Option<&'a str>,
+    predecoder: &'a Predecoded,
+    decoder: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<&'a str>,
+    data: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    related: &'a [String],
+}
+
+/// Writes `alert` as one JSON line.
+pub fn write_alert_json(out: &mut dyn std::io::Write, alert: &Alert) -> std::io::Result<()> {
+    let data = alert
+        .decoded
+        .fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    let j = AlertJson {
+        timestamp: rfc3339(alert.event.time),
+        rule: &alert.rule,
+        host: &alert.event.host,
+        location: &alert.event.location,
+        full_log: (!alert.rule.options.no_full_log).then_some(alert.event.full_log.as_str()),
+        predecoder: &alert.predecoded,
+        decoder: alert.decoded.decoder.as_deref(),
+        parent: alert.decoded.parent.as_deref(),
+        data,
+        related: &alert.related,
+    };
+    serde_json::to_writer(&mut *out, &j).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a time (UTC).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

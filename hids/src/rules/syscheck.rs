@@ -138,7 +138,7 @@ pub fn decode(event: &Event) -> Option<(Predecoded, Decoded)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
     use super::*;
     use crate::event::{LineFlags, LogFormat};
     use std::path::PathBuf;
