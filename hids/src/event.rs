@@ -194,6 +194,9 @@ pub struct Decoded {
     pub decoder: Option<Arc<str>>,
     /// The root decoder of the matching tree, when the match was a child.
     pub parent: Option<Arc<str>>,
+    /// The matching decoder's OSSEC `type` (syslog, firewall, ids, web-log, squid, windows,
+    /// host-information, ossec): what rules' `<category>` compares with.
+    pub decoder_type: Option<&'static str>,
     /// Fields in the order found: OSSEC's static fields under their OSSEC names (`srcip`, `dstuser`,
     /// `url`, ...) and dynamic or JSON fields under theirs (nested JSON keys as dotted names).
     pub fields: Vec<(Arc<str>, String)>,

@@ -7,8 +7,15 @@
 
 pub mod agent;
 pub mod config;
+pub mod decode;
 pub mod diag;
 pub mod event;
 pub mod fim;
+pub mod logtest;
+pub mod pattern;
+pub mod rules;
 pub mod state;
 mod sys;
+#[cfg(test)]
+mod testutil;
+pub mod xml;

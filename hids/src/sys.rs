@@ -45,17 +45,28 @@ pub fn lower_priority() -> Result<(), String> {
 
 /// The local time of day now, as seconds since local midnight (DST and zone from the C library).
 pub fn local_seconds_of_day() -> u32 {
-    let now: libc::time_t = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as libc::time_t)
+        .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    // SAFETY: `tm` is a plain C struct for which all-zero bytes are a valid value.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: localtime_r reads `now` and writes only into `tm`, both valid for the call; it is the
-    // thread-safe variant (no shared static buffer).
-    let ok = unsafe { !libc::localtime_r(&now, &mut tm).is_null() };
-    if !ok {
-        return (now.rem_euclid(86_400)) as u32;
-    }
-    (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec) as u32
+    local_day_time(now).map_or(now.rem_euclid(86_400) as u32, |(day, _)| day)
+}
+
+/// The local time of day (seconds since midnight) and weekday (0 = Sunday) at `secs` since the
+/// epoch, in the system's time zone; `None` if the C library cannot convert it.
+pub fn local_day_time(secs: i64) -> Option<(u32, u8)> {
+    #[allow(clippy::useless_conversion)]
+    let t: libc::time_t = secs.try_into().ok()?;
+    // SAFETY: `tm` is plain old data for which all-zero is valid; localtime_r only writes into the
+    // `tm` we pass and reads `t`, both valid for the call. (glibc's localtime_r reads the time zone
+    // once on first use.)
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return None;
+        }
+        tm
+    };
+    let day = u32::try_from(tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec).ok()?;
+    Some((day, u8::try_from(tm.tm_wday).ok()?))
 }

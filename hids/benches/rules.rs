@@ -1,0 +1,181 @@
+//! Benchmark: events per second through pre-decoding, decoding and rules on one core, with every
+//! alert formatted as JSON and written to /dev/null, plus peak RSS and the alert count per rule id
+//! (compared with OSSEC's, when a reference file is given).
+//!
+//! Run through `tests/bench/rules.sh`, which makes the corpus and the rule set. Arguments:
+//! `CORPUS DECODER_FILE RULES_DIR_OR_FILE... [--order FILE] [--reference FILE]`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use hids::decode::{predecode, DecodeCache, DecoderSet};
+use hids::event::{Event, LineFlags, LogFormat};
+use hids::rules::correlate::Limits;
+use hids::rules::matcher::Category;
+use hids::rules::{Engine, Fts, Input, LoadOptions, RuleSet};
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut reference = None;
+    let mut order = None;
+    while let Some(i) = args
+        .iter()
+        .position(|a| a == "--reference" || a == "--order")
+    {
+        let v = args.remove(i + 1);
+        if args.remove(i) == "--reference" {
+            reference = Some(v);
+        } else {
+            order = Some(v);
+        }
+    }
+    if args.len() < 3 {
+        eprintln!("usage: rules CORPUS DECODERS RULES... [--order FILE] [--reference FILE]");
+        std::process::exit(2);
+    }
+    let corpus = PathBuf::from(&args[0]);
+    let decoders = DecoderSet::load(&[PathBuf::from(&args[1])]).expect("decoders load");
+    let mut rule_paths: Vec<PathBuf> = args[2..].iter().map(PathBuf::from).collect();
+    if let Some(o) = order {
+        // A directory plus OSSEC's include list: load the listed files in that order.
+        let dir = rule_paths.remove(0);
+        let text = std::fs::read_to_string(o).expect("order file");
+        rule_paths = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| dir.join(l.trim()))
+            .collect();
+    }
+    let opts = LoadOptions {
+        decoder_names: Some(
+            decoders
+                .decoders()
+                .iter()
+                .map(|d| d.reported_name.to_string())
+                .collect(),
+        ),
+        lists: Vec::new(),
+    };
+    let rules = match RuleSet::load(&rule_paths, &opts) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            for d in &e.0 {
+                eprintln!("{d}");
+            }
+            std::process::exit(1);
+        }
+    };
+    let fts: Vec<Fts> = decoders
+        .decoders()
+        .iter()
+        .map(|d| Fts::parse(&d.fts.join(",")))
+        .collect();
+    let lines: Vec<String> = std::io::BufReader::new(std::fs::File::open(&corpus).expect("corpus"))
+        .lines()
+        .map(|l| l.expect("read"))
+        .collect();
+
+    let mut engine = Engine::new(rules.clone(), Limits::default());
+    let mut cache = DecodeCache::default();
+    let mut sink = std::io::BufWriter::new(std::fs::File::create("/dev/null").expect("/dev/null"));
+    let host: Arc<str> = Arc::from("bench");
+    let location: Arc<str> = Arc::from("stdin");
+    let mut per_rule: BTreeMap<u32, (u8, u64)> = BTreeMap::new();
+    let mut alerts = 0u64;
+    let start = Instant::now();
+    for line in &lines {
+        let event = Event {
+            time: SystemTime::now(),
+            host: host.clone(),
+            location: location.clone(),
+            format: LogFormat::Syslog,
+            full_log: line.clone(),
+            flags: LineFlags::default(),
+            fim: None,
+        };
+        let pre = predecode(&event.full_log, event.format);
+        let (decoded, idx) = decoders.decode_full(&pre, &mut cache);
+        let input = Input {
+            event: &event,
+            predecoded: &pre,
+            decoded: &decoded,
+            category: Category::of(&decoded),
+            fts: idx.map(|i| fts[i]).unwrap_or_default(),
+        };
+        if let Some(v) = engine.evaluate(&input) {
+            if v.alert && !v.info.options.no_log {
+                let alert = engine.alert(&v, &input);
+                hids::rules::write_alert_json(&mut sink, &alert).expect("write");
+                alerts += 1;
+                per_rule.entry(v.info.id).or_insert((v.info.level, 0)).1 += 1;
+            }
+        }
+    }
+    sink.flush().expect("flush");
+    let secs = start.elapsed().as_secs_f64();
+    let n = lines.len() as f64;
+    println!("rules loaded: {}", rules.len());
+    println!(
+        "events: {} in {:.3} s = {:.0} events/s (one core); alerts: {alerts}",
+        lines.len(),
+        secs,
+        n / secs
+    );
+    println!("peak RSS: {} KiB", peak_rss_kib());
+    println!("correlation memory: {:?}", engine.counters());
+
+    if let Some(r) = reference {
+        let text = std::fs::read_to_string(r).expect("reference");
+        let mut theirs: BTreeMap<u32, u64> = BTreeMap::new();
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            // "  26233 Rule: 31101 (level 5)"
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if let (Some(c), Some(id)) = (w.first(), w.get(2)) {
+                if let (Ok(c), Ok(id)) = (c.parse::<u64>(), id.parse::<u32>()) {
+                    theirs.insert(id, c);
+                }
+            }
+        }
+        let total: u64 = theirs.values().sum();
+        println!("OSSEC alerts: {total}; ours: {alerts}");
+        let mut ids: Vec<u32> = theirs.keys().chain(per_rule.keys()).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut same = true;
+        for id in ids {
+            let o = per_rule.get(&id).map_or(0, |x| x.1);
+            let t = theirs.get(&id).copied().unwrap_or(0);
+            let mark = if o == t { "" } else { "  <-- differs" };
+            if o != t {
+                same = false;
+            }
+            println!("  rule {id:>6}: ours {o:>6}  OSSEC {t:>6}{mark}");
+        }
+        println!(
+            "{}",
+            if same {
+                "alert counts per rule: identical to OSSEC"
+            } else {
+                "alert counts per rule: differ (see above)"
+            }
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Decoder loading and decoding tests, including OSSEC's stock decoders and its test suite.
+
+use std::path::Path;
+
+use super::*;
+use crate::event::LogFormat;
+
+fn set(xml: &str) -> DecoderSet {
+    match DecoderSet::parse(Path::new("t.xml"), xml) {
+        Ok(s) => s,
+        Err(e) => panic!(
+            "{}",
+            e.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
+fn errors(xml: &str) -> Vec<crate::diag::Diagnostic> {
+    DecoderSet::parse(Path::new("t.xml"), xml).expect_err("should fail")
+}
+
+fn decode(s: &DecoderSet, line: &str) -> crate::event::Decoded {
+    let pre = predecode(line, LogFormat::Syslog);
+    s.decode(&pre, &mut DecodeCache::default())
+}
+
+#[test]
+fn stock_decoders_load_without_errors() {
+    let dir = crate::testutil::ossec_ruleset();
+    let s = DecoderSet::load(&[dir.join("decoder.xml")]).unwrap_or_else(|e| {
+        panic!(
+            "{}",
+            e.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert!(s.decoders().len() > 300);
+}
+
+/// The options of one section as Python 2's `RawConfigParser` reads them (OSSEC's test runner):
+/// lower-cased names, ` ;` inline comments cut at the first ';' after a space, repeated keys keep
+/// the last value, repeated sections merge, indented lines continue a value.
+fn read_ini(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut cur: Option<usize> = None;
+    let mut opt: Option<String> = None;
+    for line in text.lines() {
+        if line.trim().is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let first_word = line.split_whitespace().next().unwrap_or("");
+        if first_word.eq_ignore_ascii_case("rem") && line.starts_with(['r', 'R']) {
+            continue;
+        }
+        if let (true, Some(ci), Some(name)) =
+            (line.starts_with(char::is_whitespace), cur, opt.clone())
+        {
+            let v = line.trim();
+            if !v.is_empty() {
+                let sec = &mut sections[ci].1;
+                if let Some(slot) = sec.iter_mut().find(|(k, _)| *k == name) {
+                    slot.1.push('\n');
+                    slot.1.push_str(v);
+                }
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            if let Some(end) = rest.find(']') {
+                if end > 0 {
+                    let name = rest[..end].to_string();
+                    cur = Some(match sections.iter().position(|(n, _)| *n == name) {
+                        Some(i) => i,
+                        None => {
+                            sections.push((name, Vec::new()));
+                            sections.len() - 1
+                        }
+                    });
+                    opt = None;
+                    continue;
+                }
+            }
+        }
+        let Some(ci) = cur else { continue };
+        // OPTCRE: (?P<option>[^:=\s][^:=]*)\s*(?P<vi>[:=])\s*(?P<value>.*)$
+        let Some(d) = line.find([':', '=']) else {
+            continue;
+        };
+        if d == 0 || line.starts_with(char::is_whitespace) {
+            continue;
+        }
+        let name = line[..d].trim_end().to_lowercase();
+        let mut val = line[d + 1..].to_string();
+        if let Some(pos) = val.find(';') {
+            let before = if pos == 0 {
+                val.chars().last()
+            } else {
+                val[..pos].chars().last()
+            };
+            if before.is_some_and(char::is_whitespace) {
+                val.truncate(pos);
+            }
+        }
+        let mut val = val.trim().to_string();
+        if val == "\"\"" {
+            val.clear();
+        }
+        let sec = &mut sections[ci].1;
+        match sec.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = val,
+            None => sec.push((name.clone(), val)),
+        }
+        opt = Some(name);
+    }
+    sections
+}
+
+/// Every case of OSSEC's own test suite: our decoder name must be the one OSSEC produced.
+#[test]
+fn ossec_test_suite_decoder_names_agree_with_ossec() {
+    let dir = crate::testutil::ossec_ruleset();
+    let set = DecoderSet::load(&[dir.join("decoder.xml")]).unwrap_or_else(|e| {
+        panic!(
+            "{}",
+            e.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    let tsv = std::fs::read_to_string(dir.join("ossec-results.tsv")).unwrap();
+    let mut inis = std::collections::HashMap::new();
+    let mut cases = 0;
+    let mut disagreements = Vec::new();
+    let mut cache = DecodeCache::default();
+    for row in tsv.lines().skip(1) {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let (file, section, key, got) = (cols[0], cols[1], cols[2], cols[6]);
+        let ini = inis.entry(file.to_string()).or_insert_with(|| {
+            read_ini(&std::fs::read_to_string(dir.join("tests").join(file)).unwrap())
+        });
+        let opts = &ini
+            .iter()
+            .find(|(n, _)| n == section)
+            .unwrap_or_else(|| panic!("{file}: no section [{section}]"))
+            .1;
+        let line = &opts
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("{file} [{section}]: no key {key}"))
+            .1;
+        let want = got.rsplit(':').next().unwrap();
+        let pre = predecode(line, LogFormat::Syslog);
+        let d = set.decode(&pre, &mut cache);
+        let ours = d.decoder.as_deref().unwrap_or("(null)");
+        cases += 1;
+        if ours != want {
+            disagreements.push(format!(
+                "{file} [{section}] {key}: OSSEC '{want}', hids '{ours}' (program_name {:?})\n    {line}",
+                pre.program_name
+            ));
+        }
+    }
+    assert_eq!(cases, 261);
+    assert!(
+        disagreements.is_empty(),
+        "{} of {cases} cases disagree:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
+}
+
+const SSHD: &str = r#"
+<decoder name="sshd">
+  <program_name>^sshd</program_name>
+</decoder>
+<decoder name="sshd-success">
+  <parent>sshd</parent>
+  <prematch>^Accepted</prematch>
+  <regex offset="after_prematch">^ \S+ for (\S+) from (\S+) port </regex>
+  <order>user, srcip</order>
+  <fts>name, user, location</fts>
+</decoder>
+<decoder name="sshd-failed">
+  <parent>sshd</parent>
+  <use_own_name>true</use_own_name>
+  <prematch_pcre2>^Failed \S+ </prematch_pcre2>
+  <pcre2 offset="after_prematch">^for (?:invalid user )?(\S+) from (\S+) port (\d+)</pcre2>
+  <order>user, srcip, srcport</order>
+</decoder>
+"#;
+
+#[test]
+fn children_report_the_parent_name_and_fill_fields() {
+    let s = set(SSHD);
+    let d = decode(
+        &s,
+        "Nov 21 10:00:00 h sshd[1]: Accepted password for root from 10.0.0.1 port 22 ssh2",
+    );
+    assert_eq!(d.decoder.as_deref(), Some("sshd"));
+    assert_eq!(d.parent.as_deref(), Some("sshd"));
+    assert_eq!(d.get("dstuser"), Some("root"));
+    assert_eq!(d.get("srcip"), Some("10.0.0.1"));
+    let d = decode(&s, "Nov 21 10:00:00 h sshd[1]: Failed password for invalid user bob from 10.0.0.2 port 4242 ssh2");
+    assert_eq!(d.decoder.as_deref(), Some("sshd-failed"));
+    assert_eq!(d.get("dstuser"), Some("bob"));
+    assert_eq!(d.get("srcport"), Some("4242"));
+    // The root matches but no child: the root's name, no fields.
+    let d = decode(&s, "Nov 21 10:00:00 h sshd[1]: Connection closed");
+    assert_eq!(d.decoder.as_deref(), Some("sshd"));
+    assert!(d.fields.is_empty());
+    // program_name is matched against the header, not the text.
+    let d = decode(
+        &s,
+        "Nov 21 10:00:00 h cron[1]: sshd Accepted x for y from z port ",
+    );
+    assert_eq!(d.decoder, None);
+}
+
+#[test]
+fn first_matching_root_wins_and_duplicate_names_are_legal() {
+    let s = set(
+        r#"<decoder name="web"><prematch>^\d+.\d+.\d+.\d+ </prematch></decoder>
+<decoder name="web"><prematch>^\S+ - </prematch></decoder>
+<decoder name="other"><prematch>^\S+ - </prematch></decoder>
+<decoder name="web-child"><parent>web</parent><regex>^(\S+) - (\S+) </regex><order>srcip, user</order></decoder>"#,
+    );
+    let d = decode(&s, "host.example - alice [x]");
+    assert_eq!(d.decoder.as_deref(), Some("web"));
+    assert_eq!(d.get("srcip"), Some("host.example"));
+    assert_eq!(d.get("dstuser"), Some("alice"));
+}
+
+#[test]
+fn same_named_children_chain_their_regexes() {
+    let s = set(r#"<decoder name="app"><prematch>^app: </prematch></decoder>
+<decoder name="app-kv"><parent>app</parent><regex>user=(\S+)</regex><order>user</order></decoder>
+<decoder name="app-kv"><parent>app</parent><regex offset="after_regex">ip=(\S+)</regex><order>srcip</order></decoder>
+<decoder name="app-kv"><parent>app</parent><regex>action=(\w+)</regex><order>action</order></decoder>"#);
+    let d = decode(&s, "app: user=ann ip=1.2.3.4 action=login");
+    assert_eq!(d.get("dstuser"), Some("ann"));
+    assert_eq!(d.get("srcip"), Some("1.2.3.4"));
+    assert_eq!(d.get("action"), Some("login"));
+    // after_regex: the ip must come after the user.
+    let d = decode(&s, "app: ip=9.9.9.9 user=ann action=x");
+    assert_eq!(d.get("dstuser"), Some("ann"));
+    assert_eq!(d.get("srcip"), None);
+    // As in OSSEC, a failed regex in the chain hands on to the next one.
+    assert_eq!(d.get("action"), Some("x"));
+}
+
+#[test]
+fn lines_with_a_program_name_only_try_decoders_with_one() {
+    let s = set(r#"<decoder name="plain"><prematch>^hello</prematch></decoder>"#);
+    assert_eq!(decode(&s, "hello world").decoder.as_deref(), Some("plain"));
+    assert_eq!(
+        decode(&s, "Nov 21 10:00:00 h prog: hello world").decoder,
+        None
+    );
+}
+
+#[test]
+fn dynamic_fields_and_json_plugin() {
+    let s = set(
+        r#"<decoder name="kv"><prematch>^kv </prematch><regex offset="after_prematch">^(\S+) took (\d+)ms</regex><order>request_id, duration_ms</order></decoder>
+<decoder name="json"><prematch>^{</prematch><plugin_decoder>JSON_Decoder</plugin_decoder></decoder>"#,
+    );
+    let d = decode(&s, "kv abc took 35ms");
+    assert_eq!(d.get("request_id"), Some("abc"));
+    assert_eq!(d.get("duration_ms"), Some("35"));
+    let d = decode(&s, r#"{"client":{"ip":"1.2.3.4"},"status":404}"#);
+    assert_eq!(d.decoder.as_deref(), Some("json"));
+    assert_eq!(d.get("client.ip"), Some("1.2.3.4"));
+    assert_eq!(d.get("status"), Some("404"));
+}
+
+#[test]
+fn unknown_parent_is_a_located_error() {
+    let e = errors("<decoder name=\"a\">\n  <prematch>x</prematch>\n</decoder>\n<decoder name=\"b\">\n  <parent>nope</parent>\n</decoder>\n");
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].line, e[0].col), (4, 1));
+    assert!(e[0].message.contains("'nope'"), "{}", e[0]);
+}
+
+#[test]
+fn bad_regex_points_into_the_pattern() {
+    let e = errors("<decoder name=\"a\">\n  <prematch>ab\\qc</prematch>\n</decoder>\n");
+    assert_eq!((e[0].line, e[0].col), (2, 15), "{}", e[0]);
+    assert!(e[0].message.contains("unknown escape"), "{}", e[0]);
+    let e = errors("<decoder name=\"a\">\n  <prematch_pcre2>(ab</prematch_pcre2>\n</decoder>\n");
+    assert_eq!(e[0].line, 2, "{}", e[0]);
+    assert!(e[0].message.contains("'(ab'"), "{}", e[0]);
+}
+
+#[test]
+fn unclosed_tag_is_a_located_error() {
+    let e = errors("<decoder name=\"a\">\n  <prematch>x\n</decoder>\n");
+    assert_eq!(e[0].line, 3, "{}", e[0]);
+}
+
+#[test]
+fn order_with_more_names_than_captures_is_reported() {
+    let s = DecoderSet::parse(
+        Path::new("t.xml"),
+        "<decoder name=\"a\">\n  <prematch>x</prematch>\n  <regex>(\\d+)</regex>\n  <order>id, srcip</order>\n</decoder>\n",
+    )
+    .unwrap();
+    assert_eq!(s.warnings.len(), 1);
+    assert_eq!(s.warnings[0].line, 3);
+    assert!(
+        s.warnings[0]
+            .message
+            .contains("names 2 fields but the regex has 1"),
+        "{}",
+        s.warnings[0]
+    );
+}
+
+#[test]
+fn other_structural_errors() {
+    for (xml, needle) in [
+        ("<decoder><prematch>x</prematch></decoder>", "needs a name"),
+        ("<decoder name=\"a\"><regex>(x)</regex></decoder>", "needs a prematch"),
+        ("<decoder name=\"a\"><prematch>x</prematch><regex>(x)</regex></decoder>", "needs an <order>"),
+        ("<decoder name=\"a\"><prematch>x</prematch><order>user</order></decoder>", "without a regex"),
+        ("<decoder name=\"a\"><prematch>x</prematch><bogus/></decoder>", "invalid element <bogus>"),
+        ("<decoder name=\"a\"><prematch>x</prematch><type>nope</type></decoder>", "invalid decoder type"),
+        ("<decoder name=\"a\"><prematch offset=\"after_regex\">x</prematch></decoder>", "only have offset"),
+        ("<rule id=\"1\"/>", "not a decoder"),
+        ("<decoder name=\"a\"><prematch>x</prematch><plugin_decoder>Nope</plugin_decoder></decoder>", "unknown plugin"),
+    ] {
+        let e = errors(xml);
+        assert!(e.iter().any(|d| d.message.contains(needle)), "{xml}: {e:?}");
+    }
+}
+
+#[test]
+fn non_linear_patterns_are_named_in_warnings() {
+    let s = set(r#"<decoder name="a"><prematch_pcre2>foo(?=bar)</prematch_pcre2></decoder>"#);
+    assert!(s.warnings.iter().any(|w| w.message.contains("non-linear")));
+    assert_eq!(decode(&s, "foobar").decoder.as_deref(), Some("a"));
+}
+
+#[test]
+fn directories_load_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("b.xml"), "<decoder name=\"child\"><parent>root</parent><regex>(\\d+)</regex><order>id</order></decoder>").unwrap();
+    std::fs::write(
+        dir.path().join("a.xml"),
+        "<decoder name=\"root\"><prematch>^x</prematch></decoder>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let s = DecoderSet::load(&[dir.path().to_path_buf()]).unwrap();
+    assert_eq!(s.decoders().len(), 2);
+    assert_eq!(decode(&s, "x 42").get("id"), Some("42"));
+}

@@ -1,0 +1,312 @@
+//! Unit tests for each OS_Match, OS_Regex and PCRE2 construct, with the edge cases OSSEC's
+//! documentation and sources call out.
+
+use super::*;
+
+fn m(p: &str, t: &str) -> bool {
+    Pattern::os_match(p).unwrap().is_match(t)
+}
+
+fn r(p: &str, t: &str) -> bool {
+    Pattern::os_regex(p).unwrap().is_match(t)
+}
+
+fn rc(p: &str, t: &str) -> Option<Vec<String>> {
+    let pat = Pattern::os_regex(p).unwrap();
+    let c = pat.captures(t)?;
+    Some((0..c.groups.len()).map(|i| c.text(t, i).unwrap()).collect())
+}
+
+fn pc(p: &str, t: &str) -> Option<Vec<String>> {
+    let pat = Pattern::pcre2(p).unwrap();
+    let c = pat.captures(t)?;
+    Some((0..c.groups.len()).map(|i| c.text(t, i).unwrap()).collect())
+}
+
+fn p(p: &str, t: &str) -> bool {
+    Pattern::pcre2(p).unwrap().is_match(t)
+}
+
+// ---- OS_Match
+
+#[test]
+fn os_match_is_a_case_insensitive_substring() {
+    assert!(m("Failed password", "sshd: failed PASSWORD for root"));
+    assert!(!m("Failed password", "Failed  password"));
+}
+
+#[test]
+fn os_match_anchors_per_alternative() {
+    assert!(m("^sshd", "sshd[12]"));
+    assert!(!m("^sshd", "xsshd"));
+    assert!(m("d$", "sshd"));
+    assert!(!m("d$", "sshd "));
+    assert!(m("^sshd$", "SSHD"));
+    assert!(!m("^sshd$", "sshd2"));
+    assert!(m("^foo|bar$", "xbar"));
+    assert!(m("^foo|bar$", "foox"));
+    assert!(!m("^foo|bar$", "xfoo bar x"));
+}
+
+#[test]
+fn os_match_special_characters_are_literal() {
+    assert!(m("a.b", "xa.bx"));
+    assert!(!m("a.b", "axb"));
+    assert!(m("(x)*[y]?", "(x)*[y]?"));
+    assert!(m("\\d", "a\\db"));
+    assert!(m("a^b", "a^b"));
+}
+
+#[test]
+fn os_match_empty_alternative_matches_everything() {
+    assert!(m("", "anything"));
+    assert!(m("foo|", "bar"));
+    assert!(m("^", "bar"));
+    assert!(m("^$", ""));
+    assert!(!m("^$", "x"));
+}
+
+#[test]
+fn os_match_negation() {
+    let pat = Pattern::os_match("!root").unwrap();
+    assert!(pat.is_negated());
+    assert!(pat.is_match("admin"));
+    assert!(!pat.is_match("root"));
+}
+
+// ---- OS_Regex classes
+
+#[test]
+fn os_regex_w_includes_dash_at_and_underscore() {
+    assert_eq!(rc("^(\\w+)$", "a-b@c_d9"), Some(vec!["a-b@c_d9".into()]));
+    assert!(!r("^\\w+$", "a.b"));
+    assert!(r("^\\W$", "."));
+    assert!(!r("^\\W$", "-"));
+}
+
+#[test]
+fn os_regex_s_is_a_space_only() {
+    assert!(r("a\\sb", "a b"));
+    assert!(!r("a\\sb", "a\tb"));
+    assert!(r("a\\Sb", "a\tb"));
+    assert!(r("a\\tb", "a\tb"));
+}
+
+#[test]
+fn os_regex_dot_escape_is_any_character_and_bare_dot_is_literal() {
+    assert!(r("a\\.c", "abc"));
+    assert!(r("a.c", "a.c"));
+    assert!(!r("a.c", "abc"));
+    assert!(r("a[b", "a[b"));
+    assert!(r("a?", "a?"));
+}
+
+#[test]
+fn os_regex_digits_and_punctuation() {
+    assert!(r("^\\d\\d\\d", "333"));
+    assert!(!r("^\\d\\d\\d", "f44"));
+    assert!(r("^\\D", "x"));
+    for c in "()*+,-.:;<=>?[]!\"'#$%&|{}".chars() {
+        assert!(r("^\\p$", &c.to_string()), "{c}");
+    }
+    assert!(!r("^\\p$", "/"));
+    assert!(!r("^\\p$", "@"));
+    assert!(!r("^\\p$", "\\"));
+}
+
+#[test]
+fn os_regex_plus_and_star_apply_only_after_a_class() {
+    assert!(r("^\\d+$", "123"));
+    assert!(r("^a\\d*b$", "ab"));
+    assert!(r("^a+$", "a+"));
+    assert!(!r("^a+$", "aa"));
+    assert!(r("^a*$", "a*"));
+}
+
+#[test]
+fn os_regex_escapes() {
+    assert!(r("\\$\\(\\)\\\\\\|\\<", "$()\\|<"));
+    let e = Pattern::os_regex("\\x").unwrap_err();
+    assert!(e.message.contains("unknown escape"), "{e}");
+    assert_eq!(e.offset, Some(0));
+}
+
+#[test]
+fn os_regex_is_case_insensitive() {
+    assert!(r("^FAILED \\w+", "failed password"));
+    assert!(r("root", "ROOT"));
+}
+
+#[test]
+fn os_regex_alternatives_have_their_own_anchors() {
+    assert!(r("^abc|xyz$", "abc..."));
+    assert!(r("^abc|xyz$", "...xyz"));
+    assert!(!r("^abc|xyz$", ".abc.xyz."));
+    // '^' and '$' elsewhere are literal.
+    assert!(r("a^b$", "xa^b"));
+    assert!(r("a$b", "a$b"));
+    assert!(r("^x\\$$", "x$"));
+}
+
+#[test]
+fn os_regex_parentheses_capture_one_level_only() {
+    assert_eq!(
+        rc("^(\\S+) from (\\S+)", "root from 1.2.3.4 port"),
+        Some(vec!["root".into(), "1.2.3.4".into()])
+    );
+    assert!(Pattern::os_regex("((a))").is_err());
+    assert!(Pattern::os_regex("(a|b)").is_err());
+    assert!(Pattern::os_regex("(a").is_err());
+    assert!(Pattern::os_regex("a)").is_err());
+}
+
+#[test]
+fn os_regex_quantifiers_are_lazy_except_the_last() {
+    // \w includes '-', so a greedy run would swallow "foo-bar".
+    assert_eq!(rc("^(\\w+)-", "foo-bar-baz"), Some(vec!["foo".into()]));
+    // The last quantifier runs to the end as OSSEC's did.
+    assert_eq!(rc("id=(\\d+)", "id=12345"), Some(vec!["12345".into()]));
+    assert_eq!(
+        rc("^(\\S+) (\\.+)", "a b c d"),
+        Some(vec!["a".into(), "b c d".into()])
+    );
+    let pat = Pattern::os_regex("(\\d+)x(\\d+)").unwrap();
+    assert_eq!(pat.translated(), "(?i)([0-9]+?)x([0-9]+)");
+}
+
+#[test]
+fn os_regex_works_on_bytes() {
+    // '\.' consumes one byte; a capture may cut a character and is shown lossily.
+    assert_eq!(rc("^(\\.)", "é"), Some(vec!["\u{fffd}".into()]));
+    assert!(r("^\\S+$", "héllo"));
+    assert!(!r("^\\w+$", "héllo"));
+}
+
+#[test]
+fn os_regex_find_end_gives_the_offset_after_the_match() {
+    let pat = Pattern::os_regex("^Accepted \\S+ for ").unwrap();
+    let t = "Accepted password for root from x";
+    assert_eq!(&t[pat.find_end(t).unwrap()..], "root from x");
+}
+
+// ---- PCRE2
+
+#[test]
+fn pcre2_basic_classes_are_ascii_and_caseless() {
+    assert_eq!(
+        pc("^Failed (\\S+) for (\\w+)", "failed password for root"),
+        Some(vec!["password".into(), "root".into()])
+    );
+    assert!(!p("^\\w+$", "héllo"));
+    assert!(p("^\\s$", "\t"));
+    assert!(p("^\\d{2,3}$", "123"));
+    assert!(!p("^\\d{2,3}$", "1234"));
+}
+
+#[test]
+fn pcre2_literal_braces_and_escaped_punctuation() {
+    assert!(p("\\{ .+ \\}", "x { a } y"));
+    assert!(p("a{b", "a{b"));
+    assert!(p("x{,2}", "x{,2}"));
+    assert!(p("\\<x\\>", "<x>"));
+}
+
+#[test]
+fn pcre2_classes_with_regex_crate_metacharacters() {
+    let pat = Pattern::pcre2("^[()*+,.:;\\<=>?\\[\\]!\"'#%&$|{}-]+$").unwrap();
+    assert!(pat.is_match("&&--<>[]"), "{}", pat.translated());
+    assert!(!pat.is_match("~"));
+    assert!(p("^[a&&b]$", "&"));
+    assert!(p("^[]a]$", "]"));
+    assert!(p("^[^]a]$", "b"));
+    assert!(p("^[\\w.-]+$", "a.b-c"));
+    assert!(p("^[[:digit:]]+$", "42"));
+}
+
+#[test]
+fn pcre2_groups_named_and_non_capturing() {
+    assert_eq!(
+        pc("(?:a|b)(?<n>\\d+)(?#note)", "b42"),
+        Some(vec!["42".into()])
+    );
+    assert!(p("(?i)ABC", "abc"));
+    assert!(p("(?-i:ABC)", "ABC"));
+}
+
+#[test]
+fn pcre2_unset_groups_are_left_out_like_ossec() {
+    assert_eq!(pc("(a)|(b)", "b"), Some(vec!["b".into()]));
+    assert_eq!(pc("(x)?(y)", "y"), Some(vec!["y".into()]));
+}
+
+#[test]
+fn pcre2_escapes() {
+    assert!(p("\\x41\\x{42}\\t", "AB\t"));
+    assert!(p("a\\e", "a\x1b"));
+    assert!(p("\\Qa.b*\\E$", "a.b*"));
+    assert!(!p("\\Qa.b*\\E$", "axbb"));
+    assert!(p("end\\z", "the end"));
+    assert!(p("\\bword\\b", "a word here"));
+    assert!(Pattern::pcre2("\\p{L}").is_err());
+    assert!(Pattern::pcre2("\\x{100}").is_err());
+    assert!(Pattern::pcre2("\\q").is_err());
+}
+
+#[test]
+fn pcre2_possessive_is_plain_when_safe() {
+    let pat = Pattern::pcre2("^\\d++ ").unwrap();
+    assert!(pat.is_linear(), "{}", pat.translated());
+    assert!(pat.is_match("123 x"));
+    let pat = Pattern::pcre2("^[a-z]*+x").unwrap();
+    // 'x' is in [a-z]: possessive can change the outcome, so it must backtrack.
+    assert!(!pat.is_linear());
+    assert!(!pat.is_match("abx"));
+}
+
+#[test]
+fn pcre2_lookaround_and_backreferences_use_the_bounded_engine() {
+    let pat = Pattern::pcre2("foo(?!bar)").unwrap();
+    assert!(!pat.is_linear());
+    assert!(pat.is_match("foobaz"));
+    assert!(!pat.is_match("foobar"));
+    let pat = Pattern::pcre2("(\\w)\\1").unwrap();
+    assert!(!pat.is_linear());
+    assert!(pat.is_match("xaay"));
+    assert!(!pat.is_match("xaby"));
+}
+
+#[test]
+fn pcre2_errors_name_the_pattern() {
+    let e = Pattern::pcre2("(abc").unwrap_err();
+    assert!(e.to_string().contains("'(abc'"), "{e}");
+    assert!(Pattern::pcre2("abc)").is_err());
+    assert!(Pattern::pcre2("*a").is_err());
+    assert!(Pattern::pcre2("(?|a)").is_err());
+    assert!(Pattern::pcre2("").is_err());
+}
+
+#[test]
+fn hostile_input_stays_linear() {
+    let pat = Pattern::pcre2("^(a+)+$").unwrap();
+    assert!(pat.is_linear());
+    let text = "a".repeat(50_000) + "!";
+    assert!(!pat.is_match(&text));
+}
+
+#[test]
+fn anchored_prefixes_for_indexing() {
+    let pat = Pattern::pcre2("^sshd").unwrap();
+    assert_eq!(pat.anchored_prefixes(), Some(vec![b"sshd".to_vec()]));
+    let pat = Pattern::pcre2("^Accepted|^Failed \\S+").unwrap();
+    assert_eq!(
+        pat.anchored_prefixes(),
+        Some(vec![b"accepted".to_vec(), b"failed ".to_vec()])
+    );
+    assert_eq!(Pattern::pcre2("sshd").unwrap().anchored_prefixes(), None);
+    assert_eq!(Pattern::pcre2("^.*").unwrap().anchored_prefixes(), None);
+    let pat = Pattern::os_match("^su$|^sudo").unwrap();
+    assert_eq!(
+        pat.anchored_prefixes(),
+        Some(vec![b"su".to_vec(), b"sudo".to_vec()])
+    );
+}

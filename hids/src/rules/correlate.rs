@@ -1,0 +1,464 @@
+//! Correlation state: the memory of earlier alerts that `if_matched_sid`, `if_matched_group`,
+//! `frequency`/`timeframe` and the `same_*` options search, plus the first-time-seen (`if_fts`) and
+//! `ignore`/`check_if_ignored` sets.
+//!
+//! OSSEC keeps every alerted event in one global list of `memory_size` entries; an event leaves the
+//! per-rule lists when it leaves that global list. We do the same with a ring of compact records
+//! (sequence numbered), so memory is bounded by [`Limits::max_events`] however many distinct source
+//! addresses an attacker uses: past the bound the oldest record is dropped and counted.
+//!
+//! The search walks a list from the newest record back, exactly as OSSEC's `Search_LastSids` does:
+//! a record older than the timeframe, or one already consumed by a correlation rule of the same or a
+//! higher level, ends the search; records failing a `same_*` test are skipped; the rule fires when
+//! `frequency + 1` earlier records qualify, so with the current event `frequency + 2` events in all
+//! (OSSEC's documented quirk).
+
+use std::collections::{HashSet, VecDeque};
+
+/// Bounds on correlation memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Alerted events remembered for correlation (OSSEC's `memory_size`, 8192 by default).
+    pub max_events: usize,
+    /// Bytes of an event's log kept for an alert's related events.
+    pub max_log_bytes: usize,
+    /// Distinct first-time-seen keys and ignore keys remembered, each.
+    pub max_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_events: 8192,
+            max_log_bytes: 2048,
+            max_keys: 65536,
+        }
+    }
+}
+
+/// Counters a metrics endpoint or `logtest -q` can show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Records dropped from correlation memory because it was full.
+    pub events_evicted: u64,
+    /// First-time-seen keys not remembered because the set was full (the event counts as seen).
+    pub fts_dropped: u64,
+    /// Ignore keys not remembered because the set was full.
+    pub ignore_dropped: u64,
+}
+
+/// The `same_*` / `different_*` options of a correlation rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SameFlags {
+    pub source_ip: bool,
+    pub source_port: bool,
+    pub dst_port: bool,
+    pub user: bool,
+    pub id: bool,
+    pub location: bool,
+    pub different_url: bool,
+    pub different_srcip: bool,
+}
+
+impl SameFlags {
+    /// Whether any option is set (OSSEC rejects them without an `if_matched_*`).
+    pub fn any(&self) -> bool {
+        self.source_ip
+            || self.source_port
+            || self.dst_port
+            || self.user
+            || self.id
+            || self.location
+            || self.different_url
+            || self.different_srcip
+    }
+}
+
+/// The fields of an event that correlation compares, owned so they outlive the event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub srcip: Option<Box<str>>,
+    pub srcport: Option<Box<str>>,
+    pub dstport: Option<Box<str>>,
+    pub dstuser: Option<Box<str>>,
+    pub id: Option<Box<str>>,
+    pub url: Option<Box<str>>,
+    /// OSSEC compares the host name (the location when the log has no syslog header).
+    pub host: Box<str>,
+    /// The decoder category, compared by `if_matched_regex` searches.
+    pub category: u8,
+}
+
+/// What a correlation rule needs from its definition to search.
+#[derive(Debug, Clone, Copy)]
+pub struct Search {
+    pub level: u8,
+    pub frequency: u32,
+    pub timeframe: u64,
+    pub same: SameFlags,
+}
+
+#[derive(Debug)]
+struct Record {
+    time: u64,
+    /// The level of the highest correlation rule that consumed this record (OSSEC's `matched`).
+    matched: u8,
+    keys: Keys,
+    log: Box<str>,
+}
+
+/// An extra test on a record's log and category (for `if_matched_regex`).
+pub type RecordFilter<'a> = dyn Fn(&str, u8) -> bool + 'a;
+
+/// Which list an event is remembered in: one per `if_matched_sid` target rule, one per
+/// `if_matched_group` rule.
+pub type ListId = usize;
+
+/// The mutable correlation memory of one engine.
+#[derive(Debug)]
+pub struct State {
+    limits: Limits,
+    /// Records by sequence number; `records[0]` has sequence `base`.
+    records: VecDeque<Record>,
+    base: u64,
+    lists: Vec<VecDeque<u64>>,
+    fts: HashSet<Box<str>>,
+    ignored: HashSet<Box<str>>,
+    counters: Counters,
+}
+
+/// A successful search: the logs of the earlier events (newest first, at most 11 as OSSEC keeps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub related: Vec<String>,
+}
+
+impl State {
+    /// Empty memory with `lists` lists.
+    pub fn new(limits: Limits, lists: usize) -> Self {
+        State {
+            limits,
+            records: VecDeque::new(),
+            base: 0,
+            lists: vec![VecDeque::new(); lists],
+            fts: HashSet::new(),
+            ignored: HashSet::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Records currently held (never more than `max_events`).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    fn get_mut(&mut self, seq: u64) -> Option<&mut Record> {
+        let i = seq.checked_sub(self.base)?;
+        self.records.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// Searches `list` for the current event (`keys`, at time `now`) as OSSEC does. On success the
+    /// consumed records are marked with the rule's level, and the caller must pass `matched = level`
+    /// when it remembers the current event.
+    /// `filter` (for `if_matched_regex`) must also accept a record's log and category.
+    pub fn search(
+        &mut self,
+        list: ListId,
+        keys: &Keys,
+        now: u64,
+        rule: &Search,
+        filter: Option<&RecordFilter>,
+    ) -> Option<Found> {
+        let seqs: Vec<u64> = match self.lists.get_mut(list) {
+            Some(l) => {
+                // Drop sequence numbers of records that left the ring.
+                while l.front().is_some_and(|&s| s < self.base) {
+                    l.pop_front();
+                }
+                l.iter().rev().copied().collect()
+            }
+            None => return None,
+        };
+        let newest = *seqs.first()?;
+        let mut count: u32 = 0;
+        let mut related = Vec::new();
+        for seq in seqs {
+            let Some(rec) = self.get_mut(seq) else {
+                break;
+            };
+            if now.saturating_sub(rec.time) > rule.timeframe {
+                return None;
+            }
+            if rec.matched >= rule.level {
+                return None;
+            }
+            if !same_ok(&rule.same, &rec.keys, keys) {
+                continue;
+            }
+            if filter.is_some_and(|f| !f(&rec.log, rec.keys.category)) {
+                continue;
+            }
+            if related.len() <= 10 {
+                related.push(rec.log.to_string());
+            }
+            if count < rule.frequency {
+                count += 1;
+                continue;
+            }
+            rec.matched = rule.level;
+            if let Some(first) = self.get_mut(newest) {
+                first.matched = rule.level;
+            }
+            return Some(Found { related });
+        }
+        None
+    }
+
+    /// Remembers an alerted event in `lists` (the lists of the rule that fired).
+    pub fn remember(&mut self, lists: &[ListId], keys: Keys, log: &str, now: u64, matched: u8) {
+        if self.limits.max_events == 0 {
+            return;
+        }
+        if self.records.len() >= self.limits.max_events {
+            self.records.pop_front();
+            self.base += 1;
+            self.counters.events_evicted += 1;
+        }
+        let seq = self.base + self.records.len() as u64;
+        let mut cut = log.len().min(self.limits.max_log_bytes);
+        while !log.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.records.push_back(Record {
+            time: now,
+            matched,
+            keys,
+            log: log[..cut].into(),
+        });
+        for &l in lists {
+            if let Some(list) = self.lists.get_mut(l) {
+                list.push_back(seq);
+                // Keep list memory bounded too: a list never holds more than the ring.
+                while list.len() > self.limits.max_events {
+                    list.pop_front();
+                }
+            }
+        }
+    }
+
+    /// First time seen: true (and remembered) when `key` was not seen before.
+    pub fn first_time(&mut self, key: &str) -> bool {
+        if self.fts.contains(key) {
+            return false;
+        }
+        if self.fts.len() >= self.limits.max_keys {
+            self.counters.fts_dropped += 1;
+            return false;
+        }
+        self.fts.insert(key.into());
+        true
+    }
+
+    /// Adds an `ignore` key.
+    pub fn add_ignore(&mut self, key: &str) {
+        if self.ignored.len() >= self.limits.max_keys {
+            self.counters.ignore_dropped += 1;
+            return;
+        }
+        self.ignored.insert(key.into());
+    }
+
+    /// Whether a `check_if_ignored` key was added by an `ignore`.
+    pub fn is_ignored(&self, key: &str) -> bool {
+        self.ignored.contains(key)
+    }
+}
+
+fn same_ok(same: &SameFlags, old: &Keys, cur: &Keys) -> bool {
+    fn eq(a: &Option<Box<str>>, b: &Option<Box<str>>) -> bool {
+        matches!((a, b), (Some(a), Some(b)) if a == b)
+    }
+    fn differ(a: &Option<Box<str>>, b: &Option<Box<str>>) -> bool {
+        matches!((a, b), (Some(a), Some(b)) if a != b)
+    }
+    if same.id && !eq(&old.id, &cur.id) {
+        return false;
+    }
+    if same.source_ip && !eq(&old.srcip, &cur.srcip) {
+        return false;
+    }
+    if same.source_port && !eq(&old.srcport, &cur.srcport) {
+        return false;
+    }
+    if same.dst_port && !eq(&old.dstport, &cur.dstport) {
+        return false;
+    }
+    if same.user && !eq(&old.dstuser, &cur.dstuser) {
+        return false;
+    }
+    if same.location && old.host != cur.host {
+        return false;
+    }
+    if same.different_url && !differ(&old.url, &cur.url) {
+        return false;
+    }
+    if same.different_srcip && !differ(&old.srcip, &cur.srcip) {
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(ip: &str) -> Keys {
+        Keys {
+            srcip: Some(ip.into()),
+            host: "h".into(),
+            ..Keys::default()
+        }
+    }
+
+    fn rule(frequency: u32, timeframe: u64) -> Search {
+        Search {
+            level: 10,
+            frequency,
+            timeframe,
+            same: SameFlags {
+                source_ip: true,
+                ..SameFlags::default()
+            },
+        }
+    }
+
+    /// Feeds `n` earlier alerts of the parent and asks whether the correlation rule fires on the next.
+    fn fires_after(n: usize, frequency: u32) -> bool {
+        let mut s = State::new(Limits::default(), 1);
+        for _ in 0..n {
+            s.remember(&[0], keys("10.0.0.1"), "x", 100, 0);
+        }
+        s.search(0, &keys("10.0.0.1"), 100, &rule(frequency, 60), None)
+            .is_some()
+    }
+
+    #[test]
+    fn frequency_fires_at_setting_plus_two_events() {
+        // frequency=6: six earlier are not enough, seven earlier plus this one (8 = 6 + 2) fire.
+        assert!(!fires_after(6, 6));
+        assert!(fires_after(7, 6));
+        // frequency 0 (if_matched_sid alone) needs one earlier event.
+        assert!(!fires_after(0, 0));
+        assert!(fires_after(1, 0));
+    }
+
+    #[test]
+    fn records_outside_the_timeframe_end_the_search() {
+        let mut s = State::new(Limits::default(), 1);
+        for t in [0, 10, 50, 51, 52] {
+            s.remember(&[0], keys("1.1.1.1"), "x", t, 0);
+        }
+        // At t=60 with timeframe 10, only 50..52 are inside: 3 records.
+        assert!(s
+            .search(0, &keys("1.1.1.1"), 60, &rule(2, 10), None)
+            .is_some());
+        assert!(s
+            .search(0, &keys("1.1.1.1"), 61, &rule(2, 10), None)
+            .is_none());
+        // Exactly at the timeframe's edge still counts (OSSEC uses `>`).
+        let mut s = State::new(Limits::default(), 1);
+        s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        assert!(s
+            .search(0, &keys("1.1.1.1"), 10, &rule(0, 10), None)
+            .is_some());
+        assert!(s
+            .search(0, &keys("1.1.1.1"), 11, &rule(0, 10), None)
+            .is_none());
+    }
+
+    #[test]
+    fn same_source_ip_skips_other_addresses() {
+        let mut s = State::new(Limits::default(), 1);
+        for i in 0..20 {
+            let ip = if i % 2 == 0 { "1.1.1.1" } else { "2.2.2.2" };
+            s.remember(&[0], keys(ip), "x", 0, 0);
+        }
+        assert!(s
+            .search(0, &keys("3.3.3.3"), 0, &rule(0, 60), None)
+            .is_none());
+        assert!(s
+            .search(0, &keys("1.1.1.1"), 0, &rule(8, 60), None)
+            .is_some());
+        // A missing source address never matches.
+        let none = Keys::default();
+        assert!(s.search(0, &none, 0, &rule(0, 60), None).is_none());
+    }
+
+    #[test]
+    fn consumed_records_are_not_counted_twice() {
+        let mut s = State::new(Limits::default(), 1);
+        for _ in 0..3 {
+            s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        }
+        let r = rule(1, 60);
+        let found = s.search(0, &keys("1.1.1.1"), 0, &r, None).unwrap();
+        assert_eq!(found.related.len(), 2);
+        // The newest record is marked: the next search stops there at once.
+        assert!(s.search(0, &keys("1.1.1.1"), 0, &r, None).is_none());
+        // Two fresh records after the mark: fires again.
+        s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        assert!(s.search(0, &keys("1.1.1.1"), 0, &r, None).is_none());
+        s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        assert!(s.search(0, &keys("1.1.1.1"), 0, &r, None).is_some());
+        // A lower-level rule cannot reuse records consumed by a higher one.
+        let low = Search { level: 5, ..r };
+        s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        assert!(s.search(0, &keys("1.1.1.1"), 0, &low, None).is_none());
+    }
+
+    #[test]
+    fn memory_is_bounded_and_eviction_counted() {
+        let limits = Limits {
+            max_events: 100,
+            ..Limits::default()
+        };
+        let mut s = State::new(limits, 1);
+        for i in 0..10_000u32 {
+            let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            s.remember(&[0], keys(&ip), &"y".repeat(5000), 0, 0);
+        }
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.counters().events_evicted, 9_900);
+        assert!(s.lists[0].len() <= 100);
+        assert!(s.records.iter().all(|r| r.log.len() <= 2048));
+        // Evicted records are gone from the search too.
+        assert!(s
+            .search(0, &keys("10.0.0.5"), 0, &rule(0, 60), None)
+            .is_none());
+    }
+
+    #[test]
+    fn first_time_seen_and_ignore_sets_are_bounded() {
+        let limits = Limits {
+            max_keys: 2,
+            ..Limits::default()
+        };
+        let mut s = State::new(limits, 0);
+        assert!(s.first_time("a"));
+        assert!(!s.first_time("a"));
+        assert!(s.first_time("b"));
+        assert!(!s.first_time("c"));
+        assert_eq!(s.counters().fts_dropped, 1);
+        s.add_ignore("k");
+        assert!(s.is_ignored("k"));
+        assert!(!s.is_ignored("j"));
+    }
+}

@@ -1,0 +1,794 @@
+//! The rule engine: OSSEC-format rule files loaded into OSSEC's evaluation tree ([`tree`]), each
+//! rule's conditions ([`matcher`]), correlation memory ([`correlate`]) and CDB-style lists
+//! ([`lists`]). An [`Engine`] takes decoded events and says which rule fired, as OSSEC's
+//! analysisd does, and builds the [`Alert`].
+//!
+//! Evaluation follows `OS_CheckIfRuleMatch`: the top-level rules of the event's category are tried
+//! in order (level 0 first, then by descending level); a rule whose conditions hold tries its
+//! children in order and the first child that fires wins (so the deepest matching rule is the one
+//! reported); a rule with `noalert` fires only through a child. A fired level-0 rule ends the search
+//! without an alert and is not remembered for correlation.
+
+pub mod correlate;
+pub mod lists;
+pub mod matcher;
+pub mod pat;
+pub mod syscheck;
+pub mod tree;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::diag::Diagnostic;
+use crate::event::{Alert, Decoded, Event, Predecoded, RuleInfo};
+
+use correlate::{Keys, Limits, ListId, Search, State};
+use matcher::{Category, Fields, View};
+use tree::{Elem, KeyFields, NodeIdx, Rule, RuleIdx, Tree};
+
+/// Why rules could not be loaded: every problem found, each located.
+#[derive(Debug, thiserror::Error)]
+#[error("{} error(s) in rule files", .0.len())]
+pub struct LoadError(pub Vec<Diagnostic>);
+
+/// Decoder names OSSEC defines in its code rather than in decoder files: the FIM decoders (which
+/// [`syscheck`] implements) and the rootcheck and host-information ones (accepted so that OSSEC's
+/// rules load; no event of ours carries them).
+pub const BUILTIN_DECODERS: [&str; 8] = [
+    "syscheck_integrity_changed",
+    "syscheck_integrity_changed_2nd",
+    "syscheck_integrity_changed_3rd",
+    "syscheck_new_entry",
+    "syscheck_deleted",
+    "rootcheck",
+    "hostinfo_modified",
+    "hostinfo_new",
+];
+
+/// Options for loading a rule set.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Decoder names `decoded_as` may use (None: not checked). [`BUILTIN_DECODERS`] are always
+    /// accepted.
+    pub decoder_names: Option<HashSet<String>>,
+    /// List files `<list>` may name, by path.
+    pub lists: Vec<PathBuf>,
+}
+
+/// Where a rule searches correlation memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SearchIn {
+    Sid(ListId),
+    Group(ListId),
+    /// `if_matched_regex`: every remembered event.
+    Events(ListId),
+}
+
+/// Rules loaded and ready: the tree plus where each rule reads and feeds correlation memory.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub tree: Tree,
+    search: Vec<Option<SearchIn>>,
+    feeds: Vec<Vec<ListId>>,
+    lists: usize,
+    uses_clock: bool,
+    /// The files loaded, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Expands directories to their `*.xml` files in name order (OSSEC's order for a directory).
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            match std::fs::read_dir(p) {
+                Ok(rd) => {
+                    let mut files: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| f.extension().is_some_and(|x| x == "xml") && f.is_file())
+                        .collect();
+                    files.sort();
+                    out.extend(files);
+                }
+                Err(e) => errors.push(Diagnostic::whole_file(
+                    p,
+                    format!("cannot read directory: {e}"),
+                )),
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+impl RuleSet {
+    /// Loads rule files (directories expand to their `*.xml` in name order) in the order given.
+    pub fn load(paths: &[PathBuf], opts: &LoadOptions) -> Result<RuleSet, LoadError> {
+        let files = expand_paths(paths).map_err(LoadError)?;
+        let mut errors = Vec::new();
+        let mut docs = Vec::new();
+        for file in &files {
+            match crate::xml::Document::load(file) {
+                Ok(d) => docs.push(d),
+                Err(e) => errors.extend(e),
+            }
+        }
+        match RuleSet::from_documents(&docs, opts) {
+            Ok(set) if errors.is_empty() => Ok(set),
+            Ok(_) => Err(LoadError(errors)),
+            Err(LoadError(e)) => {
+                errors.extend(e);
+                Err(LoadError(errors))
+            }
+        }
+    }
+
+    /// Builds a rule set from parsed files, in order.
+    pub fn from_documents(
+        docs: &[crate::xml::Document],
+        opts: &LoadOptions,
+    ) -> Result<RuleSet, LoadError> {
+        let mut errors = Vec::new();
+        let mut cx = tree::Context {
+            decoder_names: opts.decoder_names.clone().map(|mut n| {
+                n.extend(BUILTIN_DECODERS.iter().map(|s| s.to_string()));
+                n
+            }),
+            lists: HashMap::new(),
+            default_timeframe: 360,
+        };
+        for lp in &opts.lists {
+            match lists::List::load(lp) {
+                Ok(l) => {
+                    let l = Arc::new(l);
+                    cx.lists.insert(lp.display().to_string(), l.clone());
+                    if let Some(name) = lp.file_name().and_then(|n| n.to_str()) {
+                        cx.lists.insert(name.to_string(), l.clone());
+                    }
+                    // OSSEC names lists without their .cdb suffix.
+                    if let Some(stem) = lp.file_stem().and_then(|n| n.to_str()) {
+                        cx.lists.entry(stem.to_string()).or_insert(l);
+                    }
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        let mut parsed = Vec::new();
+        for doc in docs {
+            let text: Arc<str> = Arc::from(doc.source.as_str());
+            let roots: Vec<Elem> = doc.roots.iter().map(to_elem).collect();
+            let mut out = Vec::new();
+            tree::parse_file(&doc.path, &text, &roots, &cx, &mut out, &mut errors);
+            parsed.extend(
+                out.into_iter()
+                    .map(|(r, o, s)| (r, o, s, doc.path.clone(), text.clone())),
+            );
+        }
+        let t = Tree::build(parsed, &mut errors);
+        let files = docs.iter().map(|d| d.path.clone()).collect();
+        let set = RuleSet::link(t, &mut errors, files);
+        if errors.is_empty() {
+            Ok(set)
+        } else {
+            Err(LoadError(errors))
+        }
+    }
+
+    /// Works out the correlation lists: one per `if_matched_sid` target, one per `if_matched_group`
+    /// rule (fed by every rule whose group matches), one for `if_matched_regex`.
+    fn link(tree: Tree, errors: &mut Vec<Diagnostic>, files: Vec<PathBuf>) -> RuleSet {
+        let n = tree.rules.len();
+        let mut search = vec![None; n];
+        let mut sid_list: Vec<Option<ListId>> = vec![None; n];
+        let mut group_feeds: Vec<Vec<ListId>> = vec![Vec::new(); n];
+        let mut lists = 0;
+        let mut events_list = None;
+        for (i, r) in tree.rules.iter().enumerate() {
+            if let Some(sid) = r.if_matched_sid {
+                match tree.by_id.get(&sid) {
+                    Some(&t) => {
+                        let l = *sid_list[t].get_or_insert_with(|| {
+                            lists += 1;
+                            lists - 1
+                        });
+                        search[i] = Some(SearchIn::Sid(l));
+                    }
+                    None => errors.push(rule_diag(
+                        r,
+                        format!("rule {}: if_matched_sid {sid} names no loaded rule", r.id),
+                    )),
+                }
+            } else if let Some(g) = &r.if_matched_group {
+                let l = lists;
+                lists += 1;
+                search[i] = Some(SearchIn::Group(l));
+                for (t, other) in tree.rules.iter().enumerate() {
+                    if g.is_match(&other.group_text) {
+                        group_feeds[t].push(l);
+                    }
+                }
+            } else if r.if_matched_regex.is_some() {
+                let l = *events_list.get_or_insert_with(|| {
+                    lists += 1;
+                    lists - 1
+                });
+                search[i] = Some(SearchIn::Events(l));
+            }
+        }
+        let feeds = (0..n)
+            .map(|i| {
+                // OSSEC: a rule feeds its own if_matched_sid list, otherwise its group lists.
+                let mut f = match sid_list[i] {
+                    Some(l) => vec![l],
+                    None => group_feeds[i].clone(),
+                };
+                f.extend(events_list);
+                f
+            })
+            .collect();
+        let uses_clock = tree
+            .rules
+            .iter()
+            .any(|r| r.cond.time.is_some() || r.cond.weekday.is_some());
+        RuleSet {
+            tree,
+            search,
+            feeds,
+            lists,
+            uses_clock,
+            files,
+        }
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.tree.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.rules.is_empty()
+    }
+
+    /// A rule by id.
+    pub fn rule(&self, id: u32) -> Option<&Rule> {
+        self.tree.by_id.get(&id).map(|&i| &self.tree.rules[i])
+    }
+
+    /// Rules whose patterns need the bounded backtracking engine (for `check-config`).
+    pub fn non_linear(&self) -> Vec<u32> {
+        let c = |r: &Rule| {
+            let cd = &r.cond;
+            [
+                &cd.program_name,
+                &cd.id,
+                &cd.matches,
+                &cd.regex,
+                &cd.url,
+                &cd.srcport,
+                &cd.dstport,
+                &cd.user,
+                &cd.extra_data,
+                &cd.hostname,
+                &cd.status,
+            ]
+            .iter()
+            .any(|v| v.iter().any(|p| !p.is_linear()))
+        };
+        self.tree
+            .rules
+            .iter()
+            .filter(|r| c(r))
+            .map(|r| r.id)
+            .collect()
+    }
+}
+
+fn rule_diag(r: &Rule, msg: String) -> Diagnostic {
+    Diagnostic {
+        file: r.file.to_path_buf(),
+        line: r.line,
+        col: 1,
+        message: msg,
+        source_line: String::new(),
+    }
+}
+
+fn to_elem(e: &crate::xml::Element) -> Elem {
+    let text_at = e.text_offset(0);
+    Elem {
+        name: e.name.clone(),
+        span: e.pos..e.pos,
+        attrs: e
+            .attrs
+            .iter()
+            .map(|a| tree::Attr {
+                name: a.name.clone(),
+                value: a.value.clone(),
+                span: a.pos..a.pos,
+            })
+            .collect(),
+        text: e.text.clone(),
+        text_span: text_at..text_at + usize::from(!e.text.is_empty()),
+        children: e.children.iter().map(to_elem).collect(),
+    }
+}
+
+/// One decoded event as the engine takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub event: &'a Event,
+    pub predecoded: &'a Predecoded,
+    pub decoded: &'a Decoded,
+    /// The matching decoder's `<type>` (syslog when none matched).
+    pub category: Category,
+    /// The matching decoder's `<fts>` fields, for `if_fts`.
+    pub fts: Fts,
+}
+
+/// A decoder's first-time-seen key fields (`<fts>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fts {
+    pub fields: KeyFields,
+    pub srcuser: bool,
+    pub system_name: bool,
+}
+
+impl Fts {
+    /// Parses a decoder's `<fts>` text (`name, user, location` ...).
+    pub fn parse(s: &str) -> Fts {
+        let words: Vec<&str> = s.split([',', ' ']).filter(|w| !w.is_empty()).collect();
+        let has = |w: &str| words.contains(&w);
+        Fts {
+            fields: KeyFields {
+                user: has("user") || has("dstuser"),
+                srcip: has("srcip"),
+                dstip: has("dstip"),
+                id: has("id"),
+                location: has("location"),
+                data: has("data") || has("extra_data"),
+                name: has("name"),
+            },
+            srcuser: has("srcuser"),
+            system_name: has("system_name"),
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.fields.any() || self.srcuser || self.system_name
+    }
+}
+
+/// What the engine decided for one event.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub rule: RuleIdx,
+    /// The rule as an alert carries it (description expanded, firing count).
+    pub info: RuleInfo,
+    /// For correlation rules, the logs of the earlier events (newest first).
+    pub related: Vec<String>,
+    /// Whether an alert is raised: false for level 0 and for suppressed repeats.
+    pub alert: bool,
+    /// Why a matching rule raised no alert.
+    pub suppressed: Option<&'static str>,
+}
+
+/// A rule set plus the state of one analysis stream (correlation memory, firing counts).
+#[derive(Debug)]
+pub struct Engine {
+    set: Arc<RuleSet>,
+    state: State,
+    firedtimes: Vec<u64>,
+    ignored_at: Vec<Option<u64>>,
+    last_diff: HashMap<RuleIdx, Box<str>>,
+    clock: (i64, u32, u8),
+}
+
+/// Per-event scratch space for the tree walk.
+struct Walk<'a> {
+    view: View<'a>,
+    keys: Option<Keys>,
+    fts: Fts,
+    matched: u8,
+    related: Vec<String>,
+}
+
+impl Walk<'_> {
+    fn keys(&mut self) -> &Keys {
+        let v = &self.view;
+        self.keys.get_or_insert_with(|| keys_of(v))
+    }
+}
+
+fn keys_of(v: &View) -> Keys {
+    let b = |s: Option<&str>| s.map(Box::<str>::from);
+    Keys {
+        srcip: b(v.f.srcip),
+        srcport: b(v.f.srcport),
+        dstport: b(v.f.dstport),
+        dstuser: b(v.f.dstuser),
+        id: b(v.f.id),
+        url: b(v.f.url),
+        host: v.hostname.into(),
+        category: v.category as u8,
+    }
+}
+
+impl Engine {
+    pub fn new(set: Arc<RuleSet>, limits: Limits) -> Engine {
+        let n = set.len();
+        Engine {
+            state: State::new(limits, set.lists),
+            firedtimes: vec![0; n],
+            ignored_at: vec![None; n],
+            last_diff: HashMap::new(),
+            clock: (i64::MIN, 0, 0),
+            set,
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.set
+    }
+
+    /// Correlation memory counters.
+    pub fn counters(&self) -> correlate::Counters {
+        self.state.counters()
+    }
+
+    fn local_clock(&mut self, secs: i64) -> (u32, u8) {
+        if !self.set.uses_clock {
+            return (0, 0);
+        }
+        if self.clock.0 != secs {
+            let (d, w) = crate::sys::local_day_time(secs).unwrap_or((0, 0));
+            self.clock = (secs, d, w);
+        }
+        (self.clock.1, self.clock.2)
+    }
+
+    /// Runs the rules on one decoded event.
+    pub fn evaluate(&mut self, input: &Input) -> Option<Verdict> {
+        let set = self.set.clone();
+        let ev = input.event;
+        let secs = ev
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let (day_seconds, weekday) = self.local_clock(secs as i64);
+        let pre = input.predecoded;
+        let view = View {
+            log: &pre.message,
+            full_log: &ev.full_log,
+            location: &ev.location,
+            hostname: pre.hostname.as_deref().unwrap_or(&ev.location),
+            program_name: pre.program_name.as_deref(),
+            decoder: input.decoded.decoder.as_deref(),
+            category: input.category,
+            time: secs,
+            day_seconds,
+            weekday,
+            decoded: input.decoded,
+            f: Fields::from_decoded(input.decoded),
+        };
+        let mut w = Walk {
+            view,
+            keys: None,
+            fts: input.fts,
+            matched: 0,
+            related: Vec::new(),
+        };
+        let mut fired = None;
+        for &n in &set.tree.top {
+            if set.tree.rules[set.tree.nodes[n].rule].category != input.category {
+                continue;
+            }
+            if let Some(r) = self.check(&set, n, &mut w) {
+                fired = Some(r);
+                break;
+            }
+        }
+        let idx = fired?;
+        let rule = &set.tree.rules[idx];
+        let mut verdict = Verdict {
+            rule: idx,
+            info: self.rule_info(rule, idx, &w.view, pre),
+            related: std::mem::take(&mut w.related),
+            alert: false,
+            suppressed: None,
+        };
+        if rule.level == 0 {
+            verdict.suppressed = Some("level 0");
+            return Some(verdict);
+        }
+        if rule.ignore_time > 0 {
+            match self.ignored_at[idx] {
+                Some(t) if secs.saturating_sub(t) < rule.ignore_time => {
+                    verdict.suppressed = Some("ignored: fired within its ignore time");
+                    return Some(verdict);
+                }
+                _ => self.ignored_at[idx] = Some(secs),
+            }
+        }
+        if rule.check_ignore_fields.any()
+            && self
+                .state
+                .is_ignored(&key_text(&w.view, rule.check_ignore_fields))
+        {
+            verdict.suppressed = Some("ignored: check_if_ignored");
+            return Some(verdict);
+        }
+        if rule.ignore_fields.any() {
+            self.state
+                .add_ignore(&key_text(&w.view, rule.ignore_fields));
+        }
+        let feeds = &set.feeds[idx];
+        let keys = if feeds.is_empty() {
+            Keys::default()
+        } else {
+            w.keys().clone()
+        };
+        let log = if feeds.is_empty() {
+            ""
+        } else {
+            w.view.full_log
+        };
+        // Every alert takes a place in correlation memory, as in OSSEC, so records age out after
+        // the same number of alerts.
+        self.state.remember(feeds, keys, log, secs, w.matched);
+        verdict.alert = true;
+        Some(verdict)
+    }
+
+    fn check(&mut self, set: &RuleSet, node: NodeIdx, w: &mut Walk) -> Option<RuleIdx> {
+        let n = &set.tree.nodes[node];
+        let idx = n.rule;
+        let r = &set.tree.rules[idx];
+        if !r.cond.check(&w.view) {
+            return None;
+        }
+        if r.check_diff && !self.diff(idx, w.view.log) {
+            return None;
+        }
+        if r.if_fts && !self.first_time(&w.view, w.fts) {
+            return None;
+        }
+        if let Some(s) = set.search[idx] {
+            let search = Search {
+                level: r.level,
+                frequency: r.frequency,
+                timeframe: r.timeframe,
+                same: r.same,
+            };
+            let now = w.view.time;
+            let found = match s {
+                SearchIn::Sid(l) | SearchIn::Group(l) => {
+                    let keys = w.keys().clone();
+                    self.state.search(l, &keys, now, &search, None)
+                }
+                SearchIn::Events(l) => {
+                    let keys = w.keys().clone();
+                    let re = r.if_matched_regex.as_ref();
+                    let filter = |log: &str, cat: u8| {
+                        cat == keys.category && re.map_or(true, |p| p.is_match(log))
+                    };
+                    self.state.search(l, &keys, now, &search, Some(&filter))
+                }
+            }?;
+            w.matched = r.level;
+            w.related = found.related;
+        }
+        for &c in &n.children {
+            if let Some(x) = self.check(set, c, w) {
+                return Some(x);
+            }
+        }
+        if r.noalert {
+            return None;
+        }
+        self.firedtimes[idx] += 1;
+        Some(idx)
+    }
+
+    /// `check_diff`: fires when the log differs from the last one this rule saw.
+    fn diff(&mut self, idx: RuleIdx, log: &str) -> bool {
+        match self.last_diff.get(&idx) {
+            Some(prev) if &**prev == log => false,
+            Some(_) => {
+                self.last_diff.insert(idx, log.into());
+                true
+            }
+            None => {
+                self.last_diff.insert(idx, log.into());
+                false
+            }
+        }
+    }
+
+    /// `if_fts`: the decoder must declare `<fts>` fields; fires the first time their values are seen.
+    fn first_time(&mut self, v: &View, fts: Fts) -> bool {
+        if !fts.any() {
+            return false;
+        }
+        let f = &v.f;
+        let key = [
+            pick(fts.fields.name, v.decoder),
+            pick(fts.fields.id, f.id),
+            pick(fts.fields.user, f.dstuser),
+            pick(fts.srcuser, f.srcuser),
+            pick(fts.fields.srcip, f.srcip),
+            pick(fts.fields.dstip, f.dstip),
+            pick(fts.fields.data, f.extra_data),
+            pick(fts.system_name, f.system_name),
+            pick(fts.fields.location, Some(v.location)),
+        ]
+        .join(" ");
+        self.state.first_time(&key)
+    }
+
+    fn rule_info(&self, r: &Rule, idx: RuleIdx, v: &View, pre: &Predecoded) -> RuleInfo {
+        RuleInfo {
+            id: r.id,
+            level: r.level,
+            description: expand(&r.description, v, pre),
+            groups: r.groups.clone(),
+            mitre: r.mitre.clone(),
+            firedtimes: self.firedtimes[idx],
+            options: r.options,
+            info: r.info.clone(),
+        }
+    }
+
+    /// The alert for a verdict that raises one.
+    pub fn alert(&self, verdict: &Verdict, input: &Input) -> Alert {
+        Alert {
+            time: SystemTime::now(),
+            rule: verdict.info.clone(),
+            event: input.event.clone(),
+            predecoded: input.predecoded.clone(),
+            decoded: input.decoded.clone(),
+            related: verdict.related.clone(),
+        }
+    }
+}
+
+fn key_text(v: &View, k: KeyFields) -> String {
+    let f = &v.f;
+    [
+        pick(k.name, v.decoder),
+        pick(k.id, f.id),
+        pick(k.user, f.dstuser),
+        pick(k.srcip, f.srcip),
+        pick(k.dstip, f.dstip),
+        pick(k.data, f.extra_data),
+        pick(k.location, Some(v.location)),
+    ]
+    .join(" ")
+}
+
+/// Expands `$(name)` in a description with the event's fields: OSSEC's static fields, then dynamic
+/// and JSON fields, then the pre-decoded header (`hostname`, `program_name`, `location`). A name
+/// with no value expands to nothing.
+pub fn expand(text: &str, v: &View, pre: &Predecoded) -> String {
+    if !text.contains("$(") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("$(") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find(')') {
+            Some(j) => {
+                let name = &after[..j];
+                let value =
+                    v.f.get(name)
+                        .or_else(|| v.decoded.get(name))
+                        .or(match name {
+                            "hostname" => pre.hostname.as_deref(),
+                            "program_name" => pre.program_name.as_deref(),
+                            "location" => Some(v.location),
+                            "decoder" => v.decoder,
+                            _ => None,
+                        });
+                out.push_str(value.unwrap_or(""));
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The canonical path of the stock OSSEC ruleset next to the repository (tests and benchmarks).
+pub fn ossec_ruleset_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/ossec-ruleset")
+}
+
+fn pick(on: bool, s: Option<&str>) -> &str {
+    if on {
+        s.unwrap_or("")
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The JSON form of an alert (one object per line), as `logtest --json` shows it and the benchmark
+/// writes it.
+#[derive(serde::Serialize)]
+struct AlertJson<'a> {
+    timestamp: String,
+    rule: &'a RuleInfo,
+    host: &'a str,
+    location: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    full_log: Option<&'a str>,
+    predecoder: &'a Predecoded,
+    decoder: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent: Option<&'a str>,
+    data: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    related: &'a [String],
+}
+
+/// Writes `alert` as one JSON line.
+pub fn write_alert_json(out: &mut dyn std::io::Write, alert: &Alert) -> std::io::Result<()> {
+    let data = alert
+        .decoded
+        .fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    let j = AlertJson {
+        timestamp: rfc3339(alert.event.time),
+        rule: &alert.rule,
+        host: &alert.event.host,
+        location: &alert.event.location,
+        full_log: (!alert.rule.options.no_full_log).then_some(alert.event.full_log.as_str()),
+        predecoder: &alert.predecoded,
+        decoder: alert.decoded.decoder.as_deref(),
+        parent: alert.decoded.parent.as_deref(),
+        data,
+        related: &alert.related,
+    };
+    serde_json::to_writer(&mut *out, &j).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a time (UTC).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,43 @@
+//! The text patterns a rule holds (`match`, `regex`, `pcre2`, and the per-field forms): a
+//! [`crate::pattern::Pattern`] plus the `negate="yes"` attribute Wazuh-style rules may carry.
+
+use crate::pattern::{Pattern, PatternError};
+
+pub use crate::pattern::Dialect;
+
+/// A compiled rule pattern.
+#[derive(Debug, Clone)]
+pub struct Pat {
+    pattern: Pattern,
+    negate: bool,
+    /// The source text, for diagnostics and `logtest`.
+    pub source: String,
+}
+
+impl Pat {
+    /// Compiles `text` in `dialect`.
+    pub fn compile(dialect: Dialect, text: &str) -> Result<Pat, PatternError> {
+        Ok(Pat {
+            pattern: Pattern::new(dialect, text)?,
+            negate: false,
+            source: text.to_string(),
+        })
+    }
+
+    /// The same pattern with its sense inverted.
+    pub fn negated(mut self) -> Pat {
+        self.negate = !self.negate;
+        self
+    }
+
+    /// False when the pattern runs on the bounded backtracking engine.
+    pub fn is_linear(&self) -> bool {
+        self.pattern.is_linear()
+    }
+
+    /// Whether `text` matches (honouring `!` and `negate`).
+    #[inline]
+    pub fn is_match(&self, text: &str) -> bool {
+        self.pattern.is_match(text) != self.negate
+    }
+}
