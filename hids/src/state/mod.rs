@@ -13,7 +13,13 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 /// The schema, in order. The number of a migration is its position plus one.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/0001_init.sql")),
+    (
+        "0003_positions",
+        include_str!("migrations/0003_positions.sql"),
+    ),
+];
 
 /// The name of the database file in the state directory.
 pub const DB_FILE: &str = "hids.db";
