@@ -705,7 +705,7 @@ impl Tail {
             0,
             offset,
         );
-        tracing::debug!(path = %p.display(), offset, "following log file");
+        tracing::info!(path = %p.display(), offset, "following log file");
         Ok(Some(t))
     }
 }

@@ -101,32 +101,21 @@ pub fn run(config: &Config, opts: TailOptions) -> Result<u64, TailError> {
     let stdout = io::stdout();
     let mut w = BufWriter::with_capacity(256 << 10, stdout.lock());
     let mut count = 0u64;
-    let mut batches = Vec::new();
-    'outer: while let Ok(first) = running.rx.recv() {
-        batches.push(first);
-        // Take what else is waiting, then print, flush, and acknowledge it all together.
-        while batches.len() < 64 {
-            match running.rx.try_recv() {
-                Ok(b) => batches.push(b),
-                Err(_) => break,
-            }
-        }
-        for b in &batches {
-            count += b.len() as u64;
-            if !opts.count {
-                for d in b {
-                    if write_event(&mut w, &d.event).is_err() {
-                        break 'outer;
-                    }
+    // Each batch is printed, flushed, then acknowledged: positions never pass what was written,
+    // and a blocked stdout holds back at most one batch.
+    'outer: while let Ok(batch) = running.rx.recv() {
+        count += batch.len() as u64;
+        if !opts.count {
+            for d in &batch {
+                if write_event(&mut w, &d.event).is_err() {
+                    break 'outer;
                 }
             }
+            if w.flush().is_err() {
+                break;
+            }
         }
-        if w.flush().is_err() {
-            break;
-        }
-        for b in batches.drain(..) {
-            running.acker.ack_all(&b);
-        }
+        running.acker.ack_all(&batch);
     }
     if opts.count {
         let _ = writeln!(w, "{count}");
