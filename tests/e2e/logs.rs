@@ -586,8 +586,16 @@ fn journald_entries_read_like_the_auth_log_and_resume_after_restart() {
         first.iter().filter(|e| e["location"] == "journald").count(),
         3
     );
-    // A restart resumes after the saved cursor: only the entry added meanwhile.
-    journal_remote(&jdir, &[(t0 + 9_000_000, "sshd", "after restart", 4244)]);
+    // A restart resumes after the saved cursor: only the entries added meanwhile, all of them
+    // (journalctl --follow alone would show only the last 10).
+    let msgs: Vec<String> = (0..15).map(|i| format!("while stopped {i}")).collect();
+    let mut entries: Vec<(u64, &str, &str, u32)> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (t0 + 6_000_000 + i as u64 * 1000, "sshd", m.as_str(), 5000))
+        .collect();
+    entries.push((t0 + 9_000_000, "sshd", "after restart", 4244));
+    journal_remote(&jdir, &entries);
     let mut tail = Tail::start(&env);
     tail.wait_until("the entry added while stopped", |e| {
         e["full_log"].as_str().unwrap().ends_with("after restart")
@@ -598,5 +606,9 @@ fn journald_entries_read_like_the_auth_log_and_resume_after_restart() {
         .iter()
         .filter(|e| e["location"] == "journald")
         .collect();
-    assert_eq!(j.len(), 1, "{j:?}");
+    assert_eq!(j.len(), 16, "{j:?}");
+    assert!(j[0]["full_log"]
+        .as_str()
+        .unwrap()
+        .ends_with("while stopped 0"));
 }

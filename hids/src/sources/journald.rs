@@ -49,10 +49,11 @@ pub fn journalctl_args(
     for i in &ctx_cfg.identifiers {
         a.push(format!("--identifier={i}"));
     }
-    match cursor {
-        Some(c) => a.push(format!("--after-cursor={c}")),
-        None => a.push("--lines=all".into()),
+    if let Some(c) = cursor {
+        a.push(format!("--after-cursor={c}"));
     }
+    // Always: with --follow, journalctl otherwise shows only the last 10 entries after the cursor.
+    a.push("--lines=all".into());
     a
 }
 
@@ -420,5 +421,6 @@ mod tests {
             .iter()
             .any(|x| x.starts_with("--directory") || x == "--follow"));
         assert!(a.contains(&"--lines=all".to_string()));
+        assert!(journalctl_args(&c, true, Some("s=y")).contains(&"--lines=all".to_string()));
     }
 }
