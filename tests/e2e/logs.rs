@@ -612,3 +612,33 @@ fn journald_entries_read_like_the_auth_log_and_resume_after_restart() {
         .unwrap()
         .ends_with("while stopped 0"));
 }
+
+#[test]
+fn once_reads_to_the_end_and_counts_what_it_altered() {
+    let env = Env::new();
+    let log = env.path().join("odd.log");
+    let mut data = vec![b'x'; 300];
+    data.extend_from_slice(b"\nbad \xc3\x28\nfine\n");
+    fs::write(&log, &data).unwrap();
+    file_source(&env, &log, "max_line = 256\n");
+    let o = env.cmd().args(["tail", "--once"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["full_log"].as_str().unwrap().len(), 256);
+    assert!(
+        stderr(&o).contains("3 events, 1 cut at max_line, 1 with invalid UTF-8 replaced"),
+        "{}",
+        stderr(&o)
+    );
+    // Positions were saved: a second run has nothing new.
+    let o = env
+        .cmd()
+        .args(["tail", "--once", "--count"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "0");
+}

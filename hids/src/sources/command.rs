@@ -124,7 +124,7 @@ pub fn run(ctx: SourceContext) {
                     },
                     position: Position::None,
                 };
-                if ctx.tx.send(vec![d]).is_err() {
+                if !ctx.send(vec![d]) {
                     return;
                 }
             }

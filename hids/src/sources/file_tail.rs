@@ -281,6 +281,7 @@ struct Out {
     format: crate::event::LogFormat,
     batch: Batch,
     tx: mpsc::SyncSender<Batch>,
+    counters: Arc<super::Counters>,
     closed: bool,
 }
 
@@ -321,6 +322,7 @@ impl Out {
             return;
         }
         let b = std::mem::replace(&mut self.batch, Vec::with_capacity(64));
+        self.counters.count(&b);
         if self.tx.send(b).is_err() {
             self.closed = true;
         }
@@ -353,6 +355,7 @@ pub fn run(ctx: SourceContext, known: KnownFiles) {
         format: ctx.config.format,
         batch: Vec::new(),
         tx: ctx.tx.clone(),
+        counters: ctx.counters.clone(),
         closed: false,
     };
     let watcher = if ctx.options.once {

@@ -321,11 +321,11 @@ fn follow(ctx: &SourceContext, cursor: &mut Option<String>) -> Result<(), Stop> 
             // with the next entry.
         }
         let due = batch.len() >= BATCH_MAX || (reader.buffer().is_empty() && !batch.is_empty());
-        if due && (ctx.tx.send(std::mem::take(&mut batch)).is_err() || ctx.stopping()) {
+        if due && (!ctx.send(std::mem::take(&mut batch)) || ctx.stopping()) {
             break Err(Stop);
         }
     };
-    if !batch.is_empty() && ctx.tx.send(batch).is_err() {
+    if !batch.is_empty() && !ctx.send(batch) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(Stop);

@@ -22,7 +22,7 @@ pub mod positions;
 pub mod tail_cmd;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -271,6 +271,34 @@ fn same_stream(a: &Position, b: &Position) -> bool {
     }
 }
 
+/// What one source has handed on, and how much of it it had to alter (for metrics and summaries).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub events: AtomicU64,
+    /// Lines cut at `max_line`.
+    pub truncated: AtomicU64,
+    /// Lines with invalid UTF-8 replaced.
+    pub lossy_utf8: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a batch about to be sent.
+    pub fn count(&self, batch: &[Delivery]) {
+        let (mut t, mut l) = (0, 0);
+        for d in batch {
+            t += u64::from(d.event.flags.truncated);
+            l += u64::from(d.event.flags.lossy_utf8);
+        }
+        self.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if t > 0 {
+            self.truncated.fetch_add(t, Ordering::Relaxed);
+        }
+        if l > 0 {
+            self.lossy_utf8.fetch_add(l, Ordering::Relaxed);
+        }
+    }
+}
+
 /// How the sources run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -292,11 +320,18 @@ pub struct SourceContext {
     pub options: RunOptions,
     /// Set when the sources are to stop.
     pub stop: Arc<AtomicBool>,
+    pub counters: Arc<Counters>,
 }
 
 impl SourceContext {
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts and sends a batch; false when the consumer is gone.
+    pub fn send(&self, batch: Batch) -> bool {
+        self.counters.count(&batch);
+        self.tx.send(batch).is_ok()
     }
 }
 
@@ -304,6 +339,8 @@ impl SourceContext {
 pub struct Running {
     pub rx: Receiver<Batch>,
     pub acker: Acker,
+    /// Per source (in configuration order): its location and counters.
+    pub counters: Vec<(Arc<str>, Arc<Counters>)>,
     stop: Arc<AtomicBool>,
     checkpoint: Option<JoinHandle<()>>,
     checkpoint_stop: Arc<AtomicBool>,
@@ -358,14 +395,19 @@ pub fn spawn(config: &Config, state: &State, options: RunOptions) -> Result<Runn
     let mut store = positions::Store::new(state.connect()?, state.db_path.clone());
     let mut ledgers = Vec::new();
     let mut contexts = Vec::new();
+    let mut counters = Vec::new();
     for (i, lc) in config.logs.iter().enumerate() {
         let ledger = Arc::new(Ledger::new(source_key(lc)));
         ledgers.push(ledger.clone());
+        let location: Arc<str> = Arc::from(crate::diag::escape_control(&lc.location()).as_str());
+        let c = Arc::new(Counters::default());
+        counters.push((location.clone(), c.clone()));
         contexts.push(SourceContext {
             index: i as u32,
             config: lc.clone(),
             host: host.clone(),
-            location: Arc::from(crate::diag::escape_control(&lc.location()).as_str()),
+            location,
+            counters: c,
             ledger,
             tx: tx.clone(),
             options,
@@ -424,6 +466,7 @@ pub fn spawn(config: &Config, state: &State, options: RunOptions) -> Result<Runn
     Ok(Running {
         rx,
         acker,
+        counters,
         stop,
         checkpoint: Some(checkpoint),
         checkpoint_stop,

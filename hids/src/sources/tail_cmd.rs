@@ -121,6 +121,17 @@ pub fn run(config: &Config, opts: TailOptions) -> Result<u64, TailError> {
         let _ = writeln!(w, "{count}");
     }
     let _ = w.flush();
+    for (location, c) in &running.counters {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (t, l) = (c.truncated.load(Relaxed), c.lossy_utf8.load(Relaxed));
+        if t > 0 || l > 0 {
+            tracing::info!(
+                location = %location,
+                "{} events, {t} cut at max_line, {l} with invalid UTF-8 replaced",
+                c.events.load(Relaxed)
+            );
+        }
+    }
     running.finish();
     Ok(count)
 }
