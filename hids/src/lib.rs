@@ -14,6 +14,7 @@ pub mod fim;
 pub mod logtest;
 pub mod pattern;
 pub mod rules;
+pub mod sources;
 pub mod state;
 mod sys;
 #[cfg(test)]

@@ -44,6 +44,8 @@ enum Command {
     Fim(FimCommand),
     /// Test decoders and rules on log lines read from stdin (or -f FILE), as ossec-logtest does
     Logtest(LogtestArgs),
+    /// Run the configured log sources and print each event as one JSON line on stdout: what hids reads
+    Tail(TailArgs),
     /// Check the configuration (and the decoders and rules it names); list every error
     CheckConfig,
     /// Print the version, the database schema version and the default paths
@@ -55,6 +57,16 @@ struct RunArgs {
     /// Format of the agent's own diagnostic log on stderr
     #[arg(long, value_enum, default_value_t = LogStyle::Text)]
     log_format: LogStyle,
+}
+
+#[derive(Args)]
+struct TailArgs {
+    /// Read what the sources hold now and exit, instead of following them
+    #[arg(long)]
+    once: bool,
+    /// Print only the number of events, at the end
+    #[arg(long)]
+    count: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -241,6 +253,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Tail(a) => {
+            let cfg = config::load(&config_path(&cli))?;
+            hids::sources::tail_cmd::init_diagnostics(&cfg.agent.log_level);
+            let opts = hids::sources::tail_cmd::TailOptions {
+                once: a.once,
+                count: a.count,
+            };
+            hids::sources::tail_cmd::run(&cfg, opts)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -52,21 +52,36 @@ pub fn local_seconds_of_day() -> u32 {
     local_day_time(now).map_or(now.rem_euclid(86_400) as u32, |(day, _)| day)
 }
 
+/// Broken-down local time (as the system's time zone gives it) for seconds since the epoch.
+fn local_tm(secs: i64) -> Option<libc::tm> {
+    #[allow(clippy::useless_conversion)] // time_t is i64 here, not on every target
+    let t: libc::time_t = secs.try_into().ok()?;
+    // SAFETY: an all-zero `tm` is a valid value of a plain C struct of integers (and a null
+    // tm_zone pointer, which localtime_r overwrites and we never read).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; localtime_r is the reentrant form and writes
+    // only into `tm`.
+    let r = unsafe { libc::localtime_r(&t, &mut tm) };
+    (!r.is_null()).then_some(tm)
+}
+
 /// The local time of day (seconds since midnight) and weekday (0 = Sunday) at `secs` since the
 /// epoch, in the system's time zone; `None` if the C library cannot convert it.
 pub fn local_day_time(secs: i64) -> Option<(u32, u8)> {
-    #[allow(clippy::useless_conversion)]
-    let t: libc::time_t = secs.try_into().ok()?;
-    // SAFETY: `tm` is plain old data for which all-zero is valid; localtime_r only writes into the
-    // `tm` we pass and reads `t`, both valid for the call. (glibc's localtime_r reads the time zone
-    // once on first use.)
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return None;
-        }
-        tm
-    };
+    let tm = local_tm(secs)?;
     let day = u32::try_from(tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec).ok()?;
     Some((day, u8::try_from(tm.tm_wday).ok()?))
+}
+
+/// Local (year, month 1..=12, day 1..=31, hour, minute, second) for seconds since the epoch.
+pub fn local_time(secs: i64) -> Option<(i32, u32, u32, u32, u32, u32)> {
+    let tm = local_tm(secs)?;
+    Some((
+        tm.tm_year + 1900,
+        (tm.tm_mon + 1) as u32,
+        tm.tm_mday as u32,
+        tm.tm_hour as u32,
+        tm.tm_min as u32,
+        tm.tm_sec as u32,
+    ))
 }

@@ -13,6 +13,7 @@ fn every_subcommand_has_help() {
         &["fim", "list", "--help"],
         &["fim", "show", "--help"],
         &["logtest", "--help"],
+        &["tail", "--help"],
         &["check-config", "--help"],
         &["version", "--help"],
     ] {

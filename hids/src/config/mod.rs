@@ -244,6 +244,8 @@ pub struct LogConfig {
     pub identifiers: Vec<String>,
     pub journal_dir: Option<PathBuf>,
     pub max_line: usize,
+    /// How long a last line without its newline waits before it is handed on; zero: forever.
+    pub partial_line_wait: Duration,
 }
 
 impl LogConfig {

@@ -151,6 +151,9 @@ pub struct RawLog {
     pub journal_dir: Option<String>,
     /// Lines longer than this are cut and marked. Default "64KiB".
     pub max_line: Option<RawSize>,
+    /// A last line without its newline is handed on as it is once the file has been quiet this
+    /// long. Default "5s"; 0 waits for the newline however long it takes.
+    pub partial_line_wait: Option<RawDuration>,
 }
 
 /// `[rules]`: decoders and rules, OSSEC XML.

@@ -279,3 +279,20 @@ fn duplicate_fim_path() {
         "4:8: \"/etc\" is listed twice"
     );
 }
+
+#[test]
+fn partial_line_wait_defaults_and_is_bounded() {
+    let cfg = parse(
+        Path::new("/etc/hids/x.toml"),
+        "[[logs]]\npath = \"/var/log/a\"\nformat = \"plain\"\n[[logs]]\npath = \"/var/log/b\"\nformat = \"plain\"\npartial_line_wait = 0\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.logs[0].partial_line_wait, Duration::from_secs(5));
+    assert!(cfg.logs[1].partial_line_wait.is_zero());
+    assert_eq!(
+        one_error(
+            "[[logs]]\npath = \"/var/log/x\"\nformat = \"plain\"\npartial_line_wait = \"2h\"\n"
+        ),
+        "4:21: partial_line_wait must be at most 1h"
+    );
+}

@@ -574,6 +574,17 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> (Config, Errors) 
                 "max_line must be between 256 bytes and 16MiB",
             );
         }
+        let partial_line_wait = v.duration(
+            at("partial_line_wait"),
+            &l.partial_line_wait,
+            Duration::from_secs(5),
+        );
+        if partial_line_wait > Duration::from_secs(3600) {
+            v.err(
+                at("partial_line_wait"),
+                "partial_line_wait must be at most 1h",
+            );
+        }
         let journal_dir = l
             .journal_dir
             .as_ref()
@@ -589,6 +600,7 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> (Config, Errors) 
             identifiers: l.identifiers.clone(),
             journal_dir,
             max_line: max_line.clamp(256, 16 << 20) as usize,
+            partial_line_wait: partial_line_wait.min(Duration::from_secs(3600)),
         });
     }
 

@@ -16,6 +16,10 @@ use rusqlite::Connection;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("migrations/0001_init.sql")),
     ("0002_fim", include_str!("migrations/0002_fim.sql")),
+    (
+        "0003_positions",
+        include_str!("migrations/0003_positions.sql"),
+    ),
 ];
 
 /// The name of the database file in the state directory.

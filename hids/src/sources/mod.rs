@@ -1,0 +1,543 @@
+//! Log sources: the `[[logs]]` of the configuration turned into [`Event`]s.
+//!
+//! Each source runs on its own thread (a source that fails never holds up another) and sends
+//! batches of [`Delivery`] values into one bounded channel: a slow consumer makes the sources wait,
+//! nothing is dropped. A delivery carries the [`Position`] just after its event; the consumer hands
+//! positions back through the [`Acker`] once it has taken the events, and only acknowledged
+//! positions are written to SQLite (in batches, by the checkpoint thread). After a crash reading
+//! resumes at the last saved acknowledged position: a line may be read again, none is skipped.
+//!
+//! - `file_tail.rs`: files and globs, rotation, truncation, positions per file identity.
+//! - `journald.rs`: `journalctl --follow --output=json`, the cursor as position.
+//! - `command.rs`: a program run every interval, its output one event (OSSEC's full_command).
+//! - `lines.rs`: splitting bytes into lines (partial lines, long lines, invalid UTF-8).
+//! - `positions.rs`: the SQLite side of positions and cursors.
+//! - `tail_cmd.rs`: `hids tail`, which prints what the sources read.
+
+pub mod command;
+pub mod file_tail;
+pub mod journald;
+pub mod lines;
+pub mod positions;
+pub mod tail_cmd;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Config, LogConfig, LogFormat};
+use crate::event::Event;
+use crate::state::{State, StateError};
+
+/// How many batches may wait in the channel before the sources wait for the consumer.
+pub const CHANNEL_BATCHES: usize = 64;
+
+/// How often acknowledged positions are written to the database.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Errors that stop the sources from starting (a source that fails later only reports and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot start a thread for log source {location}: {source}")]
+    Thread {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where reading stands just after an event, to be acknowledged once the event is handed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Position {
+    /// Nothing to remember (command output).
+    None,
+    /// The byte offset in one generation of one tracked file of a source.
+    File {
+        source: u32,
+        slot: u32,
+        generation: u32,
+        offset: u64,
+    },
+    /// The journal cursor of the entry.
+    Cursor { source: u32, cursor: Arc<str> },
+}
+
+/// One event and the position to acknowledge once it has been handed on.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub event: Event,
+    pub position: Position,
+}
+
+/// What the sources send: the deliveries read in one go, in order.
+pub type Batch = Vec<Delivery>;
+
+/// A file's identity: where it lives and what it starts with, so that a renamed, replaced or
+/// truncated file is told apart from the one whose offset we saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    /// How many leading bytes `head_hash` covers (up to [`file_tail::HEAD_BYTES`]).
+    pub head_len: u32,
+    pub head_hash: u64,
+}
+
+/// The acknowledged position of one tracked file.
+#[derive(Debug, Clone)]
+pub(crate) struct FileMark {
+    pub identity: FileIdentity,
+    pub path: String,
+    pub generation: u32,
+    pub offset: u64,
+    /// The file is no longer followed: forget it once saved.
+    pub retired: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct LedgerInner {
+    pub files: HashMap<u32, FileMark>,
+    pub cursor: Option<Arc<str>>,
+    pub dirty: bool,
+    /// Saved rows of files not in `files` are to be deleted at the next save.
+    pub prune_pending: bool,
+}
+
+/// The acknowledged positions of one source, shared by its reader (which registers files), the
+/// consumer (which acknowledges) and the checkpoint thread (which saves).
+#[derive(Debug)]
+pub struct Ledger {
+    /// The key the source's rows are stored under (its configured path, or a journald description).
+    pub key: String,
+    inner: Mutex<LedgerInner>,
+}
+
+impl Ledger {
+    pub fn new(key: String) -> Ledger {
+        Ledger {
+            key,
+            // Dirty from the start: the first checkpoint records that the source has run.
+            inner: Mutex::new(LedgerInner {
+                dirty: true,
+                ..LedgerInner::default()
+            }),
+        }
+    }
+
+    /// The source has opened every file that exists now: saved rows of other files can go.
+    pub fn initial_scan_done(&self) {
+        let mut g = self.lock();
+        g.prune_pending = true;
+        g.dirty = true;
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LedgerInner> {
+        // A panic elsewhere while holding the lock leaves plain data behind: keep using it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts (or restarts, after a truncation) following a file at `offset`; saved at the next
+    /// checkpoint even if nothing is read, so that a restart knows the file.
+    pub fn register(
+        &self,
+        slot: u32,
+        identity: FileIdentity,
+        path: String,
+        generation: u32,
+        offset: u64,
+    ) {
+        let mut g = self.lock();
+        g.files.insert(
+            slot,
+            FileMark {
+                identity,
+                path,
+                generation,
+                offset,
+                retired: false,
+            },
+        );
+        g.dirty = true;
+    }
+
+    /// The file grew past the bytes its identity hash covered: a longer head identifies it better.
+    pub fn update_head(&self, slot: u32, head_len: u32, head_hash: u64) {
+        let mut g = self.lock();
+        if let Some(m) = g.files.get_mut(&slot) {
+            m.identity.head_len = head_len;
+            m.identity.head_hash = head_hash;
+            g.dirty = true;
+        }
+    }
+
+    /// The file is no longer followed; its last acknowledged position is still saved once.
+    pub fn retire(&self, slot: u32) {
+        let mut g = self.lock();
+        if let Some(m) = g.files.get_mut(&slot) {
+            m.retired = true;
+            g.dirty = true;
+        }
+    }
+
+    fn ack_file(&self, slot: u32, generation: u32, offset: u64) {
+        let mut g = self.lock();
+        if let Some(m) = g.files.get_mut(&slot) {
+            // An acknowledgement from before a truncation must not move the new generation.
+            if m.generation == generation && offset >= m.offset {
+                m.offset = offset;
+                g.dirty = true;
+            }
+        }
+    }
+
+    fn ack_cursor(&self, cursor: &Arc<str>) {
+        let mut g = self.lock();
+        g.cursor = Some(cursor.clone());
+        g.dirty = true;
+    }
+}
+
+/// Hands acknowledged positions back to the sources' ledgers. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Acker {
+    ledgers: Arc<Vec<Arc<Ledger>>>,
+}
+
+impl Acker {
+    /// Acknowledges one position: every event of its source up to it has been handed on.
+    pub fn ack(&self, p: &Position) {
+        match p {
+            Position::None => {}
+            Position::File {
+                source,
+                slot,
+                generation,
+                offset,
+            } => {
+                if let Some(l) = self.ledgers.get(*source as usize) {
+                    l.ack_file(*slot, *generation, *offset);
+                }
+            }
+            Position::Cursor { source, cursor } => {
+                if let Some(l) = self.ledgers.get(*source as usize) {
+                    l.ack_cursor(cursor);
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a run of deliveries taken in order: only the last position of each run of the
+    /// same file or source is written, which keeps the cost per event low.
+    pub fn ack_all<'a>(&self, deliveries: impl IntoIterator<Item = &'a Delivery>) {
+        let mut pending: Option<&Position> = None;
+        for d in deliveries {
+            if let Some(p) = pending {
+                if !same_stream(p, &d.position) {
+                    self.ack(p);
+                }
+            }
+            pending = Some(&d.position);
+        }
+        if let Some(p) = pending {
+            self.ack(p);
+        }
+    }
+}
+
+fn same_stream(a: &Position, b: &Position) -> bool {
+    match (a, b) {
+        (
+            Position::File {
+                source: s1,
+                slot: f1,
+                generation: g1,
+                ..
+            },
+            Position::File {
+                source: s2,
+                slot: f2,
+                generation: g2,
+                ..
+            },
+        ) => s1 == s2 && f1 == f2 && g1 == g2,
+        (Position::Cursor { source: s1, .. }, Position::Cursor { source: s2, .. }) => s1 == s2,
+        (Position::None, Position::None) => true,
+        _ => false,
+    }
+}
+
+/// What one source has handed on, and how much of it it had to alter (for metrics and summaries).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub events: AtomicU64,
+    /// Lines cut at `max_line`.
+    pub truncated: AtomicU64,
+    /// Lines with invalid UTF-8 replaced.
+    pub lossy_utf8: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a batch about to be sent.
+    pub fn count(&self, batch: &[Delivery]) {
+        let (mut t, mut l) = (0, 0);
+        for d in batch {
+            t += u64::from(d.event.flags.truncated);
+            l += u64::from(d.event.flags.lossy_utf8);
+        }
+        self.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if t > 0 {
+            self.truncated.fetch_add(t, Ordering::Relaxed);
+        }
+        if l > 0 {
+            self.lossy_utf8.fetch_add(l, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How the sources run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Read what is there now and stop (files to their end, the journal without following, each
+    /// command once) instead of following.
+    pub once: bool,
+}
+
+/// What every source needs to build its events.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The source's index, as [`Position`]s name it.
+    pub index: u32,
+    pub config: LogConfig,
+    pub host: Arc<str>,
+    pub location: Arc<str>,
+    pub ledger: Arc<Ledger>,
+    pub tx: SyncSender<Batch>,
+    pub options: RunOptions,
+    /// Set when the sources are to stop.
+    pub stop: Arc<AtomicBool>,
+    pub counters: Arc<Counters>,
+}
+
+impl SourceContext {
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts and sends a batch; false when the consumer is gone.
+    pub fn send(&self, batch: Batch) -> bool {
+        self.counters.count(&batch);
+        self.tx.send(batch).is_ok()
+    }
+}
+
+/// The running sources: take batches from `rx`, acknowledge through `acker`, then [`Running::finish`].
+pub struct Running {
+    pub rx: Receiver<Batch>,
+    pub acker: Acker,
+    /// Per source (in configuration order): its location and counters.
+    pub counters: Vec<(Arc<str>, Arc<Counters>)>,
+    stop: Arc<AtomicBool>,
+    checkpoint: Option<JoinHandle<()>>,
+    checkpoint_stop: Arc<AtomicBool>,
+    store: Arc<Mutex<positions::Store>>,
+}
+
+impl Running {
+    /// Writes the acknowledged positions now.
+    pub fn save(&self) {
+        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        s.save_all(&self.acker.ledgers);
+    }
+
+    /// Asks the sources to stop, and saves the acknowledged positions a last time.
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.checkpoint_stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.checkpoint.take() {
+            h.thread().unpark();
+            let _ = h.join();
+        }
+        self.save();
+    }
+}
+
+/// The key a source's positions are stored under: stable across restarts and config reordering.
+pub fn source_key(c: &LogConfig) -> String {
+    match c.format {
+        LogFormat::Journald => {
+            let mut k = String::from("journald");
+            if let Some(d) = &c.journal_dir {
+                k.push_str(&format!(" dir={}", d.display()));
+            }
+            for u in &c.units {
+                k.push_str(&format!(" unit={u}"));
+            }
+            for i in &c.identifiers {
+                k.push_str(&format!(" id={i}"));
+            }
+            k
+        }
+        LogFormat::Command => format!("command {}", c.command.join(" ")),
+        _ => c.path.clone().unwrap_or_default(),
+    }
+}
+
+/// Starts one thread per configured log source and the checkpoint thread.
+pub fn spawn(config: &Config, state: &State, options: RunOptions) -> Result<Running, SourceError> {
+    let (tx, rx) = sync_channel::<Batch>(CHANNEL_BATCHES);
+    let stop = Arc::new(AtomicBool::new(false));
+    let host: Arc<str> = Arc::from(config.agent.hostname.as_str());
+    let mut store = positions::Store::new(state.connect()?, state.db_path.clone());
+    let mut ledgers = Vec::new();
+    let mut contexts = Vec::new();
+    let mut counters = Vec::new();
+    for (i, lc) in config.logs.iter().enumerate() {
+        let ledger = Arc::new(Ledger::new(source_key(lc)));
+        ledgers.push(ledger.clone());
+        let location: Arc<str> = Arc::from(crate::diag::escape_control(&lc.location()).as_str());
+        let c = Arc::new(Counters::default());
+        counters.push((location.clone(), c.clone()));
+        contexts.push(SourceContext {
+            index: i as u32,
+            config: lc.clone(),
+            host: host.clone(),
+            location,
+            counters: c,
+            ledger,
+            tx: tx.clone(),
+            options,
+            stop: stop.clone(),
+        });
+    }
+    drop(tx);
+    for ctx in contexts {
+        let name = format!("log {}", ctx.index);
+        let location = ctx.location.to_string();
+        let result = match ctx.config.format {
+            LogFormat::Journald => {
+                let cursor = store.load_cursor(&ctx.ledger.key);
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || journald::run(ctx, cursor))
+            }
+            LogFormat::Command => std::thread::Builder::new()
+                .name(name)
+                .spawn(move || command::run(ctx)),
+            _ => {
+                let known = store.load_files(&ctx.ledger.key);
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || file_tail::run(ctx, known))
+            }
+        };
+        if let Err(source) = result {
+            stop.store(true, Ordering::Relaxed);
+            return Err(SourceError::Thread { location, source });
+        }
+    }
+    let acker = Acker {
+        ledgers: Arc::new(ledgers),
+    };
+    let store = Arc::new(Mutex::new(store));
+    let checkpoint_stop = Arc::new(AtomicBool::new(false));
+    let checkpoint = {
+        let store = store.clone();
+        let ledgers = acker.ledgers.clone();
+        let cs = checkpoint_stop.clone();
+        std::thread::Builder::new()
+            .name("log positions".into())
+            .spawn(move || {
+                while !cs.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(CHECKPOINT_EVERY);
+                    let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+                    s.save_all(&ledgers);
+                }
+            })
+            .map_err(|source| SourceError::Thread {
+                location: "positions".into(),
+                source,
+            })?
+    };
+    Ok(Running {
+        rx,
+        acker,
+        counters,
+        stop,
+        checkpoint: Some(checkpoint),
+        checkpoint_stop,
+        store,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> FileIdentity {
+        FileIdentity {
+            dev: 1,
+            ino: 2,
+            head_len: 0,
+            head_hash: 0,
+        }
+    }
+
+    #[test]
+    fn acks_move_forward_within_a_generation_only() {
+        let l = Arc::new(Ledger::new("k".into()));
+        let acker = Acker {
+            ledgers: Arc::new(vec![l.clone()]),
+        };
+        l.register(0, id(), "/x".into(), 0, 10);
+        let pos = |generation, offset| Position::File {
+            source: 0,
+            slot: 0,
+            generation,
+            offset,
+        };
+        acker.ack(&pos(0, 50));
+        assert_eq!(l.lock().files[&0].offset, 50);
+        // Truncated: generation 1 starts at 0; a late ack of generation 0 is ignored.
+        l.register(0, id(), "/x".into(), 1, 0);
+        acker.ack(&pos(0, 60));
+        assert_eq!(l.lock().files[&0].offset, 0);
+        acker.ack(&pos(1, 7));
+        assert_eq!(l.lock().files[&0].offset, 7);
+    }
+
+    #[test]
+    fn ack_all_keeps_the_last_of_each_run() {
+        let l = Arc::new(Ledger::new("k".into()));
+        let acker = Acker {
+            ledgers: Arc::new(vec![l.clone()]),
+        };
+        l.register(0, id(), "/x".into(), 0, 0);
+        l.register(1, id(), "/y".into(), 0, 0);
+        let ev = Event {
+            time: std::time::SystemTime::now(),
+            host: Arc::from("h"),
+            location: Arc::from("l"),
+            format: LogFormat::Plain,
+            full_log: String::new(),
+            flags: Default::default(),
+            fim: None,
+        };
+        let d = |slot, offset| Delivery {
+            event: ev.clone(),
+            position: Position::File {
+                source: 0,
+                slot,
+                generation: 0,
+                offset,
+            },
+        };
+        acker.ack_all(&[d(0, 5), d(0, 9), d(1, 3), d(0, 12)]);
+        assert_eq!(l.lock().files[&0].offset, 12);
+        assert_eq!(l.lock().files[&1].offset, 3);
+    }
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Benchmark of log collection, against a reference tool run in the same invocation.
+#
+# 1. Throughput: lines read from a file (default 1 GB of syslog-like lines, from the page cache) and
+#    handed on to the consumer, which acknowledges them (`hids tail --once --count`: the same
+#    readers, channel and position bookkeeping as the agent, without printing), against `wc -l` on
+#    the same file. Target: hids takes at most 3x the time of wc -l.
+# 2. Latency: from a line appended to a followed file to its event printed by `hids tail`
+#    (inotify wake-up, read, channel, JSON, stdout), over LAT_N appends. Target: p99 < 50 ms.
+#
+# Usage: tests/bench/logs.sh [SIZE_MB]   (env: LAT_N=1000, BENCH_DIR=/tmp)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SIZE_MB=${1:-1024}
+LAT_N=${LAT_N:-1000}
+cargo build --release --quiet
+HIDS=$PWD/target/release/hids
+
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/hids-bench-logs.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+LOG=$WORK/big.log
+
+# A 1 MiB block of varied syslog lines, repeated.
+python3 - "$WORK/block" <<'EOF'
+import sys
+out = []
+size = 0
+i = 0
+while size < (1 << 20):
+    line = (f"Nov 22 03:{i % 60:02d}:{(i * 7) % 60:02d} web1 sshd[{1000 + i % 5000}]: "
+            f"Failed password for invalid user admin{i % 97} from 10.{i % 256}.{(i // 256) % 256}.7 "
+            f"port {20000 + i % 40000} ssh2\n")
+    out.append(line)
+    size += len(line)
+    i += 1
+open(sys.argv[1], "w").write("".join(out))
+EOF
+for _ in $(seq 1 "$SIZE_MB"); do cat "$WORK/block"; done > "$LOG"
+BYTES=$(stat -c %s "$LOG")
+cat "$LOG" > /dev/null # into the page cache for both readers
+
+cat > "$WORK/throughput.toml" <<EOF
+[agent]
+state_dir = "$WORK/state-throughput"
+hostname = "bench"
+log_level = "warn"
+[[logs]]
+path = "$LOG"
+format = "syslog"
+start = "beginning"
+EOF
+
+now() { date +%s.%N; }
+t0=$(now); WC_LINES=$(wc -l < "$LOG"); t1=$(now)
+HIDS_LINES=$("$HIDS" --config "$WORK/throughput.toml" tail --once --count); t2=$(now)
+t3=$(now); wc -l < "$LOG" > /dev/null; t4=$(now)
+
+python3 - "$t0" "$t1" "$t2" "$t3" "$t4" "$WC_LINES" "$HIDS_LINES" "$BYTES" <<'EOF'
+import sys
+t0, t1, t2, t3, t4 = map(float, sys.argv[1:6])
+wc_lines, hids_lines, size = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+wc = min(t1 - t0, t4 - t3)
+hids = t2 - t1
+print(f"file: {size / 1e9:.2f} GB, {wc_lines} lines")
+print(f"wc -l:      {wc:.3f} s  ({wc_lines / wc / 1e6:.1f} M lines/s)  [best of 2]")
+print(f"hids tail:  {hids:.3f} s  ({hids_lines / hids / 1e6:.1f} M lines/s, {hids_lines} events)")
+print(f"ratio hids/wc: {hids / wc:.2f}x  (target <= 3x)")
+if hids_lines != wc_lines:
+    print(f"MISMATCH: hids handed on {hids_lines} events for {wc_lines} lines")
+    sys.exit(1)
+EOF
+rm -f "$LOG"
+
+# Latency: append a line with its write time, wait for it on hids' stdout.
+LAT=$WORK/lat.log
+: > "$LAT"
+cat > "$WORK/latency.toml" <<EOF
+[agent]
+state_dir = "$WORK/state-latency"
+hostname = "bench"
+log_level = "warn"
+[[logs]]
+path = "$LAT"
+format = "plain"
+EOF
+python3 - "$HIDS" "$WORK/latency.toml" "$LAT" "$LAT_N" <<'EOF'
+import json, subprocess, sys, time
+hids, cfg, path, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+p = subprocess.Popen([hids, "--config", cfg, "tail"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+try:
+    # Wait until the file is followed: a probe line comes through.
+    with open(path, "a") as f:
+        deadline = time.time() + 30
+        f.write("probe\n"); f.flush()
+        while json.loads(p.stdout.readline())["full_log"] != "probe":
+            pass
+        lat = []
+        for i in range(n):
+            t = time.monotonic_ns()
+            f.write(f"lat {i} {t}\n"); f.flush()
+            ev = json.loads(p.stdout.readline())
+            got = time.monotonic_ns()
+            assert ev["full_log"] == f"lat {i} {t}", ev
+            lat.append((got - t) / 1e6)
+            time.sleep(0.005)
+    lat.sort()
+    q = lambda x: lat[min(len(lat) - 1, int(x * len(lat)))]
+    print(f"latency append -> event over {n} lines: p50 {q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, max {lat[-1]:.2f} ms  (target p99 < 50 ms)")
+finally:
+    p.kill()
+    p.wait()
+EOF
