@@ -8,5 +8,6 @@
 pub mod config;
 pub mod diag;
 pub mod event;
+pub mod outputs;
 pub mod state;
 mod sys;

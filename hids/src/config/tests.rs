@@ -279,3 +279,17 @@ fn duplicate_fim_path() {
         "4:8: \"/etc\" is listed twice"
     );
 }
+
+#[test]
+fn email_ca_file_needs_tls() {
+    let base = "[alerts.email]\nsmtp_host = \"mx\"\nto = [\"a@b.c\"]\n";
+    let e = one_error(&format!("{base}tls = \"none\"\nca_file = \"/ca.pem\"\n"));
+    assert!(e.starts_with("5:11: ca_file is only used with tls"), "{e}");
+    let cfg = parse(
+        Path::new("/etc/hids/t.toml"),
+        &format!("{base}tls = \"starttls\"\nca_file = \"ca.pem\"\n"),
+    )
+    .unwrap();
+    let em = cfg.alerts.email.unwrap();
+    assert_eq!(em.ca_file.as_deref(), Some(Path::new("/etc/hids/ca.pem")));
+}

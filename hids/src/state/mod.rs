@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 /// The schema, in order. The number of a migration is its position plus one.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/0001_init.sql")),
+    ("0004_spool", include_str!("migrations/0004_spool.sql")),
+];
 
 /// The name of the database file in the state directory.
 pub const DB_FILE: &str = "hids.db";

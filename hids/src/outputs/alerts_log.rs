@@ -1,0 +1,41 @@
+//! `alerts.log`: OSSEC's text layout, one entry per alert, for operators who read or grep it.
+
+use std::sync::Arc;
+
+use super::format::alerts_log_entry;
+use super::rotate::RotatingFile;
+use super::{Delivery, Output, Pending, Selector};
+use crate::config::AlertFileConfig;
+
+/// The `alerts.log` output.
+pub struct AlertsLog {
+    name: String,
+    file: RotatingFile,
+}
+
+impl AlertsLog {
+    pub fn new(cfg: &AlertFileConfig) -> AlertsLog {
+        AlertsLog {
+            name: "alerts.log".to_string(),
+            file: RotatingFile::new(cfg),
+        }
+    }
+}
+
+impl Output for AlertsLog {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn selector(&self) -> Selector {
+        Arc::new(|r| !r.rule.options.no_log)
+    }
+
+    fn deliver(&mut self, batch: &[Pending]) -> Delivery {
+        let mut buf = String::new();
+        for p in batch {
+            buf.push_str(&alerts_log_entry(&p.record));
+        }
+        super::write_file_batch(&mut self.file, buf.as_bytes(), batch)
+    }
+}
