@@ -33,11 +33,14 @@ impl Output for AlertsJson {
     }
 
     fn deliver(&mut self, batch: &[Pending]) -> Delivery {
-        let mut buf = String::new();
-        for p in batch {
-            buf.push_str(&json_line(&p.record));
-            buf.push('\n');
-        }
-        super::write_file_batch(&mut self.file, buf.as_bytes(), batch)
+        let entries: Vec<String> = batch
+            .iter()
+            .map(|p| {
+                let mut l = json_line(&p.record);
+                l.push('\n');
+                l
+            })
+            .collect();
+        super::write_file_batch(&mut self.file, &entries, batch)
     }
 }

@@ -32,10 +32,7 @@ impl Output for AlertsLog {
     }
 
     fn deliver(&mut self, batch: &[Pending]) -> Delivery {
-        let mut buf = String::new();
-        for p in batch {
-            buf.push_str(&alerts_log_entry(&p.record));
-        }
-        super::write_file_batch(&mut self.file, buf.as_bytes(), batch)
+        let entries: Vec<String> = batch.iter().map(|p| alerts_log_entry(&p.record)).collect();
+        super::write_file_batch(&mut self.file, &entries, batch)
     }
 }

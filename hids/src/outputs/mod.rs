@@ -14,6 +14,7 @@
 
 pub mod alerts_json;
 pub mod alerts_log;
+pub mod cli;
 pub mod email;
 pub mod format;
 pub mod record;
@@ -96,8 +97,12 @@ pub trait Output: Send {
 }
 
 /// Writes a batch to a file; all or nothing.
-fn write_file_batch(file: &mut rotate::RotatingFile, data: &[u8], batch: &[Pending]) -> Delivery {
-    match file.write(data) {
+fn write_file_batch(
+    file: &mut rotate::RotatingFile,
+    entries: &[String],
+    batch: &[Pending],
+) -> Delivery {
+    match file.write(entries) {
         Ok(()) => Delivery {
             delivered: batch.iter().map(|p| p.id).collect(),
             outcome: Outcome::Done,
@@ -394,9 +399,11 @@ impl Outputs {
     }
 
     /// Lets every output deliver what is waiting, for up to `timeout`, then stops the threads.
-    /// Whatever is still undelivered stays in the spool for the next start.
-    pub fn shutdown(mut self, timeout: Duration) {
+    /// Whatever is still undelivered stays in the spool for the next start; returns how much, per
+    /// output.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<Vec<(String, u64)>, OutputError> {
         self.stop(timeout);
+        self.spool.pending_counts()
     }
 
     fn stop(&mut self, timeout: Duration) {

@@ -125,36 +125,46 @@ impl RotatingFile {
         }
     }
 
-    /// Appends `data` (whole entries), rotating first when due, and syncs it to disk.
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Appends whole entries, rotating before an entry when due, and syncs them to disk.
+    pub fn write<S: AsRef<[u8]>>(&mut self, entries: &[S]) -> io::Result<()> {
         if self.open.is_some() && !self.still_there() {
             self.open = None;
         }
-        if self.open.is_none() {
-            self.open_file()?;
+        let r = self.write_entries(entries);
+        if r.is_err() {
+            self.open = None;
         }
-        let due = match (&self.open, self.rotate) {
-            (Some(o), Rotate::Daily) => o.day != today() && o.size > 0,
-            (Some(o), Rotate::Size) => o.size > 0 && o.size + data.len() as u64 > self.max_size,
-            _ => false,
-        };
-        if due {
-            self.rotate_now()?;
-            self.open_file()?;
+        r
+    }
+
+    fn write_entries<S: AsRef<[u8]>>(&mut self, entries: &[S]) -> io::Result<()> {
+        for e in entries {
+            let e = e.as_ref();
+            if self.open.is_none() {
+                self.open_file()?;
+            }
+            let due = match (&self.open, self.rotate) {
+                (Some(o), Rotate::Daily) => o.day != today() && o.size > 0,
+                (Some(o), Rotate::Size) => o.size > 0 && o.size + e.len() as u64 > self.max_size,
+                _ => false,
+            };
+            if due {
+                // What was written to the old file so far must be on disk before it is renamed.
+                if let Some(o) = &self.open {
+                    o.file.sync_data()?;
+                }
+                self.rotate_now()?;
+                self.open_file()?;
+            }
+            let Some(o) = self.open.as_mut() else {
+                return Err(io::Error::other("alert file not open"));
+            };
+            o.file.write_all(e)?;
+            o.size += e.len() as u64;
         }
-        let Some(o) = self.open.as_mut() else {
-            return Err(io::Error::other("alert file not open"));
-        };
-        let r = o.file.write_all(data).and_then(|_| o.file.sync_data());
-        match r {
-            Ok(()) => {
-                o.size += data.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                self.open = None;
-                Err(e)
-            }
+        match &self.open {
+            Some(o) => o.file.sync_data(),
+            None => Ok(()),
         }
     }
 }
@@ -178,7 +188,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut f = RotatingFile::new(&cfg(d.path(), Rotate::Size, 10, 2));
         for i in 0..5 {
-            f.write(format!("entry{i}\n").as_bytes()).unwrap();
+            f.write(&[format!("entry{i}\n")]).unwrap();
         }
         let read = |n: &str| fs::read_to_string(d.path().join(n)).unwrap();
         assert_eq!(read("alerts.log"), "entry4\n");
@@ -193,9 +203,9 @@ mod tests {
     fn reopens_after_external_rotation_and_refuses_symlink() {
         let d = tempfile::tempdir().unwrap();
         let mut f = RotatingFile::new(&cfg(d.path(), Rotate::Never, 10, 2));
-        f.write(b"a\n").unwrap();
+        f.write(&["a\n"]).unwrap();
         fs::rename(d.path().join("alerts.log"), d.path().join("moved")).unwrap();
-        f.write(b"b\n").unwrap();
+        f.write(&["b\n"]).unwrap();
         assert_eq!(
             fs::read_to_string(d.path().join("alerts.log")).unwrap(),
             "b\n"
@@ -203,7 +213,7 @@ mod tests {
         let d2 = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(d.path().join("moved"), d2.path().join("alerts.log")).unwrap();
         let mut f2 = RotatingFile::new(&cfg(d2.path(), Rotate::Never, 10, 2));
-        assert!(f2.write(b"x\n").is_err());
+        assert!(f2.write(&["x\n"]).is_err());
         assert_eq!(fs::read_to_string(d.path().join("moved")).unwrap(), "a\n");
     }
 
@@ -220,7 +230,7 @@ mod tests {
             .set_modified(old)
             .unwrap();
         let mut f = RotatingFile::new(&cfg(d.path(), Rotate::Daily, 10, 3));
-        f.write(b"new\n").unwrap();
+        f.write(&["new\n"]).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "new\n");
         assert_eq!(
             fs::read_to_string(d.path().join("alerts.log.1")).unwrap(),

@@ -80,7 +80,7 @@ fn files_receive_every_alert_and_the_spool_empties() {
     a.rule.options.no_log = true;
     assert_eq!(out.submit(&a).unwrap(), Submitted::Ignored);
     assert!(out.wait_idle(Duration::from_secs(20)));
-    out.shutdown(Duration::from_secs(5));
+    out.shutdown(Duration::from_secs(5)).unwrap();
     let json = std::fs::read_to_string(d.path().join("alerts.json")).unwrap();
     let ids: Vec<u64> = json
         .lines()
@@ -123,7 +123,10 @@ fn failing_output_is_retried_and_restart_resumes() {
         out.submit(&alert(i, 5, "x")).unwrap();
     }
     out.submit(&alert(99, 4, "not for flaky")).unwrap();
-    out.shutdown(Duration::from_millis(100));
+    assert_eq!(
+        out.shutdown(Duration::from_millis(100)).unwrap(),
+        vec![("flaky".to_string(), 10)]
+    );
     assert!(got.lock().unwrap().is_empty());
     // Next run: fails a few times, then delivers each alert once, in order.
     fail.store(3, Ordering::SeqCst);
@@ -140,7 +143,7 @@ fn failing_output_is_retried_and_restart_resumes() {
     .unwrap();
     assert_eq!(out.pending().unwrap(), vec![("flaky".to_string(), 10)]);
     assert!(out.wait_idle(Duration::from_secs(20)));
-    out.shutdown(Duration::from_secs(1));
+    assert!(out.shutdown(Duration::from_secs(1)).unwrap().is_empty());
     assert_eq!(*got.lock().unwrap(), (0..10).collect::<Vec<_>>());
 }
 
@@ -168,7 +171,7 @@ fn spool_full_raises_an_alert() {
     for i in 0..100 {
         out.submit(&alert(i, 5, "x")).unwrap();
     }
-    out.shutdown(Duration::from_millis(50));
+    out.shutdown(Duration::from_millis(50)).unwrap();
     let c = crate::state::open_db(&db).unwrap();
     let bodies: Vec<String> = c
         .prepare("SELECT body FROM spool_alert ORDER BY id")
