@@ -289,6 +289,9 @@ fn alerts_command(cfg: &config::Config, a: &AlertsCommand) -> anyhow::Result<Exi
                 r.spooled,
                 r.outputs.join(", ")
             );
+            if r.by_agent {
+                println!("the running agent delivers them");
+            }
             r
         }
     };

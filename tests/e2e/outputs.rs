@@ -555,3 +555,88 @@ fn alert_files_are_written_and_rotated() {
     }
     let _ = Path::new("");
 }
+
+#[test]
+fn a_second_process_only_spools_while_another_delivers() {
+    let env = Env::new();
+    let port = free_port();
+    env.config(&format!("[alerts.file]\nenabled = false\n[[alerts.syslog]]\nserver = \"127.0.0.1\"\nport = {port}\nformat = \"rfc5424\"\n"));
+    // The first process delivers (and retries, the server being down) ...
+    let first = env
+        .cmd()
+        .args([
+            "alerts",
+            "test",
+            "--count",
+            "3",
+            "--timeout",
+            "120",
+            "--description",
+            "first",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = || stdout(&env.cmd().args(["alerts", "status"]).output().unwrap());
+    assert!(
+        wait_for(60, || status().contains("rfc5424: 3 waiting")),
+        "{}",
+        status()
+    );
+    // ... so a second one only spools, and flush refuses to deliver in parallel.
+    let o = env
+        .cmd()
+        .args(["alerts", "flush", "--timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("another hids process"),
+        "{}",
+        stderr(&o)
+    );
+    let second = env
+        .cmd()
+        .args([
+            "alerts",
+            "test",
+            "--count",
+            "2",
+            "--timeout",
+            "120",
+            "--description",
+            "second",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(60, || status().contains("rfc5424: 5 waiting")),
+        "{}",
+        status()
+    );
+    let rs = Rsyslog::start(&env.path().join("rs"), Listen::Tcp(port));
+    let o1 = first.wait_with_output().unwrap();
+    let o2 = second.wait_with_output().unwrap();
+    assert!(o1.status.success(), "{}", stdout(&o1));
+    assert!(o2.status.success(), "{}", stdout(&o2));
+    assert!(
+        stdout(&o2).contains("the running agent delivers them"),
+        "{}",
+        stdout(&o2)
+    );
+    let got = rs.wait_lines(5);
+    assert_eq!(got.len(), 5, "{got:#?}");
+    assert_eq!(
+        got.iter()
+            .filter(|l| l.contains("Rule: 591 - first;"))
+            .count(),
+        3
+    );
+    assert_eq!(
+        got.iter()
+            .filter(|l| l.contains("Rule: 591 - second;"))
+            .count(),
+        2
+    );
+}

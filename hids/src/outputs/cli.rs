@@ -2,10 +2,10 @@
 //! deliver what an earlier run left in it. The operator's way to check a SIEM or SMTP setup
 //! before a real alert depends on it.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::record::{AlertRecord, Fields};
-use super::{internal_record, Options, OutputError, Outputs, Spool, Submitted};
+use super::{internal_record, Options, OutputError, Outputs, Spool, Spooler, Submitted};
 use crate::config::Config;
 
 /// The rule id of test alerts.
@@ -45,6 +45,8 @@ pub struct Report {
     /// Still waiting, per output, when the run ended.
     pub waiting: Vec<(String, u64)>,
     pub outputs: Vec<String>,
+    /// A running agent held the spool and delivered (or will deliver) the alerts.
+    pub by_agent: bool,
 }
 
 fn record(cfg: &Config, t: &TestAlert, n: u32) -> AlertRecord {
@@ -69,19 +71,24 @@ fn record(cfg: &Config, t: &TestAlert, n: u32) -> AlertRecord {
 }
 
 /// Sends `count` test alerts and waits up to `wait` for their delivery. Undelivered alerts stay
-/// in the spool for the next start.
+/// in the spool for the next start. When an agent is running, the alerts are only spooled and the
+/// agent delivers them.
 pub fn test(
     cfg: &Config,
     t: &TestAlert,
     count: u32,
     wait: Duration,
 ) -> Result<Report, OutputError> {
-    let out = Outputs::start(
+    let out = match Outputs::start(
         &cfg.alerts,
         &cfg.agent.hostname,
         &cfg.agent.state_dir,
         Options::default(),
-    )?;
+    ) {
+        Ok(out) => out,
+        Err(OutputError::Busy { .. }) => return test_beside_agent(cfg, t, count, wait),
+        Err(e) => return Err(e),
+    };
     let mut spooled = 0;
     for n in 1..=count {
         if let Submitted::Spooled(_) = out.submit_record(record(cfg, t, n))? {
@@ -89,6 +96,33 @@ pub fn test(
         }
     }
     finish(out, wait, spooled)
+}
+
+fn test_beside_agent(
+    cfg: &Config,
+    t: &TestAlert,
+    count: u32,
+    wait: Duration,
+) -> Result<Report, OutputError> {
+    let sp = Spooler::open(&cfg.alerts, &cfg.agent.hostname, &cfg.agent.state_dir)?;
+    let mut ids = Vec::new();
+    for n in 1..=count {
+        if let Submitted::Spooled(id) = sp.submit_record(record(cfg, t, n))? {
+            ids.push(id);
+        }
+    }
+    let end = Instant::now() + wait;
+    let mut waiting = sp.undelivered(&ids)?;
+    while !waiting.is_empty() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+        waiting = sp.undelivered(&ids)?;
+    }
+    Ok(Report {
+        spooled: ids.len() as u64,
+        waiting,
+        outputs: sp.names(),
+        by_agent: true,
+    })
 }
 
 /// Starts the outputs, delivers what the spool holds for up to `wait`, and stops.
@@ -110,6 +144,7 @@ fn finish(out: Outputs, wait: Duration, spooled: u64) -> Result<Report, OutputEr
         spooled,
         waiting,
         outputs,
+        by_agent: false,
     })
 }
 

@@ -24,6 +24,7 @@ pub mod syslog;
 #[cfg(test)]
 mod testutil;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -54,6 +55,8 @@ pub enum OutputError {
     Syslog(String),
     #[error("cannot start a delivery thread: {0}")]
     Thread(std::io::Error),
+    #[error("another hids process (the agent) delivers alerts from this state directory (lock {})", path.display())]
+    Busy { path: PathBuf },
 }
 
 /// An alert read from the spool, ready to deliver.
@@ -218,56 +221,189 @@ pub enum Submitted {
 
 /// The running outputs: the handle the agent submits alerts to.
 pub struct Outputs {
+    spooler: Spooler,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    /// Held while delivering, so that a second process does not deliver the same rows.
+    lock: Option<std::fs::File>,
+}
+
+/// Writes alerts into the spool for the configured outputs without delivering them: for a
+/// process (such as `hids alerts test`) that runs beside an agent, which delivers them.
+pub struct Spooler {
     spool: Arc<Spool>,
     outputs: Vec<(String, Selector)>,
     log_level: u8,
     hostname: String,
-    shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
     last_full_alert: Mutex<Option<Instant>>,
+}
+
+fn db_path(state_dir: &Path) -> Result<PathBuf, OutputError> {
+    let st = crate::state::State::open(state_dir)?;
+    Ok(st.db_path.clone())
+}
+
+/// Takes the delivery lock beside the database.
+fn lock(db_path: &Path) -> Result<std::fs::File, OutputError> {
+    let path = db_path.with_file_name("outputs.lock");
+    crate::state::ensure_private_file(&path)?;
+    let io = |e: std::io::Error| OutputError::File {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io)?;
+    if crate::sys::try_lock_exclusive(&f).map_err(io)? {
+        Ok(f)
+    } else {
+        Err(OutputError::Busy { path })
+    }
+}
+
+/// The configured outputs.
+fn build(
+    cfg: &AlertsConfig,
+    hostname: &str,
+    db_path: &Path,
+    opts: &Options,
+) -> Result<Vec<Box<dyn Output>>, OutputError> {
+    let mut list: Vec<Box<dyn Output>> = Vec::new();
+    if cfg.file.enabled {
+        list.push(Box::new(alerts_log::AlertsLog::new(&cfg.file)));
+    }
+    if cfg.json.enabled {
+        list.push(Box::new(alerts_json::AlertsJson::new(&cfg.json)));
+    }
+    let mut names: Vec<String> = list.iter().map(|o| o.name().to_string()).collect();
+    for s in &cfg.syslog {
+        let mut name = syslog::output_name(s);
+        let base = name.clone();
+        let mut n = 2;
+        while names.contains(&name) {
+            name = format!("{base}#{n}");
+            n += 1;
+        }
+        names.push(name.clone());
+        list.push(Box::new(syslog::SyslogOutput::new(name, s, hostname)?));
+    }
+    if let Some(e) = &cfg.email {
+        list.push(Box::new(email::EmailOutput::new(
+            e,
+            db_path,
+            opts.email_window,
+        )?));
+    }
+    Ok(list)
+}
+
+impl Spooler {
+    /// Opens the spool for the outputs `cfg` configures, without delivering.
+    pub fn open(
+        cfg: &AlertsConfig,
+        hostname: &str,
+        state_dir: &Path,
+    ) -> Result<Spooler, OutputError> {
+        let db_path = db_path(state_dir)?;
+        let list = build(cfg, hostname, &db_path, &Options::default())?;
+        Ok(Spooler {
+            spool: Arc::new(Spool::open(&db_path, cfg.spool_max)?),
+            outputs: list
+                .iter()
+                .map(|o| (o.name().to_string(), o.selector()))
+                .collect(),
+            log_level: cfg.log_level,
+            hostname: hostname.to_string(),
+            last_full_alert: Mutex::new(None),
+        })
+    }
+
+    /// The names of the outputs.
+    pub fn names(&self) -> Vec<String> {
+        self.outputs.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Spools an alert for every output that wants it; returns once it is committed to SQLite.
+    pub fn submit_record(&self, rec: AlertRecord) -> Result<Submitted, OutputError> {
+        if rec.rule.level < self.log_level {
+            return Ok(Submitted::Ignored);
+        }
+        let wanted: Vec<&str> = self
+            .outputs
+            .iter()
+            .filter(|(_, sel)| sel(&rec))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Submitted::Ignored);
+        }
+        let body = format::json_line(&rec);
+        let (id, dropped) = self.spool.push(&body, rec.rule.level, &wanted)?;
+        if let Some(d) = dropped {
+            tracing::error!(
+                alerts = d.alerts,
+                bytes = d.bytes,
+                "alert spool full (alerts.spool_max): undelivered alerts were dropped"
+            );
+            self.raise_spool_full(d)?;
+        }
+        Ok(Submitted::Spooled(id))
+    }
+
+    fn raise_spool_full(&self, d: spool::Dropped) -> Result<(), OutputError> {
+        {
+            let mut last = self
+                .last_full_alert
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if matches!(*last, Some(t) if t.elapsed() < Duration::from_secs(60)) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let rec = internal_record(
+            &self.hostname,
+            SPOOL_FULL_RULE,
+            12,
+            format!(
+                "alert spool full: {} undelivered alerts ({} bytes) dropped; an output is down",
+                d.alerts, d.bytes
+            ),
+            vec!["hids".into(), "spool_full".into()],
+        );
+        self.submit_record(rec).map(|_| ())
+    }
+
+    /// Which of these spooled alerts are still waiting, counted per output.
+    pub fn undelivered(&self, ids: &[i64]) -> Result<Vec<(String, u64)>, OutputError> {
+        self.spool.undelivered(ids)
+    }
+
+    /// Alerts waiting, per output.
+    pub fn pending(&self) -> Result<Vec<(String, u64)>, OutputError> {
+        self.spool.pending_counts()
+    }
 }
 
 impl Outputs {
     /// Opens the spool in `state_dir` and starts a delivery thread for each configured output.
+    /// Fails with [`OutputError::Busy`] when another process delivers from the same spool.
     pub fn start(
         cfg: &AlertsConfig,
         hostname: &str,
         state_dir: &Path,
         opts: Options,
     ) -> Result<Outputs, OutputError> {
-        let st = crate::state::State::open(state_dir)?;
-        let db_path = st.db_path.clone();
-        drop(st);
-        let mut list: Vec<Box<dyn Output>> = Vec::new();
-        if cfg.file.enabled {
-            list.push(Box::new(alerts_log::AlertsLog::new(&cfg.file)));
-        }
-        if cfg.json.enabled {
-            list.push(Box::new(alerts_json::AlertsJson::new(&cfg.json)));
-        }
-        let mut names: Vec<String> = list.iter().map(|o| o.name().to_string()).collect();
-        for s in &cfg.syslog {
-            let mut name = syslog::output_name(s);
-            let base = name.clone();
-            let mut n = 2;
-            while names.contains(&name) {
-                name = format!("{base}#{n}");
-                n += 1;
-            }
-            names.push(name.clone());
-            list.push(Box::new(syslog::SyslogOutput::new(name, s, hostname)?));
-        }
-        if let Some(e) = &cfg.email {
-            list.push(Box::new(email::EmailOutput::new(
-                e,
-                &db_path,
-                opts.email_window,
-            )?));
-        }
-        Self::start_with(list, cfg, hostname, &db_path, opts)
+        let db_path = db_path(state_dir)?;
+        let lock = lock(&db_path)?;
+        let list = build(cfg, hostname, &db_path, &opts)?;
+        let mut o = Self::start_with(list, cfg, hostname, &db_path, opts)?;
+        o.lock = Some(lock);
+        Ok(o)
     }
 
-    /// Starts delivery for the given outputs (`cfg` gives the level threshold and the spool cap).
     pub fn start_with(
         list: Vec<Box<dyn Output>>,
         cfg: &AlertsConfig,
@@ -307,19 +443,22 @@ impl Outputs {
             threads.push(h);
         }
         Ok(Outputs {
-            spool,
-            outputs,
-            log_level: cfg.log_level,
-            hostname: hostname.to_string(),
+            spooler: Spooler {
+                spool,
+                outputs,
+                log_level: cfg.log_level,
+                hostname: hostname.to_string(),
+                last_full_alert: Mutex::new(None),
+            },
             shared,
             threads,
-            last_full_alert: Mutex::new(None),
+            lock: None,
         })
     }
 
     /// The names of the running outputs.
     pub fn names(&self) -> Vec<String> {
-        self.outputs.iter().map(|(n, _)| n.clone()).collect()
+        self.spooler.names()
     }
 
     /// Spools an alert for every output that wants it; returns once it is committed to SQLite.
@@ -329,59 +468,14 @@ impl Outputs {
 
     /// [`Outputs::submit`] for an alert already in its delivered form.
     pub fn submit_record(&self, rec: AlertRecord) -> Result<Submitted, OutputError> {
-        if rec.rule.level < self.log_level {
-            return Ok(Submitted::Ignored);
-        }
-        let wanted: Vec<&str> = self
-            .outputs
-            .iter()
-            .filter(|(_, sel)| sel(&rec))
-            .map(|(n, _)| n.as_str())
-            .collect();
-        if wanted.is_empty() {
-            return Ok(Submitted::Ignored);
-        }
-        let body = format::json_line(&rec);
-        let (id, dropped) = self.spool.push(&body, rec.rule.level, &wanted)?;
+        let r = self.spooler.submit_record(rec);
         self.shared.notify();
-        if let Some(d) = dropped {
-            tracing::error!(
-                alerts = d.alerts,
-                bytes = d.bytes,
-                "alert spool full (alerts.spool_max): the oldest undelivered alerts were dropped"
-            );
-            self.raise_spool_full(d)?;
-        }
-        Ok(Submitted::Spooled(id))
-    }
-
-    fn raise_spool_full(&self, d: spool::Dropped) -> Result<(), OutputError> {
-        {
-            let mut last = self
-                .last_full_alert
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if matches!(*last, Some(t) if t.elapsed() < Duration::from_secs(60)) {
-                return Ok(());
-            }
-            *last = Some(Instant::now());
-        }
-        let rec = internal_record(
-            &self.hostname,
-            SPOOL_FULL_RULE,
-            12,
-            format!(
-                "alert spool full: {} undelivered alerts ({} bytes) dropped; an output is down",
-                d.alerts, d.bytes
-            ),
-            vec!["hids".into(), "spool_full".into()],
-        );
-        self.submit_record(rec).map(|_| ())
+        r
     }
 
     /// Alerts waiting, per output.
     pub fn pending(&self) -> Result<Vec<(String, u64)>, OutputError> {
-        self.spool.pending_counts()
+        self.spooler.pending()
     }
 
     /// Waits until nothing is waiting for any output, up to `timeout`; true when all delivered.
@@ -403,7 +497,7 @@ impl Outputs {
     /// output.
     pub fn shutdown(mut self, timeout: Duration) -> Result<Vec<(String, u64)>, OutputError> {
         self.stop(timeout);
-        self.spool.pending_counts()
+        self.spooler.pending()
     }
 
     fn stop(&mut self, timeout: Duration) {

@@ -140,6 +140,26 @@ impl Spool {
         Ok(gone)
     }
 
+    /// Which of `ids` are still waiting, counted per output.
+    pub fn undelivered(&self, ids: &[i64]) -> Result<Vec<(String, u64)>, OutputError> {
+        let g = self.lock();
+        let mut st = g
+            .conn
+            .prepare_cached("SELECT output FROM spool_pending WHERE alert_id = ?1")
+            .map_err(|e| sql(&self.db_path, e))?;
+        let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+        for id in ids {
+            let outs = st
+                .query_map([id], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| sql(&self.db_path, e))?;
+            for o in outs {
+                *by.entry(o).or_default() += 1;
+            }
+        }
+        Ok(by.into_iter().collect())
+    }
+
     /// Alerts waiting, per output.
     pub fn pending_counts(&self) -> Result<Vec<(String, u64)>, OutputError> {
         counts(&self.lock().conn).map_err(|e| sql(&self.db_path, e))
