@@ -290,3 +290,70 @@ impl Output for EmailOutput {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outputs::testutil::record;
+
+    fn rcpt() -> Rcpt {
+        Rcpt {
+            min_level: 7,
+            to: vec!["ops@x".into()],
+            routes: vec![
+                EmailRoute {
+                    groups: vec!["sshd".into()],
+                    rules: vec![],
+                    min_level: Some(10),
+                    to: vec!["sec@x".into()],
+                },
+                EmailRoute {
+                    groups: vec![],
+                    rules: vec![31101],
+                    min_level: None,
+                    to: vec!["web@x".into(), "ops@x".into()],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn recipients_follow_level_routes_and_options() {
+        let r = rcpt();
+        // sshd level 5: below min_level, route needs 10: nobody.
+        assert!(r.of(&record(5716, 5, "d")).is_empty());
+        // sshd level 7: ops only.
+        assert_eq!(r.of(&record(5716, 7, "d")), vec!["ops@x"]);
+        // sshd level 10: ops and the sshd route.
+        assert_eq!(r.of(&record(5716, 10, "d")), vec!["ops@x", "sec@x"]);
+        // Rule 31101 at level 3: its route, whatever min_level; duplicates merged.
+        assert_eq!(r.of(&record(31101, 3, "d")), vec!["ops@x", "web@x"]);
+        // alert_by_email overrides min_level ...
+        let mut a = record(5716, 3, "d");
+        a.rule.options.alert_by_email = true;
+        assert_eq!(r.of(&a), vec!["ops@x"]);
+        // ... and no_email_alert wins over everything.
+        let mut b = record(5716, 12, "d");
+        b.rule.options.alert_by_email = true;
+        b.rule.options.no_email_alert = true;
+        assert!(r.of(&b).is_empty());
+    }
+
+    #[test]
+    fn password_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        fs::write(&p, "secret\r\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(read_password(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("chmod 600"));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_password(&p).unwrap(), "secret");
+        let l = d.path().join("link");
+        std::os::unix::fs::symlink(&p, &l).unwrap();
+        assert!(read_password(&l).is_err());
+    }
+}

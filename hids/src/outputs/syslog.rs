@@ -317,3 +317,32 @@ impl Output for SyslogOutput {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outputs::testutil::record;
+
+    #[test]
+    fn selector_applies_min_level_groups_and_no_log() {
+        let cfg = SyslogConfig {
+            target: SyslogTarget::Socket("/dev/log".into()),
+            format: SyslogFormat::Rfc3164,
+            min_level: 5,
+            groups: vec!["sshd".into(), "web".into()],
+            facility: 16,
+            ca_file: None,
+        };
+        let o = SyslogOutput::new(output_name(&cfg), &cfg, "h").unwrap();
+        assert_eq!(o.name(), "syslog unix:/dev/log rfc3164");
+        let sel = o.selector();
+        assert!(sel(&record(1, 5, "d")));
+        assert!(!sel(&record(1, 4, "d")));
+        let mut other = record(1, 9, "d");
+        other.rule.groups = vec!["pam".into()];
+        assert!(!sel(&other));
+        let mut nolog = record(1, 9, "d");
+        nolog.rule.options.no_log = true;
+        assert!(!sel(&nolog));
+    }
+}
