@@ -46,6 +46,9 @@ enum Command {
     Logtest(LogtestArgs),
     /// Run the configured log sources and print each event as one JSON line on stdout: what hids reads
     Tail(TailArgs),
+    /// Alert outputs: send a test alert, show or deliver what waits in the spool
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Check the configuration (and the decoders and rules it names); list every error
     CheckConfig,
     /// Print the version, the database schema version and the default paths
@@ -104,6 +107,45 @@ enum FimCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Send test alerts through every configured output (files, syslog, email) and wait for their
+    /// delivery; exit 1 when some are still waiting (they stay spooled for the next start)
+    Test {
+        /// How many alerts
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value_t = 7)]
+        level: u8,
+        #[arg(long, default_value_t = hids::outputs::cli::TEST_RULE)]
+        rule_id: u32,
+        #[arg(long, default_value = "hids test alert")]
+        description: String,
+        /// The log line the alert carries
+        #[arg(long)]
+        full_log: Option<String>,
+        /// Rule groups (repeatable); default hids, test
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// A decoded field NAME=VALUE (repeatable)
+        #[arg(long = "field", value_name = "NAME=VALUE")]
+        fields: Vec<String>,
+        /// As if the rule had the alert_by_email option
+        #[arg(long)]
+        alert_by_email: bool,
+        /// Seconds to wait for delivery
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Deliver what the spool holds (left by a stopped agent), waiting up to --timeout seconds
+    Flush {
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Alerts waiting in the spool, per output
+    Status,
 }
 
 #[derive(Args)]
@@ -264,5 +306,75 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hids::sources::tail_cmd::run(&cfg, opts)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Alerts(a) => {
+            let cfg = config::load(&config_path(&cli))?;
+            alerts_command(&cfg, a)
+        }
+    }
+}
+
+fn alerts_command(cfg: &config::Config, a: &AlertsCommand) -> anyhow::Result<ExitCode> {
+    use hids::outputs::cli;
+    use std::time::Duration;
+    let report = match a {
+        AlertsCommand::Status => {
+            let waiting = cli::status(cfg)?;
+            if waiting.is_empty() {
+                println!("spool empty");
+            }
+            for (o, n) in &waiting {
+                println!("{o}: {n} waiting");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        AlertsCommand::Flush { timeout } => cli::flush(cfg, Duration::from_secs(*timeout))?,
+        AlertsCommand::Test {
+            count,
+            level,
+            rule_id,
+            description,
+            full_log,
+            groups,
+            fields,
+            alert_by_email,
+            timeout,
+        } => {
+            let mut t = cli::TestAlert {
+                level: *level,
+                rule_id: *rule_id,
+                description: description.clone(),
+                full_log: full_log.clone(),
+                alert_by_email: *alert_by_email,
+                ..Default::default()
+            };
+            if !groups.is_empty() {
+                t.groups = groups.clone();
+            }
+            for f in fields {
+                let (k, v) = f
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--field {f:?}: expected NAME=VALUE"))?;
+                t.fields.push((k.to_string(), v.to_string()));
+            }
+            let r = cli::test(cfg, &t, *count, Duration::from_secs(*timeout))?;
+            println!(
+                "{} alert(s) spooled for: {}",
+                r.spooled,
+                r.outputs.join(", ")
+            );
+            if r.by_agent {
+                println!("the running agent delivers them");
+            }
+            r
+        }
+    };
+    if report.waiting.is_empty() {
+        println!("all delivered");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for (o, n) in &report.waiting {
+            println!("{o}: {n} still waiting (kept in the spool)");
+        }
+        Ok(ExitCode::from(1))
     }
 }

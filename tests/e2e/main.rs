@@ -5,3 +5,5 @@ mod util;
 mod cli;
 mod fim;
 mod logs;
+mod outputs;
+mod servers;

@@ -343,6 +343,8 @@ pub struct EmailConfig {
     pub smtp_host: String,
     pub smtp_port: u16,
     pub tls: SmtpTls,
+    /// CA certificates to verify the SMTP server with (the system's when `None`).
+    pub ca_file: Option<PathBuf>,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
     pub from: String,

@@ -217,7 +217,9 @@ pub struct RawSyslog {
     pub socket: Option<String>,
     /// Default 514 (udp, tcp) or 6514 (tls).
     pub port: Option<i64>,
-    /// udp, tcp (RFC 6587 octet counting) or tls (RFC 5425). Default "tcp".
+    /// udp, tcp (RFC 6587 octet counting) or tls (RFC 5425). Default "tcp". Over udp a message is
+    /// at most 2048 bytes: longer alerts are shortened (log, diff and fields cut and marked, JSON
+    /// kept valid), so prefer tcp or tls, above all with format "json".
     pub protocol: Option<String>,
     /// rfc3164, rfc5424 (default), json or cef.
     pub format: Option<String>,
@@ -241,23 +243,31 @@ pub struct RawEmail {
     pub smtp_host: Option<String>,
     /// Default 25 (none), 587 (starttls) or 465 (tls).
     pub smtp_port: Option<i64>,
-    /// none, starttls (default) or tls.
+    /// none, starttls (default) or tls (implicit TLS, "SMTPS").
     pub tls: Option<String>,
+    /// For starttls and tls: a PEM file of the CA certificate(s) to verify the server with.
+    /// Default: the system's trusted certificates.
+    pub ca_file: Option<String>,
     pub user: Option<String>,
     /// A 0600 file holding the SMTP password.
     pub password_file: Option<String>,
     pub from: Option<String>,
     #[serde(default)]
     pub to: Vec<String>,
-    /// Default 7.
+    /// Alerts of at least this level are mailed to `to`. A rule with the `alert_by_email` option
+    /// is mailed whatever its level (but still only when it reaches `alerts.log_level`, and
+    /// counted in `max_per_hour`); `no_email_alert` is never mailed. Default 7.
     pub min_level: Option<i64>,
-    /// At most this many mails an hour; the rest goes into a digest. Default 12.
+    /// At most this many mails an hour (0: no cap). Below it each alert is its own mail; past it
+    /// the alerts waiting are grouped into a digest mail, sent as the next slot frees. Default 12.
     pub max_per_hour: Option<u32>,
     #[serde(default)]
     pub route: Vec<RawEmailRoute>,
 }
 
-/// `[[alerts.email.route]]`: alerts matching any of group/rule/min_level also go to `to`.
+/// `[[alerts.email.route]]`: alerts matching the route also go to `to`, whatever the email
+/// `min_level`. A route matches when every criterion it gives matches: the alert is in one of
+/// `groups`, its rule is one of `rules`, its level is at least `min_level`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEmailRoute {

@@ -296,3 +296,17 @@ fn partial_line_wait_defaults_and_is_bounded() {
         "4:21: partial_line_wait must be at most 1h"
     );
 }
+
+#[test]
+fn email_ca_file_needs_tls() {
+    let base = "[alerts.email]\nsmtp_host = \"mx\"\nto = [\"a@b.c\"]\n";
+    let e = one_error(&format!("{base}tls = \"none\"\nca_file = \"/ca.pem\"\n"));
+    assert!(e.starts_with("5:11: ca_file is only used with tls"), "{e}");
+    let cfg = parse(
+        Path::new("/etc/hids/t.toml"),
+        &format!("{base}tls = \"starttls\"\nca_file = \"ca.pem\"\n"),
+    )
+    .unwrap();
+    let em = cfg.alerts.email.unwrap();
+    assert_eq!(em.ca_file.as_deref(), Some(Path::new("/etc/hids/ca.pem")));
+}

@@ -820,10 +820,18 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> (Config, Errors) 
                     to: r.to.clone(),
                 });
             }
+            let ca_file = e.ca_file.as_ref().map(|c| v.resolved(c));
+            if ca_file.is_some() && tls == SmtpTls::None {
+                v.err(
+                    at("ca_file"),
+                    "ca_file is only used with tls = \"starttls\" or \"tls\"",
+                );
+            }
             Some(EmailConfig {
                 smtp_host,
                 smtp_port: v.port(at("smtp_port"), e.smtp_port, default_port),
                 tls,
+                ca_file,
                 user: e.user.clone(),
                 password_file: e.password_file.as_ref().map(|p| v.resolved(p)),
                 from,

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_positions",
         include_str!("migrations/0003_positions.sql"),
     ),
+    ("0004_spool", include_str!("migrations/0004_spool.sql")),
 ];
 
 /// The name of the database file in the state directory.
