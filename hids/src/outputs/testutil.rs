@@ -51,6 +51,7 @@ pub fn alert(id: u32, level: u8, description: &str) -> Alert {
                 ("srcip".into(), "203.0.113.7".into()),
                 ("dstuser".into(), "root".into()),
             ],
+            ..Default::default()
         },
         related: vec![],
     }
