@@ -618,7 +618,10 @@ fn deliver_loop(
         if let Err(e) = spool::ack(&mut conn, &name, &acked) {
             tracing::error!(output = %name, error = %e, "cannot record deliveries in the spool");
         }
+        let progress = !acked.is_empty();
         match d.outcome {
+            // An output that took nothing and gave no reason: do not spin on it.
+            Outcome::Done if !progress => sh.sleep(Duration::from_secs(1), seen, false),
             Outcome::Done => backoff = opts.backoff_min,
             Outcome::Later(after) => {
                 backoff = opts.backoff_min;
