@@ -433,12 +433,12 @@ impl Outputs {
         let mut threads = Vec::new();
         for out in list {
             outputs.push((out.name().to_string(), out.selector()));
-            let conn = spool.connect()?;
+            let sp = spool.clone();
             let sh = shared.clone();
             let o = opts.clone();
             let h = std::thread::Builder::new()
                 .name(format!("output {}", out.name()))
-                .spawn(move || deliver_loop(out, conn, sh, o))
+                .spawn(move || deliver_loop(out, sp, sh, o))
                 .map_err(OutputError::Thread)?;
             threads.push(h);
         }
@@ -559,12 +559,9 @@ pub fn internal_record(
     }
 }
 
-fn deliver_loop(
-    mut out: Box<dyn Output>,
-    mut conn: rusqlite::Connection,
-    sh: Arc<Shared>,
-    opts: Options,
-) {
+/// One output's delivery. It shares the submitters' connection (behind the spool's mutex): within
+/// one process that is a short wait on a mutex instead of SQLite's sleeping busy handler.
+fn deliver_loop(mut out: Box<dyn Output>, spool: Arc<Spool>, sh: Arc<Shared>, opts: Options) {
     let name = out.name().to_string();
     let mut backoff = opts.backoff_min;
     loop {
@@ -572,7 +569,7 @@ fn deliver_loop(
             return;
         }
         let seen = sh.generation();
-        let rows = match spool::pending(&conn, &name, opts.batch.max(1)) {
+        let rows = match spool.pending(&name, opts.batch.max(1)) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(output = %name, error = %e, "cannot read the alert spool");
@@ -615,7 +612,7 @@ fn deliver_loop(
         };
         let mut acked: Vec<i64> = d.delivered;
         acked.extend(unreadable);
-        if let Err(e) = spool::ack(&mut conn, &name, &acked) {
+        if let Err(e) = spool.ack(&name, &acked) {
             tracing::error!(output = %name, error = %e, "cannot record deliveries in the spool");
         }
         let progress = !acked.is_empty();
