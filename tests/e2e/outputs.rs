@@ -717,3 +717,23 @@ fn a_second_process_only_spools_while_another_delivers() {
         2
     );
 }
+
+#[test]
+fn email_implicit_tls() {
+    let env = Env::new();
+    let certs = make_certs(env.path(), "ca");
+    let port = free_port();
+    let smtp = Smtp::start_implicit(&env.path().join("mail"), port, &certs);
+    env.config(&email_section(
+        port,
+        &format!("tls = \"tls\"\nca_file = \"{}\"\n", certs.ca.display()),
+    ));
+    let (_, o) = alerts_test(&env, &["--level", "9", "--description", "over TLS"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        mails[0].header("Subject").unwrap(),
+        "hids alert: level 9 on testhost: over TLS"
+    );
+}
