@@ -8,6 +8,11 @@
 //! down delays alerts and never loses them, and a restart resumes where delivery stopped.
 //! [`Outputs::shutdown`] lets every thread deliver what is waiting, up to a deadline.
 //!
+//! The agent's use: [`Outputs::start`]`(&cfg.alerts, &cfg.agent.hostname, &cfg.agent.state_dir,
+//! Options::default())` once, [`Outputs::submit`] for each alert (before it advances a log offset),
+//! and [`Outputs::shutdown`] on SIGTERM. Only one process delivers from a state directory (a lock
+//! beside the database); another one can still spool through [`Spooler`].
+//!
 //! Delivery is at least once: if the process dies between sending and recording the delivery,
 //! that batch is sent again after the restart. Syslog and SMTP have no way to ask the receiver
 //! whether it already has a message.
@@ -608,7 +613,12 @@ fn deliver_loop(mut out: Box<dyn Output>, spool: Arc<Spool>, sh: Arc<Shared>, op
                 outcome: Outcome::Done,
             }
         } else {
-            out.deliver(&batch)
+            // A bug in one output must not stop its thread for good: count it as a failure.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| out.deliver(&batch)))
+                .unwrap_or_else(|_| Delivery {
+                    delivered: Vec::new(),
+                    outcome: Outcome::Failed("the output panicked".into()),
+                })
         };
         let mut acked: Vec<i64> = d.delivered;
         acked.extend(unreadable);
