@@ -6,7 +6,6 @@
 //! the outputs), which goes through the same spool and delivery as the agent. Tests that need a
 //! short email rate window or fast retries drive the library's `Outputs` directly.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -630,7 +629,6 @@ fn alert_files_are_written_and_rotated() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         assert_eq!(v["agent"]["name"], "testhost");
     }
-    let _ = Path::new("");
 }
 
 #[test]
