@@ -401,7 +401,7 @@ fn email_starttls_auth_headers_body_routes_and_injection() {
         "ops@example.com, security@example.com"
     );
     let b = m.body();
-    assert!(b.starts_with("hids alert: level 10 on testhost\r\n\r\nRule: 591 (level 10) -> 'sshd: login failed for root\\r\\nBcc: attacker@example.com'\r\n"), "{b:?}");
+    assert!(b.starts_with("hids alert: level 10 on testhost\r\n\r\nRule: 871 (level 10) -> 'sshd: login failed for root\\r\\nBcc: attacker@example.com'\r\n"), "{b:?}");
     assert!(
         b.contains("\r\nbare\\rCR and LF\\n\\r\\nBcc: attacker@example.com\r\n"),
         "{b:?}"
@@ -610,7 +610,7 @@ fn alert_files_are_written_and_rotated() {
         log.matches("\n** Alert ").count() + usize::from(log.starts_with("** Alert ")),
         20
     );
-    assert!(log.contains("Rule: 591 (level 7) -> 'hids test alert'\n"));
+    assert!(log.contains("Rule: 871 (level 7) -> 'hids test alert'\n"));
     assert!(!log.lines().any(|l| l.starts_with("<13>")));
     let dir = env.state_dir();
     let json: Vec<String> = ["alerts.json.2", "alerts.json.1", "alerts.json"]
@@ -704,13 +704,13 @@ fn a_second_process_only_spools_while_another_delivers() {
     assert_eq!(got.len(), 5, "{got:#?}");
     assert_eq!(
         got.iter()
-            .filter(|l| l.contains("Rule: 591 - first;"))
+            .filter(|l| l.contains("Rule: 871 - first;"))
             .count(),
         3
     );
     assert_eq!(
         got.iter()
-            .filter(|l| l.contains("Rule: 591 - second;"))
+            .filter(|l| l.contains("Rule: 871 - second;"))
             .count(),
         2
     );

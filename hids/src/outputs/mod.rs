@@ -145,8 +145,9 @@ impl Default for Options {
     }
 }
 
-/// The rule id of the alert raised when the spool cap drops alerts.
-pub const SPOOL_FULL_RULE: u32 = 590;
+/// The rule id of the alert raised when the spool cap drops alerts (an id OSSEC's stock ruleset
+/// leaves free).
+pub const SPOOL_FULL_RULE: u32 = 870;
 
 struct Wake {
     generation: Mutex<u64>,
