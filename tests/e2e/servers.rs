@@ -338,12 +338,26 @@ impl Mail {
 
 impl Smtp {
     pub fn start(dir: &Path, port: u16, tls: Option<&Certs>, auth: Option<(&str, &str)>) -> Smtp {
+        Self::start_with(dir, port, tls.map(|c| ("--tls", c)), auth)
+    }
+
+    /// With implicit TLS (SMTPS) instead of STARTTLS.
+    pub fn start_implicit(dir: &Path, port: u16, certs: &Certs) -> Smtp {
+        Self::start_with(dir, port, Some(("--implicit-tls", certs)), None)
+    }
+
+    fn start_with(
+        dir: &Path,
+        port: u16,
+        tls: Option<(&str, &Certs)>,
+        auth: Option<(&str, &str)>,
+    ) -> Smtp {
         std::fs::create_dir_all(dir).unwrap();
         let script = crate::util::repo().join("tests/e2e/smtp_server.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script).arg(dir).arg(port.to_string());
-        if let Some(c) = tls {
-            cmd.arg("--tls").arg(&c.cert).arg(&c.key);
+        if let Some((flag, c)) = tls {
+            cmd.arg(flag).arg(&c.cert).arg(&c.key);
         }
         if let Some((u, p)) = auth {
             cmd.args(["--auth", u, p]);

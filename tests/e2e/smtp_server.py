@@ -1,6 +1,6 @@
 """A real SMTP server for the end-to-end tests (aiosmtpd): saves each message as received.
 
-usage: smtp_server.py OUTDIR PORT [--tls CERT KEY] [--auth USER PASSWORD]
+usage: smtp_server.py OUTDIR PORT [--tls CERT KEY | --implicit-tls CERT KEY] [--auth USER PASSWORD]
 
 Each message becomes OUTDIR/N.eml (the DATA exactly as received, CRLF line ends included) and
 OUTDIR/N.json (the envelope: mail_from, rcpt_tos, the authenticated user). Prints "ready" once it
@@ -20,10 +20,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 out, port = sys.argv[1], int(sys.argv[2])
 args = sys.argv[3:]
-tls = auth = None
+tls = auth = implicit = None
 while args:
     if args[0] == "--tls":
         tls, args = (args[1], args[2]), args[3:]
+    elif args[0] == "--implicit-tls":
+        implicit, args = (args[1], args[2]), args[3:]
     elif args[0] == "--auth":
         auth, args = (args[1], args[2]), args[3:]
     else:
@@ -68,6 +70,10 @@ if tls:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(tls[0], tls[1])
     kw.update(tls_context=ctx, require_starttls=True)
+if implicit:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(implicit[0], implicit[1])
+    kw.update(ssl_context=ctx)
 if auth:
     kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(tls))
 

@@ -9,7 +9,7 @@ use super::{internal_record, Options, OutputError, Outputs, Spool, Spooler, Subm
 use crate::config::Config;
 
 /// The rule id of test alerts.
-pub const TEST_RULE: u32 = 591;
+pub const TEST_RULE: u32 = 871;
 
 /// What a test alert says.
 #[derive(Debug, Clone)]

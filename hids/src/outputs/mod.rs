@@ -8,6 +8,11 @@
 //! down delays alerts and never loses them, and a restart resumes where delivery stopped.
 //! [`Outputs::shutdown`] lets every thread deliver what is waiting, up to a deadline.
 //!
+//! The agent's use: [`Outputs::start`]`(&cfg.alerts, &cfg.agent.hostname, &cfg.agent.state_dir,
+//! Options::default())` once, [`Outputs::submit`] for each alert (before it advances a log offset),
+//! and [`Outputs::shutdown`] on SIGTERM. Only one process delivers from a state directory (a lock
+//! beside the database); another one can still spool through [`Spooler`].
+//!
 //! Delivery is at least once: if the process dies between sending and recording the delivery,
 //! that batch is sent again after the restart. Syslog and SMTP have no way to ask the receiver
 //! whether it already has a message.
@@ -140,8 +145,9 @@ impl Default for Options {
     }
 }
 
-/// The rule id of the alert raised when the spool cap drops alerts.
-pub const SPOOL_FULL_RULE: u32 = 590;
+/// The rule id of the alert raised when the spool cap drops alerts (an id OSSEC's stock ruleset
+/// leaves free).
+pub const SPOOL_FULL_RULE: u32 = 870;
 
 struct Wake {
     generation: Mutex<u64>,
@@ -433,12 +439,12 @@ impl Outputs {
         let mut threads = Vec::new();
         for out in list {
             outputs.push((out.name().to_string(), out.selector()));
-            let conn = spool.connect()?;
+            let sp = spool.clone();
             let sh = shared.clone();
             let o = opts.clone();
             let h = std::thread::Builder::new()
                 .name(format!("output {}", out.name()))
-                .spawn(move || deliver_loop(out, conn, sh, o))
+                .spawn(move || deliver_loop(out, sp, sh, o))
                 .map_err(OutputError::Thread)?;
             threads.push(h);
         }
@@ -559,12 +565,9 @@ pub fn internal_record(
     }
 }
 
-fn deliver_loop(
-    mut out: Box<dyn Output>,
-    mut conn: rusqlite::Connection,
-    sh: Arc<Shared>,
-    opts: Options,
-) {
+/// One output's delivery. It shares the submitters' connection (behind the spool's mutex): within
+/// one process that is a short wait on a mutex instead of SQLite's sleeping busy handler.
+fn deliver_loop(mut out: Box<dyn Output>, spool: Arc<Spool>, sh: Arc<Shared>, opts: Options) {
     let name = out.name().to_string();
     let mut backoff = opts.backoff_min;
     loop {
@@ -572,7 +575,7 @@ fn deliver_loop(
             return;
         }
         let seen = sh.generation();
-        let rows = match spool::pending(&conn, &name, opts.batch.max(1)) {
+        let rows = match spool.pending(&name, opts.batch.max(1)) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(output = %name, error = %e, "cannot read the alert spool");
@@ -611,14 +614,22 @@ fn deliver_loop(
                 outcome: Outcome::Done,
             }
         } else {
-            out.deliver(&batch)
+            // A bug in one output must not stop its thread for good: count it as a failure.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| out.deliver(&batch)))
+                .unwrap_or_else(|_| Delivery {
+                    delivered: Vec::new(),
+                    outcome: Outcome::Failed("the output panicked".into()),
+                })
         };
         let mut acked: Vec<i64> = d.delivered;
         acked.extend(unreadable);
-        if let Err(e) = spool::ack(&mut conn, &name, &acked) {
+        if let Err(e) = spool.ack(&name, &acked) {
             tracing::error!(output = %name, error = %e, "cannot record deliveries in the spool");
         }
+        let progress = !acked.is_empty();
         match d.outcome {
+            // An output that took nothing and gave no reason: do not spin on it.
+            Outcome::Done if !progress => sh.sleep(Duration::from_secs(1), seen, false),
             Outcome::Done => backoff = opts.backoff_min,
             Outcome::Later(after) => {
                 backoff = opts.backoff_min;

@@ -104,11 +104,14 @@ impl Spool {
                 dropped = Some(d);
             }
         }
-        let tx = g.conn.transaction().map_err(|e| sql(&self.db_path, e))?;
-        tx.execute(
+        let tx = g
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| sql(&self.db_path, e))?;
+        tx.prepare_cached(
             "INSERT INTO spool_alert (created_ms, level, size, body) VALUES (?1, ?2, ?3, ?4)",
-            params![now_ms(), level, size as i64, body],
         )
+        .and_then(|mut st| st.execute(params![now_ms(), level, size as i64, body]))
         .map_err(|e| sql(&self.db_path, e))?;
         let id = tx.last_insert_rowid();
         {
@@ -158,6 +161,16 @@ impl Spool {
             }
         }
         Ok(by.into_iter().collect())
+    }
+
+    /// Up to `limit` alerts waiting for `output`, oldest first.
+    pub fn pending(&self, output: &str, limit: usize) -> Result<Vec<Spooled>, OutputError> {
+        pending(&self.lock().conn, output, limit).map_err(|e| sql(&self.db_path, e))
+    }
+
+    /// Marks alerts delivered by `output`.
+    pub fn ack(&self, output: &str, ids: &[i64]) -> Result<(), OutputError> {
+        ack(&mut self.lock().conn, output, ids).map_err(|e| sql(&self.db_path, e))
     }
 
     /// Alerts waiting, per output.
@@ -229,7 +242,7 @@ pub fn ack(conn: &mut Connection, output: &str, ids: &[i64]) -> rusqlite::Result
     if ids.is_empty() {
         return Ok(());
     }
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut st =
             tx.prepare_cached("DELETE FROM spool_pending WHERE output = ?1 AND alert_id = ?2")?;
