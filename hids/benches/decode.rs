@@ -81,7 +81,7 @@ fn main() {
     );
     println!("best of {rounds}: {best:.3} s, {lps:.0} lines/s on one thread");
     println!(
-        "indexed fast path: {:.1}% of lines (program-name cache hit or one prematch-set pass); {} root patterns tried one by one in the first pass",
+        "indexed fast path: {:.1}% of lines (root found by the index alone: program-name cache hit, or the anchored multi-pattern pass with no unanchored root before it); {} root patterns tried one by one in the first pass",
         100.0 * warm.indexed as f64 / warm.lines as f64,
         warm.root_patterns_tried
     );

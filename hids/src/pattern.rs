@@ -285,6 +285,24 @@ impl Pattern {
         }
     }
 
+    /// Whether every match must start at the beginning of the text (the pattern, or each of its
+    /// alternatives, begins with `^`).
+    pub fn is_start_anchored(&self) -> bool {
+        if self.negate || !self.is_linear() {
+            return false;
+        }
+        regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(&self.translated)
+            .is_ok_and(|h| {
+                h.properties()
+                    .look_set_prefix()
+                    .contains(regex_syntax::hir::Look::Start)
+            })
+    }
+
     /// When every match must start at the beginning of the text with one of a few literal
     /// prefixes (compared ASCII case-insensitively), those prefixes, lower-cased. Used to index
     /// decoders so that not every pattern runs on every line. `None` when there is no such set.
