@@ -99,8 +99,13 @@ pub struct Captures {
 impl Captures {
     /// The text of group `i` (lossy where a capture cut a multi-byte character).
     pub fn text(&self, haystack: &str, i: usize) -> Option<String> {
+        self.text_bytes(haystack.as_bytes(), i)
+    }
+
+    /// The same on the bytes the match ran on.
+    pub fn text_bytes(&self, haystack: &[u8], i: usize) -> Option<String> {
         let r = self.groups.get(i)?;
-        Some(String::from_utf8_lossy(&haystack.as_bytes()[r.clone()]).into_owned())
+        Some(String::from_utf8_lossy(haystack.get(r.clone())?).into_owned())
     }
 }
 
@@ -245,6 +250,48 @@ impl Pattern {
             (false, e) => e,
             (true, Some(_)) => None,
             (true, None) => Some(0),
+        }
+    }
+
+    /// [`Pattern::find_end`] on bytes: decoders continue from offsets that a byte-level match may
+    /// have left inside a multi-byte character. The backtracking engine needs text; there the
+    /// bytes are read lossily.
+    pub fn find_end_bytes(&self, hay: &[u8]) -> Option<usize> {
+        match (&self.engine, std::str::from_utf8(hay)) {
+            (Engine::Linear(re), _) => {
+                let end = re.find(hay).map(|m| m.end());
+                match (self.negate, end) {
+                    (false, e) => e,
+                    (true, Some(_)) => None,
+                    (true, None) => Some(0),
+                }
+            }
+            (_, Ok(text)) => self.find_end(text),
+            (_, Err(_)) => self.find_end(&String::from_utf8_lossy(hay)),
+        }
+    }
+
+    /// [`Pattern::captures`] on bytes (see [`Pattern::find_end_bytes`]); the ranges index `hay`.
+    pub fn captures_bytes(&self, hay: &[u8]) -> Option<Captures> {
+        match (&self.engine, std::str::from_utf8(hay)) {
+            (Engine::Linear(re), _) if !self.negate => {
+                let caps = re.captures(hay)?;
+                let end = caps.get(0).map_or(0, |m| m.end());
+                let groups = caps.iter().skip(1).flatten().map(|m| m.range()).collect();
+                Some(Captures { end, groups })
+            }
+            (_, Ok(text)) => self.captures(text),
+            (_, Err(_)) => {
+                // Lossy text can be longer than the bytes; keep the ranges inside `hay`.
+                let text = String::from_utf8_lossy(hay);
+                let mut c = self.captures(&text)?;
+                let n = hay.len();
+                c.end = c.end.min(n);
+                for g in &mut c.groups {
+                    *g = g.start.min(n)..g.end.min(n);
+                }
+                Some(c)
+            }
         }
     }
 

@@ -317,7 +317,7 @@ impl DecoderSet {
         cache: &mut DecodeCache,
     ) -> (Decoded, Option<usize>) {
         cache.stats.lines += 1;
-        let log = pre.message.as_str();
+        let log = pre.message.as_bytes();
         let mut decoded = Decoded::default();
         let Some((root_idx, pmatch)) = self.select_root(pre, cache) else {
             return (decoded, None);
@@ -344,7 +344,7 @@ impl DecoderSet {
         pre: &Predecoded,
         cache: &mut DecodeCache,
     ) -> Option<(usize, Option<usize>)> {
-        let log = pre.message.as_str();
+        let log = pre.message.as_bytes();
         if let Some(pname) = &pre.program_name {
             let candidates = match cache.pname_roots.get(pname.as_str()) {
                 Some(c) => {
@@ -376,7 +376,7 @@ impl DecoderSet {
                 let d = &self.decoders[self.with_pname[i as usize].decoder];
                 match &d.prematch {
                     Some(p) => {
-                        if let Some(end) = p.find_end(log) {
+                        if let Some(end) = p.find_end_bytes(log) {
                             return Some((i as usize, Some(end)));
                         }
                     }
@@ -388,8 +388,7 @@ impl DecoderSet {
         // No program name: one anchored pass finds the first start-anchored root that matches;
         // only the other roots before it are tried one by one.
         let anchored = self.nopname_anchored.as_ref().and_then(|re| {
-            let input =
-                regex_automata::Input::new(log.as_bytes()).anchored(regex_automata::Anchored::Yes);
+            let input = regex_automata::Input::new(log).anchored(regex_automata::Anchored::Yes);
             re.find(input)
                 .map(|m| (self.nopname_anchored_roots[m.pattern().as_usize()], m.end()))
         });
@@ -399,7 +398,7 @@ impl DecoderSet {
             tried += 1;
             let d = &self.decoders[self.without_pname[i].decoder];
             let found = match &d.prematch {
-                Some(p) => p.find_end(log).map(|end| (i, Some(end))),
+                Some(p) => p.find_end_bytes(log).map(|end| (i, Some(end))),
                 None => Some((i, None)),
             };
             if found.is_some() {
@@ -418,7 +417,7 @@ impl DecoderSet {
     fn run_tree(
         &self,
         root: &Root,
-        log: &str,
+        log: &[u8],
         pmatch: Option<usize>,
         fields: &mut Vec<(Arc<str>, String)>,
     ) -> usize {
@@ -444,7 +443,7 @@ impl DecoderSet {
                         Some(0)
                     };
                     if let Some(base) = base {
-                        if let Some(end) = pm.find_end(&log[base.min(log.len())..]) {
+                        if let Some(end) = pm.find_end_bytes(&log[base.min(log.len())..]) {
                             cmatch = Some(base + end);
                             info = chain[i];
                             pos = Some(i);
@@ -477,7 +476,7 @@ impl DecoderSet {
         let mut node = &self.decoders[chain[j]];
         if let Some(plugin) = node.plugin {
             if plugin == Plugin::Json {
-                json::decode_json(log, fields);
+                json::decode_json(&String::from_utf8_lossy(log), fields);
             }
             return info;
         }
@@ -492,7 +491,7 @@ impl DecoderSet {
             };
             let caps = start.and_then(|s| {
                 let s = s.min(log.len());
-                re.captures(&log[s..]).map(|c| (s, c))
+                re.captures_bytes(&log[s..]).map(|c| (s, c))
             });
             match caps {
                 None => {
@@ -508,7 +507,7 @@ impl DecoderSet {
                     regex_prev = Some(s + c.end);
                     let hay = &log[s..];
                     for (k, name) in node.order.iter().enumerate() {
-                        if let Some(v) = c.text(hay, k) {
+                        if let Some(v) = c.text_bytes(hay, k) {
                             json::set(fields, name, v);
                         }
                     }

@@ -452,3 +452,42 @@ fn project_decoders_decode_their_logs() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A byte-level match may end inside a multi-byte character; what follows must not panic.
+#[test]
+fn offsets_inside_multibyte_characters_are_safe() {
+    let s = set(r#"<decoder name="any"><prematch>^\.</prematch></decoder>
+<decoder name="any-child"><parent>any</parent><prematch offset="after_parent">^\.</prematch><regex offset="after_prematch">^(\.)(\S+)</regex><order>a, b</order></decoder>"#);
+    let d = decode(&s, "ééé x");
+    assert_eq!(d.decoder.as_deref(), Some("any"));
+    assert_eq!(d.get("a"), Some("\u{fffd}"));
+}
+
+#[test]
+fn hostile_lines_through_every_decoder_set_do_not_panic() {
+    let dir = crate::testutil::ossec_ruleset();
+    let stock = DecoderSet::load(&[dir.join("decoder.xml")]).unwrap();
+    let ours = DecoderSet::load(&[
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../decoders")
+    ])
+    .unwrap();
+    let base = [
+        "Nov 21 10:00:00 web01 sshd[1]: Failed password for invalid user admin from 198.51.100.9 port 3921 ssh2",
+        "203.0.113.7 - - [21/Nov/2026:10:00:00 +0000] \"GET /x HTTP/1.1\" 200 5 \"-\" \"ua\"",
+        "Nov 21 10:00:00 web01 sudo:    alice : TTY=pts/1 ; PWD=/h ; USER=root ; COMMAND=/bin/ls",
+        "{\"a\":{\"b\":\"c\"}}",
+    ];
+    let mut cache = DecodeCache::default();
+    for line in base {
+        for i in (0..=line.len()).filter(|&i| line.is_char_boundary(i)) {
+            for ins in ["é", "\u{1F600}", "\u{0}", "\u{fffd}"] {
+                let l = format!("{}{ins}{}", &line[..i], &line[i..]);
+                let pre = predecode(&l, LogFormat::Syslog);
+                let _ = stock.decode(&pre, &mut cache);
+                let _ = ours.decode(&pre, &mut cache);
+            }
+        }
+    }
+    let long = "a".repeat(100_000);
+    let _ = stock.decode(&predecode(&long, LogFormat::Syslog), &mut cache);
+}
