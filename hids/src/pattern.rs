@@ -257,31 +257,31 @@ impl Pattern {
     /// have left inside a multi-byte character. The backtracking engine needs text; there the
     /// bytes are read lossily.
     pub fn find_end_bytes(&self, hay: &[u8]) -> Option<usize> {
-        match (&self.engine, std::str::from_utf8(hay)) {
-            (Engine::Linear(re), _) => {
-                let end = re.find(hay).map(|m| m.end());
-                match (self.negate, end) {
-                    (false, e) => e,
-                    (true, Some(_)) => None,
-                    (true, None) => Some(0),
-                }
-            }
-            (_, Ok(text)) => self.find_end(text),
-            (_, Err(_)) => self.find_end(&String::from_utf8_lossy(hay)),
+        if let Engine::Linear(re) = &self.engine {
+            let end = re.find(hay).map(|m| m.end());
+            return match (self.negate, end) {
+                (false, e) => e,
+                (true, Some(_)) => None,
+                (true, None) => Some(0),
+            };
+        }
+        match std::str::from_utf8(hay) {
+            Ok(text) => self.find_end(text),
+            Err(_) => self.find_end(&String::from_utf8_lossy(hay)),
         }
     }
 
     /// [`Pattern::captures`] on bytes (see [`Pattern::find_end_bytes`]); the ranges index `hay`.
     pub fn captures_bytes(&self, hay: &[u8]) -> Option<Captures> {
-        match (&self.engine, std::str::from_utf8(hay)) {
-            (Engine::Linear(re), _) if !self.negate => {
-                let caps = re.captures(hay)?;
-                let end = caps.get(0).map_or(0, |m| m.end());
-                let groups = caps.iter().skip(1).flatten().map(|m| m.range()).collect();
-                Some(Captures { end, groups })
-            }
-            (_, Ok(text)) => self.captures(text),
-            (_, Err(_)) => {
+        if let (Engine::Linear(re), false) = (&self.engine, self.negate) {
+            let caps = re.captures(hay)?;
+            let end = caps.get(0).map_or(0, |m| m.end());
+            let groups = caps.iter().skip(1).flatten().map(|m| m.range()).collect();
+            return Some(Captures { end, groups });
+        }
+        match std::str::from_utf8(hay) {
+            Ok(text) => self.captures(text),
+            Err(_) => {
                 // Lossy text can be longer than the bytes; keep the ranges inside `hay`.
                 let text = String::from_utf8_lossy(hay);
                 let mut c = self.captures(&text)?;
