@@ -38,6 +38,7 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The dialect's name in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Dialect::OsMatch => "OS_Match",
@@ -208,6 +209,7 @@ impl Pattern {
         &self.source
     }
 
+    /// The dialect it was compiled from.
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

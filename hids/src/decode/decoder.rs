@@ -56,6 +56,7 @@ pub enum DecoderType {
 }
 
 impl DecoderType {
+    /// The names OSSEC accepts in `<type>`, in the order of the variants.
     pub const NAMES: [&'static str; 8] = [
         "syslog",
         "firewall",
@@ -67,6 +68,7 @@ impl DecoderType {
         "ossec",
     ];
 
+    /// The type named `s`, if OSSEC knows it.
     pub fn parse(s: &str) -> Option<DecoderType> {
         Some(match s {
             "syslog" => DecoderType::Syslog,
@@ -81,6 +83,7 @@ impl DecoderType {
         })
     }
 
+    /// The name as written in `<type>`.
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
     }
@@ -103,21 +106,33 @@ pub struct Decoder {
     pub name: Arc<str>,
     /// The name OSSEC reports: the parent's, unless `use_own_name`.
     pub reported_name: Arc<str>,
+    /// The `<parent>` decoder's name.
     pub parent: Option<Arc<str>>,
+    /// Matched against the pre-decoded program name.
     pub program_name: Option<Pattern>,
+    /// Matched against the message; its end is where `after_prematch` starts.
     pub prematch: Option<Pattern>,
     /// The prematch of a child runs after the parent's prematch.
     pub prematch_after_parent: bool,
+    /// Its groups fill `order`.
     pub regex: Option<Pattern>,
+    /// Where `regex` starts looking.
     pub regex_offset: Offset,
     /// Field names in capture order (OSSEC names: `dstuser` for `user`, `extra_data` for `data`).
     pub order: Vec<Arc<str>>,
+    /// The `<fts>` fields (first time seen), for the rules.
     pub fts: Vec<String>,
+    /// `<ftscomment>`, recorded.
     pub ftscomment: Option<String>,
+    /// `<use_own_name>true</use_own_name>`.
     pub use_own_name: bool,
+    /// `<type>` (syslog by default).
     pub decoder_type: DecoderType,
+    /// `<plugin_decoder>`.
     pub plugin: Option<Plugin>,
+    /// `<accumulate>` is recorded; OSSEC's accumulator is not implemented.
     pub accumulate: bool,
+    /// The file the decoder came from.
     /// The following sibling of the same name continues this decoder's regex (OSSEC's get_next).
     pub get_next: bool,
     pub file: PathBuf,
