@@ -144,7 +144,40 @@ pub struct Decoder {
 struct Root {
     decoder: usize,
     children: Vec<usize>,
+    /// One anchored multi-pattern search over the start-anchored prematches of the children
+    /// (those that look at the start of the message), built for roots with many children.
+    child_index: Option<ChildIndex>,
 }
+
+#[derive(Debug, Clone)]
+struct ChildIndex {
+    re: regex_automata::meta::Regex,
+    /// For each pattern, the position of its child in `children`.
+    position: Vec<usize>,
+    /// Whether the child at each position is in the index.
+    indexed: Vec<bool>,
+}
+
+/// Builds a leftmost-first multi-pattern regex with the same syntax settings as [`Pattern`].
+fn multi_regex(patterns: &[String]) -> Option<regex_automata::meta::Regex> {
+    regex_automata::meta::Regex::builder()
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
+        )
+        .configure(
+            regex_automata::meta::Config::new()
+                .utf8_empty(false)
+                .nfa_size_limit(Some(64 << 20))
+                .hybrid_cache_capacity(16 << 20),
+        )
+        .build_many(patterns)
+        .ok()
+}
+
+/// Children indexed only when there are at least this many candidates.
+const CHILD_INDEX_MIN: usize = 4;
 
 /// A loaded set of decoders, ready to decode.
 #[derive(Debug, Clone)]
@@ -448,6 +481,14 @@ impl DecoderSet {
         if root.children.is_empty() {
             pos = Some(0);
         } else {
+            // The first indexed child whose prematch matches, and where that match ends: indexed
+            // children before it do not match; after it, they are tried one by one.
+            let first_indexed = root.child_index.as_ref().map(|ix| {
+                let input = regex_automata::Input::new(log).anchored(regex_automata::Anchored::Yes);
+                ix.re
+                    .find(input)
+                    .map(|m| (ix.position[m.pattern().as_usize()], m.end()))
+            });
             let mut i = 0;
             while i < chain.len() {
                 let c = &self.decoders[chain[i]];
@@ -457,8 +498,20 @@ impl DecoderSet {
                     } else {
                         Some(0)
                     };
+                    let known = match (&root.child_index, first_indexed) {
+                        (Some(ix), Some(found)) if ix.indexed[i] => match found {
+                            Some((k, end)) if k == i => Some(Some(end)),
+                            Some((k, _)) if i > k => None,
+                            _ => Some(None),
+                        },
+                        _ => None,
+                    };
                     if let Some(base) = base {
-                        if let Some(end) = pm.find_end_bytes(&log[base.min(log.len())..]) {
+                        let end = match known {
+                            Some(e) => e,
+                            None => pm.find_end_bytes(&log[base.min(log.len())..]),
+                        };
+                        if let Some(end) = end {
                             cmatch = Some(base + end);
                             info = chain[i];
                             pos = Some(i);
@@ -598,6 +651,7 @@ impl Builder {
             let root = Root {
                 decoder: idx,
                 children: Vec::new(),
+                child_index: None,
             };
             if d.program_name.is_some() {
                 self.with_pname.push(root);
@@ -610,6 +664,30 @@ impl Builder {
     }
 
     fn finish(mut self) -> DecoderSet {
+        for roots in [&mut self.with_pname, &mut self.without_pname] {
+            for r in roots.iter_mut() {
+                let mut pats = Vec::new();
+                let mut position = Vec::new();
+                let mut indexed = vec![false; r.children.len()];
+                for (i, &c) in r.children.iter().enumerate() {
+                    let d = &self.decoders[c];
+                    if let Some(p) = &d.prematch {
+                        if !d.prematch_after_parent && p.is_start_anchored() {
+                            pats.push(p.translated().to_string());
+                            position.push(i);
+                            indexed[i] = true;
+                        }
+                    }
+                }
+                if pats.len() >= CHILD_INDEX_MIN {
+                    r.child_index = multi_regex(&pats).map(|re| ChildIndex {
+                        re,
+                        position,
+                        indexed,
+                    });
+                }
+            }
+        }
         // Reported names: a child reports its root's name unless use_own_name.
         for roots in [&self.with_pname, &self.without_pname] {
             for r in roots {
@@ -639,20 +717,7 @@ impl Builder {
         let anchored = if pats.is_empty() {
             None
         } else {
-            regex_automata::meta::Regex::builder()
-                .syntax(
-                    regex_automata::util::syntax::Config::new()
-                        .unicode(false)
-                        .utf8(false),
-                )
-                .configure(
-                    regex_automata::meta::Config::new()
-                        .utf8_empty(false)
-                        .nfa_size_limit(Some(64 << 20))
-                        .hybrid_cache_capacity(16 << 20),
-                )
-                .build_many(&pats)
-                .ok()
+            multi_regex(&pats)
         };
         if anchored.is_none() {
             always = (0..self.without_pname.len()).collect();
