@@ -192,6 +192,9 @@ pub struct DecoderSet {
     nopname_anchored_roots: Vec<usize>,
     /// Roots of `without_pname` that the anchored search does not cover (tried one by one).
     nopname_always: Vec<usize>,
+    /// One search telling whether any of `nopname_always` could match at all (present when they
+    /// are all linear), so that lines none of them match skip them in one pass.
+    nopname_always_any: Option<regex_automata::meta::Regex>,
     /// Notes for `check-config`: non-linear patterns, unsupported plugins.
     pub warnings: Vec<Diagnostic>,
 }
@@ -442,7 +445,12 @@ impl DecoderSet {
         });
         let limit = anchored.map_or(usize::MAX, |(i, _)| i);
         let mut tried = 0u64;
-        for &i in self.nopname_always.iter().take_while(|&&i| i < limit) {
+        let skip_all = self
+            .nopname_always_any
+            .as_ref()
+            .is_some_and(|re| !re.is_match(log));
+        let always: &[usize] = if skip_all { &[] } else { &self.nopname_always };
+        for &i in always.iter().take_while(|&&i| i < limit) {
             tried += 1;
             let d = &self.decoders[self.without_pname[i].decoder];
             let found = match &d.prematch {
@@ -723,6 +731,18 @@ impl Builder {
             always = (0..self.without_pname.len()).collect();
             pat_roots.clear();
         }
+        let always_pats: Option<Vec<String>> = always
+            .iter()
+            .map(
+                |&i| match &self.decoders[self.without_pname[i].decoder].prematch {
+                    Some(p) if p.is_linear() && !p.is_negated() => Some(p.translated().to_string()),
+                    _ => None,
+                },
+            )
+            .collect();
+        let always_any = always_pats
+            .filter(|p| !p.is_empty())
+            .and_then(|p| multi_regex(&p));
         DecoderSet {
             decoders: self.decoders,
             with_pname: self.with_pname,
@@ -730,6 +750,7 @@ impl Builder {
             nopname_anchored: anchored,
             nopname_anchored_roots: pat_roots,
             nopname_always: always,
+            nopname_always_any: always_any,
             warnings: self.warnings,
         }
     }
