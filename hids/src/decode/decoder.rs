@@ -94,8 +94,10 @@ impl DecoderType {
 pub enum Plugin {
     /// JSON objects to fields (implemented).
     Json,
-    /// OSSEC's PF, SonicWall, SymantecWS and OSSECAlert decoders: not implemented; the decoder
-    /// still matches (its name is reported) but extracts no fields.
+    /// OSSEC's SonicWall decoder (implemented).
+    SonicWall,
+    /// OSSEC's PF, SymantecWS and OSSECAlert decoders: not implemented; the decoder still
+    /// matches (its name is reported) but extracts no fields.
     Unsupported(&'static str),
 }
 
@@ -378,13 +380,14 @@ impl DecoderSet {
             None => &self.without_pname[root_idx],
         };
         cache.stats.decoded += 1;
-        let info = self.run_tree(root, log, pmatch, &mut decoded.fields);
+        let mut type_override = None;
+        let info = self.run_tree(root, log, pmatch, &mut decoded.fields, &mut type_override);
         let d = &self.decoders[info];
         decoded.decoder = Some(d.reported_name.clone());
         if info != root.decoder {
             decoded.parent = Some(self.decoders[root.decoder].name.clone());
         }
-        decoded.decoder_type = Some(d.decoder_type.as_str());
+        decoded.decoder_type = Some(type_override.unwrap_or(d.decoder_type.as_str()));
         (decoded, Some(info))
     }
 
@@ -476,6 +479,7 @@ impl DecoderSet {
         log: &[u8],
         pmatch: Option<usize>,
         fields: &mut Vec<(Arc<str>, String)>,
+        type_override: &mut Option<&'static str>,
     ) -> usize {
         let mut info = root.decoder;
         // The node whose regex runs: a position in `chain`.
@@ -551,8 +555,13 @@ impl DecoderSet {
         let Some(mut j) = pos else { return info };
         let mut node = &self.decoders[chain[j]];
         if let Some(plugin) = node.plugin {
-            if plugin == Plugin::Json {
-                json::decode_json(&String::from_utf8_lossy(log), fields);
+            match plugin {
+                Plugin::Json => {
+                    json::decode_json(&String::from_utf8_lossy(log), fields);
+                }
+                // OSSEC's SonicWall decoder sets the event's type from the message id.
+                Plugin::SonicWall => *type_override = Some(super::plugins::sonicwall(log, fields)),
+                Plugin::Unsupported(_) => {}
             }
             return info;
         }
@@ -1027,7 +1036,7 @@ fn compile_decoder(
                 plugin = Some(match c.text.trim() {
                     "JSON_Decoder" => Plugin::Json,
                     "PF_Decoder" => Plugin::Unsupported("PF_Decoder"),
-                    "SonicWall_Decoder" => Plugin::Unsupported("SonicWall_Decoder"),
+                    "SonicWall_Decoder" => Plugin::SonicWall,
                     "SymantecWS_Decoder" => Plugin::Unsupported("SymantecWS_Decoder"),
                     "OSSECAlert_Decoder" => Plugin::Unsupported("OSSECAlert_Decoder"),
                     other => {
