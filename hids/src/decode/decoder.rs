@@ -96,8 +96,10 @@ pub enum Plugin {
     Json,
     /// OSSEC's SonicWall decoder (implemented).
     SonicWall,
-    /// OSSEC's PF, SymantecWS and OSSECAlert decoders: not implemented; the decoder still
-    /// matches (its name is reported) but extracts no fields.
+    /// OSSEC's Symantec Web Security decoder (implemented).
+    SymantecWs,
+    /// OSSEC's PF and OSSECAlert decoders: not implemented; the decoder still matches (its name
+    /// is reported) but extracts no fields.
     Unsupported(&'static str),
 }
 
@@ -561,6 +563,7 @@ impl DecoderSet {
                 }
                 // OSSEC's SonicWall decoder sets the event's type from the message id.
                 Plugin::SonicWall => *type_override = Some(super::plugins::sonicwall(log, fields)),
+                Plugin::SymantecWs => super::plugins::symantec_ws(log, fields),
                 Plugin::Unsupported(_) => {}
             }
             return info;
@@ -1037,7 +1040,7 @@ fn compile_decoder(
                     "JSON_Decoder" => Plugin::Json,
                     "PF_Decoder" => Plugin::Unsupported("PF_Decoder"),
                     "SonicWall_Decoder" => Plugin::SonicWall,
-                    "SymantecWS_Decoder" => Plugin::Unsupported("SymantecWS_Decoder"),
+                    "SymantecWS_Decoder" => Plugin::SymantecWs,
                     "OSSECAlert_Decoder" => Plugin::Unsupported("OSSECAlert_Decoder"),
                     other => {
                         errors.push(

@@ -4,7 +4,11 @@
 //!   id (`m`) as id, addresses and ports, protocol, and from the id an action and a decoder type
 //!   (firewall pass/drop/close, IDS for category 32, squid for proxy lines with their URL).
 //!
-//! The others (PF, SymantecWS, OSSECAlert) are not implemented; see [`super::Plugin`].
+//! - `SymantecWS_Decoder`: Symantec Web Security's numbered key=value lines: `10=` user,
+//!   `11=` source address, `60=` URL (first of each), and OSSEC's id: the first `2=`/`3=` entry
+//!   taken as nine characters from its key on, as OSSEC takes it.
+//!
+//! The others (PF, OSSECAlert) are not implemented; see [`super::Plugin`].
 
 use std::sync::{Arc, OnceLock};
 
@@ -80,6 +84,45 @@ pub fn sonicwall(log: &[u8], fields: &mut Vec<(Arc<str>, String)>) -> &'static s
     "firewall"
 }
 
+/// Decodes a Symantec Web Security line (`20070717,73613,1=5,11=10.1.1.3,10=userc,3=1,2=1`).
+pub fn symantec_ws(log: &[u8], fields: &mut Vec<(Arc<str>, String)>) {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    // Entries start after the first comma (the date and time are skipped).
+    let Some(first) = log.iter().position(|&b| b == b',') else {
+        return;
+    };
+    let mut rest = &log[first + 1..];
+    let mut seen = [false; 4];
+    loop {
+        let value = |r: &[u8], key: usize, max: usize| {
+            let v = &r[key..];
+            let end = v
+                .iter()
+                .position(|&b| b == b',')
+                .unwrap_or(v.len())
+                .min(max);
+            text(&v[..end])
+        };
+        if rest.starts_with(b"10=") && !seen[0] {
+            seen[0] = true;
+            set(fields, "dstuser", value(rest, 3, 128));
+        } else if rest.starts_with(b"11=") && !seen[1] {
+            seen[1] = true;
+            set(fields, "srcip", value(rest, 3, 128));
+        } else if rest.starts_with(b"60=") && !seen[2] {
+            seen[2] = true;
+            set(fields, "url", value(rest, 3, 1024));
+        } else if (rest.starts_with(b"3=") || rest.starts_with(b"2=")) && !seen[3] {
+            seen[3] = true;
+            set(fields, "id", text(&rest[..rest.len().min(9)]));
+        }
+        match rest.iter().position(|&b| b == b',') {
+            Some(i) => rest = &rest[i + 1..],
+            None => break,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +158,22 @@ mod tests {
         assert_eq!(get(&f, "action"), None);
         let (t, f) = run("no fields here");
         assert_eq!(t, "syslog");
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn symantec_web_security_fields() {
+        let mut f = Vec::new();
+        symantec_ws(b"20070717,73614,1=5,11=1.2.3.4,1106=News,60=http://news.bbc.co.uk/,10=userX,1000=212.58.240.42,2=27", &mut f);
+        assert_eq!(get(&f, "srcip"), Some("1.2.3.4"));
+        assert_eq!(get(&f, "url"), Some("http://news.bbc.co.uk/"));
+        assert_eq!(get(&f, "dstuser"), Some("userX"));
+        assert_eq!(get(&f, "id"), Some("2=27"));
+        let mut f = Vec::new();
+        symantec_ws(b"20070717,73613,1=5,11=10.1.1.3,10=userc,3=1,2=1", &mut f);
+        assert_eq!(get(&f, "id"), Some("3=1,2=1"));
+        let mut f = Vec::new();
+        symantec_ws(b"no commas", &mut f);
         assert!(f.is_empty());
     }
 
