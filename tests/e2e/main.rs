@@ -5,5 +5,6 @@ mod util;
 mod cli;
 mod fim;
 mod logs;
+mod logtest;
 mod outputs;
 mod servers;
