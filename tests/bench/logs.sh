@@ -83,15 +83,16 @@ log_level = "warn"
 [[logs]]
 path = "$LAT"
 format = "plain"
+start = "beginning"
 EOF
 python3 - "$HIDS" "$WORK/latency.toml" "$LAT" "$LAT_N" <<'EOF'
 import json, subprocess, sys, time
 hids, cfg, path, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 p = subprocess.Popen([hids, "--config", cfg, "tail"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 try:
-    # Wait until the file is followed: a probe line comes through.
+    # Wait until the file is followed: a probe line comes through (read from the file's beginning
+    # whenever hids gets to it).
     with open(path, "a") as f:
-        deadline = time.time() + 30
         f.write("probe\n"); f.flush()
         while json.loads(p.stdout.readline())["full_log"] != "probe":
             pass

@@ -275,9 +275,15 @@ impl Watcher {
 }
 
 /// What the reading side needs to turn lines into deliveries.
+///
+/// The `Arc<str>`s that events share (host, location) are copied once per batch: the events of one
+/// batch share a copy that only this thread touches until the batch is sent, instead of every event
+/// bouncing one reference count between this thread and the consumer's.
 struct Out {
     index: u32,
     host: Arc<str>,
+    /// The location last used in this batch: (the file's, this batch's copy).
+    location: Option<(Arc<str>, Arc<str>)>,
     format: crate::event::LogFormat,
     batch: Batch,
     tx: mpsc::SyncSender<Batch>,
@@ -295,11 +301,19 @@ impl Out {
         now: SystemTime,
     ) {
         let (full_log, lossy) = to_text(line.bytes);
+        let location = match &self.location {
+            Some((orig, copy)) if Arc::ptr_eq(orig, location) => copy.clone(),
+            _ => {
+                let copy: Arc<str> = Arc::from(&**location);
+                self.location = Some((location.clone(), copy.clone()));
+                copy
+            }
+        };
         self.batch.push(Delivery {
             event: Event {
                 time: now,
                 host: self.host.clone(),
-                location: location.clone(),
+                location,
                 format: self.format,
                 full_log,
                 flags: LineFlags {
@@ -321,7 +335,9 @@ impl Out {
         if self.batch.is_empty() || self.closed {
             return;
         }
-        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(64));
+        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_MAX));
+        self.host = Arc::from(&*self.host);
+        self.location = None;
         self.counters.count(&b);
         if self.tx.send(b).is_err() {
             self.closed = true;
@@ -352,6 +368,7 @@ pub fn run(ctx: SourceContext, known: KnownFiles) {
     let out = Out {
         index: ctx.index,
         host: ctx.host.clone(),
+        location: None,
         format: ctx.config.format,
         batch: Vec::new(),
         tx: ctx.tx.clone(),
