@@ -375,7 +375,7 @@ pub fn run(ctx: SourceContext, known: KnownFiles) {
         counters: ctx.counters.clone(),
         closed: false,
     };
-    let watcher = if ctx.options.once {
+    let watcher = if ctx.options.once || ctx.options.poll {
         None
     } else {
         Watcher::start()

@@ -305,6 +305,9 @@ pub struct RunOptions {
     /// Read what is there now and stop (files to their end, the journal without following, each
     /// command once) instead of following.
     pub once: bool,
+    /// Find changes to files by polling only, without inotify (file systems where inotify sees
+    /// nothing, such as NFS or some container mounts).
+    pub poll: bool,
 }
 
 /// What every source needs to build its events.
