@@ -668,6 +668,11 @@ impl Tail {
         if !meta.is_file() {
             return Err("not a regular file (a FIFO, device or directory is not followed)".into());
         }
+        if !lmeta.file_type().is_symlink() && (lmeta.dev(), lmeta.ino()) != (meta.dev(), meta.ino())
+        {
+            // Replaced between the check and the open (perhaps by a symbolic link): look again later.
+            return Err("the file changed while it was being opened".into());
+        }
         if lmeta.file_type().is_symlink() && lmeta.uid() != 0 && lmeta.uid() != meta.uid() {
             // Someone who may write the log directory must not make us read another's file.
             return Err(format!(
