@@ -727,3 +727,40 @@ fn once_reads_to_the_end_and_counts_what_it_altered() {
         .unwrap();
     assert_eq!(stdout(&o).trim(), "0");
 }
+
+#[test]
+fn journald_first_start_at_the_end_reads_only_new_entries() {
+    let env = Env::new();
+    let jdir = env.path().join("journal");
+    fs::create_dir(&jdir).unwrap();
+    let t0 = 1_700_000_000_000_000u64;
+    journal_remote(
+        &jdir,
+        &[
+            (t0, "sshd", "old one", 1),
+            (t0 + 1000, "sshd", "old two", 2),
+        ],
+    );
+    env.config(&format!(
+        "[[logs]]\nformat = \"journald\"\njournal_dir = \"{}\"\nidentifiers = [\"sshd\"]\n",
+        jdir.display()
+    ));
+    let mut tail = Tail::start(&env);
+    tail.wait_diag("reading the journal after cursor", 1);
+    journal_remote(
+        &jdir,
+        &[
+            (t0 + 2000, "cron", "not this identifier", 3),
+            (t0 + 3000, "sshd", "new one", 4),
+        ],
+    );
+    tail.wait_until("the new entry", |e| {
+        e["full_log"]
+            .as_str()
+            .unwrap()
+            .ends_with("sshd[4]: new one")
+    });
+    tail.settle(Duration::from_millis(1000));
+    let (ev, _) = tail.stop();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+}
