@@ -482,8 +482,6 @@ impl Tail {
                 _ => kept.push(t),
             }
         }
-        // Files opened meanwhile (none: rescan runs outside) keep their order after these.
-        kept.append(&mut self.files);
         self.files = kept;
         rotated_any
     }
