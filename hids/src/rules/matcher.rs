@@ -81,6 +81,30 @@ pub struct View<'a> {
     pub f: Fields<'a>,
 }
 
+/// Results already known for some of a rule's log patterns: one scan of a [`regex::bytes::RegexSet`]
+/// over the event's log answers for every sibling rule at once, so each rule's own patterns need not
+/// run. Computed lazily, the first time a rule that has entries in the set gets that far.
+pub struct Known<'a> {
+    pub set: &'a regex::bytes::RegexSet,
+    /// For each of this rule's log patterns (`matches` then `regex`), its index in the set.
+    pub map: &'a [Option<u32>],
+    pub results: &'a mut Vec<bool>,
+    pub done: &'a mut bool,
+}
+
+impl Known<'_> {
+    fn get(&mut self, i: usize, log: &str) -> Option<bool> {
+        let si = (*self.map.get(i)?)? as usize;
+        if !*self.done {
+            self.results.clear();
+            self.results.resize(self.set.len(), false);
+            self.set.matches_read_at(self.results, log.as_bytes(), 0);
+            *self.done = true;
+        }
+        self.results.get(si).copied()
+    }
+}
+
 /// OSSEC's static fields, looked up once per event.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fields<'a> {
@@ -469,19 +493,24 @@ fn all(pats: &[Pat], text: Option<&str>) -> bool {
 impl Conditions {
     /// OSSEC's `OS_CheckIfRuleMatch` minus the first-time-seen test and the context search, which
     /// need the engine's state.
-    pub fn check(&self, v: &View) -> bool {
+    pub fn check(&self, v: &View, mut known: Option<Known>) -> bool {
         let f = &v.f;
         if let Some(d) = &self.decoded_as {
             if v.decoder != Some(d.as_str()) {
                 return false;
             }
         }
-        if !all(&self.program_name, v.program_name)
-            || !all(&self.id, f.id)
-            || !all(&self.matches, Some(v.log))
-            || !all(&self.regex, Some(v.log))
-        {
+        if !all(&self.program_name, v.program_name) || !all(&self.id, f.id) {
             return false;
+        }
+        for (i, p) in self.matches.iter().chain(self.regex.iter()).enumerate() {
+            let r = known
+                .as_mut()
+                .and_then(|k| k.get(i, v.log))
+                .unwrap_or_else(|| p.is_match(v.log));
+            if !r {
+                return false;
+            }
         }
         if let Some(a) = &self.action {
             // OSSEC compares the action exactly (case-insensitively in later versions).

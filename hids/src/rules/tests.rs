@@ -217,7 +217,7 @@ impl Pipeline {
         let v = engine.evaluate(&input);
         let dec = decoded.decoder.as_deref().unwrap_or("(null)");
         match v {
-            Some(v) => format!("{}:{}:{dec}", v.info.id, v.info.level),
+            Some(v) => format!("{}:{}:{dec}", v.id, v.level),
             None => format!("-:-:{dec}"),
         }
     }
@@ -307,6 +307,14 @@ fn load_err(xml: &str) -> String {
     }
 }
 
+/// A verdict with its rule information.
+struct Out {
+    info: RuleInfo,
+    related: Vec<String>,
+    alert: bool,
+    suppressed: Option<&'static str>,
+}
+
 /// A test event: `log` after the header, with a decoder name and fields, at `secs`.
 struct Ev<'a> {
     log: &'a str,
@@ -340,7 +348,7 @@ impl<'a> Ev<'a> {
         self.secs = secs;
         self
     }
-    fn run(&self, e: &mut Engine) -> Option<Verdict> {
+    fn run(&self, e: &mut Engine) -> Option<Out> {
         let event = Event {
             time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(self.secs),
             host: Arc::from("h"),
@@ -365,12 +373,19 @@ impl<'a> Ev<'a> {
                 .map(|(k, v)| (Arc::from(*k), v.to_string()))
                 .collect(),
         };
-        e.evaluate(&Input {
+        let input = Input {
             event: &event,
             predecoded: &pre,
             decoded: &decoded,
             category: self.category,
             fts: Fts::default(),
+        };
+        let v = e.evaluate(&input)?;
+        Some(Out {
+            info: e.rule_info(&v, &input),
+            related: v.related,
+            alert: v.alert,
+            suppressed: v.suppressed,
         })
     }
     /// `Some((id, alert))`.
@@ -796,14 +811,16 @@ fn fim_events_go_through_syscheck_rules() {
     let mut run = |path: &str, kind| {
         let ev = syscheck::tests_support::fim_event(path, kind);
         let (pre, dec) = syscheck::decode(&ev).unwrap();
-        let v = e.evaluate(&Input {
+        let input = Input {
             event: &ev,
             predecoded: &pre,
             decoded: &dec,
             category: Category::of(&dec),
             fts: Fts::default(),
-        });
-        v.map(|v| (v.info.id, v.info.level, v.info.description))
+        };
+        let v = e.evaluate(&input)?;
+        let info = e.rule_info(&v, &input);
+        Some((info.id, info.level, info.description))
     };
     use crate::event::ChangeKind::*;
     assert_eq!(
