@@ -187,6 +187,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         report.files,
                         report.warnings.len()
                     );
+                    let rules = hids::rules::stage::check_configured(&cfg);
+                    if !rules.errors.is_empty() {
+                        for d in &rules.errors {
+                            eprintln!("{d}");
+                        }
+                        eprintln!("rules: {} error(s)", rules.errors.len());
+                        return Ok(ExitCode::from(2));
+                    }
+                    for id in &rules.non_linear {
+                        eprintln!("warning: rule {id} uses a pattern that needs backtracking (bounded, not linear-time)");
+                    }
+                    println!("  {} rule(s) from {} file(s)", rules.rules, rules.files);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(config::ConfigError::Invalid { diagnostics, .. }) => {
@@ -218,10 +230,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 decoders: a.decoders.clone(),
                 rules: a.rules.clone(),
             };
-            if !cmd.rules.is_empty() {
-                eprintln!("hids: rules are not available yet; phase 3 is skipped");
-            }
-            let summary = hids::logtest::run_command(&cmd, None)?;
+            let mut stage = match hids::rules::stage::logtest_stage(&cmd) {
+                Ok(s) => s,
+                Err(hids::rules::stage::StageError::Rules(e)) => {
+                    for d in &e.0 {
+                        eprintln!("{d}");
+                    }
+                    eprintln!("hids: {} error(s) in the rules", e.0.len());
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let summary = hids::logtest::run_command(&cmd, Some(&mut stage))?;
             Ok(if summary.alerts.keys().any(|(_, level)| *level > 0) {
                 ExitCode::from(1)
             } else {

@@ -13,6 +13,7 @@ pub mod correlate;
 pub mod lists;
 pub mod matcher;
 pub mod pat;
+pub mod stage;
 pub mod syscheck;
 pub mod tree;
 
