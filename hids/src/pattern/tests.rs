@@ -294,6 +294,14 @@ fn hostile_input_stays_linear() {
 }
 
 #[test]
+fn start_anchoring_is_detected() {
+    assert!(Pattern::pcre2("^a|^b").unwrap().is_start_anchored());
+    assert!(!Pattern::pcre2("^a|b").unwrap().is_start_anchored());
+    assert!(Pattern::os_regex("^a\\d+").unwrap().is_start_anchored());
+    assert!(!Pattern::os_match("!^a").unwrap().is_start_anchored());
+}
+
+#[test]
 fn anchored_prefixes_for_indexing() {
     let pat = Pattern::pcre2("^sshd").unwrap();
     assert_eq!(pat.anchored_prefixes(), Some(vec![b"sshd".to_vec()]));
