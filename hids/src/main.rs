@@ -195,6 +195,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         eprintln!("rules: {} error(s)", rules.errors.len());
                         return Ok(ExitCode::from(2));
                     }
+                    for w in &rules.warnings {
+                        eprintln!("warning: {w}");
+                    }
                     for id in &rules.non_linear {
                         eprintln!("warning: rule {id} uses a pattern that needs backtracking (bounded, not linear-time)");
                     }
@@ -230,18 +233,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 decoders: a.decoders.clone(),
                 rules: a.rules.clone(),
             };
+            // Rules named on the command line must load; configured ones that do not load leave
+            // phases 1 and 2 usable (check-config reports them).
             let mut stage = match hids::rules::stage::logtest_stage(&cmd) {
-                Ok(s) => s,
-                Err(hids::rules::stage::StageError::Rules(e)) => {
+                Ok(s) => Some(s),
+                Err(hids::rules::stage::StageError::Rules(e)) if !cmd.rules.is_empty() => {
                     for d in &e.0 {
                         eprintln!("{d}");
                     }
                     eprintln!("hids: {} error(s) in the rules", e.0.len());
                     return Ok(ExitCode::from(2));
                 }
+                Err(hids::rules::stage::StageError::Rules(e)) => {
+                    eprintln!(
+                        "hids: warning: the configured rules do not load ({} error(s), see hids check-config); phase 3 is skipped",
+                        e.0.len()
+                    );
+                    None
+                }
                 Err(e) => return Err(e.into()),
             };
-            let summary = hids::logtest::run_command(&cmd, Some(&mut stage))?;
+            let stage = stage
+                .as_mut()
+                .map(|s| s as &mut dyn hids::logtest::RuleStage);
+            let summary = hids::logtest::run_command(&cmd, stage)?;
             Ok(if summary.alerts.keys().any(|(_, level)| *level > 0) {
                 ExitCode::from(1)
             } else {

@@ -175,11 +175,26 @@ pub struct CheckReport {
     pub errors: Vec<Diagnostic>,
     /// Rules whose patterns run on the bounded backtracking engine.
     pub non_linear: Vec<u32>,
+    /// Configured paths that do not exist.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Loads the configured rules (against the configured decoders) and reports every problem.
 pub fn check_configured(cfg: &crate::config::Config) -> CheckReport {
-    let sel = Selection::configured(cfg);
+    let mut sel = Selection::configured(cfg);
+    // A configured path that does not exist loads nothing (the agent then runs without those
+    // rules); it is reported as a warning, a file that cannot be read as an error.
+    let mut warnings = Vec::new();
+    sel.rules.retain(|p| {
+        let exists = p.exists();
+        if !exists {
+            warnings.push(Diagnostic::whole_file(
+                p,
+                "does not exist: no rules loaded from it",
+            ));
+        }
+        exists
+    });
     let files = super::expand_paths(&sel.rules).map_or(0, |f| f.len());
     let names = DecoderSet::load(&sel.decoders).ok().map(|d| {
         d.decoders()
@@ -197,12 +212,14 @@ pub fn check_configured(cfg: &crate::config::Config) -> CheckReport {
             rules: set.len(),
             errors: Vec::new(),
             non_linear: set.non_linear(),
+            warnings,
         },
         Err(LoadError(errors)) => CheckReport {
             files,
             rules: 0,
             errors,
             non_linear: Vec::new(),
+            warnings,
         },
     }
 }
