@@ -476,8 +476,18 @@ fn keys_of(v: &View) -> Keys {
 impl Engine {
     pub fn new(set: Arc<RuleSet>, limits: Limits) -> Engine {
         let n = set.len();
+        let mut state = State::new(limits, set.lists);
+        state.set_max_timeframe(
+            set.tree
+                .rules
+                .iter()
+                .filter(|r| r.has_context())
+                .map(|r| r.timeframe)
+                .max()
+                .unwrap_or(0),
+        );
         Engine {
-            state: State::new(limits, set.lists),
+            state,
             firedtimes: vec![0; n],
             ignored_at: vec![None; n],
             last_diff: HashMap::new(),
