@@ -81,28 +81,71 @@ pub struct View<'a> {
     pub f: Fields<'a>,
 }
 
-/// Results already known for some of a rule's log patterns: one scan of a [`regex::bytes::RegexSet`]
-/// over the event's log answers for every sibling rule at once, so each rule's own patterns need not
-/// run. Computed lazily, the first time a rule that has entries in the set gets that far.
+/// The texts whose patterns a sibling list can answer with one [`regex::bytes::RegexSet`] scan
+/// each: the log (`match`/`regex`/`pcre2`), the URL and the id (a web status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Src {
+    Log = 0,
+    Url = 1,
+    Id = 2,
+}
+
+/// Number of [`Src`] values.
+pub const SOURCES: usize = 3;
+
+/// A sibling list's patterns, per source, in one set each.
+#[derive(Debug, Clone, Default)]
+pub struct SiblingSets {
+    pub sets: [Option<regex::bytes::RegexSet>; SOURCES],
+    /// Per source, per sibling (in list order), per pattern of that source: its index in the set.
+    pub maps: [Vec<Box<[Option<u32>]>>; SOURCES],
+}
+
+/// Per-evaluation scratch space for [`Known`].
+#[derive(Debug, Default)]
+pub struct Scratch {
+    results: [Vec<bool>; SOURCES],
+    done: [bool; SOURCES],
+}
+
+/// Results already known for some of a rule's patterns: one scan of a sibling list's set answers
+/// for every sibling at once, so each rule's own patterns need not run. Each set runs lazily, the
+/// first time a rule that has entries in it gets that far.
 pub struct Known<'a> {
-    pub set: &'a regex::bytes::RegexSet,
-    /// For each of this rule's log patterns (`matches` then `regex`), its index in the set.
-    pub map: &'a [Option<u32>],
-    pub results: &'a mut Vec<bool>,
-    pub done: &'a mut bool,
+    pub sets: &'a SiblingSets,
+    /// This rule's position in its sibling list.
+    pub pos: usize,
+    pub scratch: &'a mut Scratch,
 }
 
 impl Known<'_> {
-    fn get(&mut self, i: usize, log: &str) -> Option<bool> {
-        let si = (*self.map.get(i)?)? as usize;
-        if !*self.done {
-            self.results.clear();
-            self.results.resize(self.set.len(), false);
-            self.set.matches_read_at(self.results, log.as_bytes(), 0);
-            *self.done = true;
+    fn get(&mut self, src: Src, i: usize, text: &str) -> Option<bool> {
+        let s = src as usize;
+        let si = (*self.sets.maps[s].get(self.pos)?.get(i)?)? as usize;
+        let set = self.sets.sets[s].as_ref()?;
+        if !self.scratch.done[s] {
+            let r = &mut self.scratch.results[s];
+            r.clear();
+            r.resize(set.len(), false);
+            set.matches_read_at(r, text.as_bytes(), 0);
+            self.scratch.done[s] = true;
         }
-        self.results.get(si).copied()
+        self.scratch.results[s].get(si).copied()
     }
+}
+
+/// Every pattern of `pats` matches `text` (answered from `known` where it can).
+fn all_k(pats: &[Pat], text: Option<&str>, src: Src, known: &mut Option<Known>) -> bool {
+    if pats.is_empty() {
+        return true;
+    }
+    let Some(t) = text else { return false };
+    pats.iter().enumerate().all(|(i, p)| {
+        known
+            .as_mut()
+            .and_then(|k| k.get(src, i, t))
+            .unwrap_or_else(|| p.is_match(t))
+    })
 }
 
 /// OSSEC's static fields, looked up once per event.
@@ -500,13 +543,13 @@ impl Conditions {
                 return false;
             }
         }
-        if !all(&self.program_name, v.program_name) || !all(&self.id, f.id) {
+        if !all(&self.program_name, v.program_name) || !all_k(&self.id, f.id, Src::Id, &mut known) {
             return false;
         }
         for (i, p) in self.matches.iter().chain(self.regex.iter()).enumerate() {
             let r = known
                 .as_mut()
-                .and_then(|k| k.get(i, v.log))
+                .and_then(|k| k.get(Src::Log, i, v.log))
                 .unwrap_or_else(|| p.is_match(v.log));
             if !r {
                 return false;
@@ -518,7 +561,7 @@ impl Conditions {
                 return false;
             }
         }
-        if !all(&self.url, f.url) {
+        if !all_k(&self.url, f.url, Src::Url, &mut known) {
             return false;
         }
         if !self.srcip.is_empty() && !f.srcip.is_some_and(|ip| self.srcip.found(ip)) {

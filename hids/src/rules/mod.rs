@@ -26,7 +26,7 @@ use crate::diag::Diagnostic;
 use crate::event::{Alert, Decoded, Event, Predecoded, RuleInfo};
 
 use correlate::{Keys, Limits, ListId, Search, State};
-use matcher::{Category, Fields, Known, View};
+use matcher::{Category, Fields, Known, Scratch, SiblingSets, Src, View};
 use tree::{Elem, KeyFields, NodeIdx, Rule, RuleIdx, Tree};
 
 /// Why rules could not be loaded: every problem found, each located.
@@ -75,8 +75,8 @@ pub struct RuleSet {
     feeds: Vec<Vec<ListId>>,
     lists: usize,
     uses_clock: bool,
-    top_set: Option<SiblingSet>,
-    child_sets: Vec<Option<SiblingSet>>,
+    top_set: Option<SiblingSets>,
+    child_sets: Vec<Option<SiblingSets>>,
     /// The files loaded, in order.
     pub files: Vec<PathBuf>,
 }
@@ -188,9 +188,9 @@ impl RuleSet {
     /// Works out the correlation lists: one per `if_matched_sid` target, one per `if_matched_group`
     /// rule (fed by every rule whose group matches), one for `if_matched_regex`.
     fn link(tree: Tree, errors: &mut Vec<Diagnostic>, files: Vec<PathBuf>) -> RuleSet {
-        let top_set = sibling_set(&tree, &tree.top);
+        let top_set = sibling_sets(&tree, &tree.top);
         let child_sets = (0..tree.nodes.len())
-            .map(|n| sibling_set(&tree, &tree.nodes[n].children))
+            .map(|n| sibling_sets(&tree, &tree.nodes[n].children))
             .collect();
         let n = tree.rules.len();
         let mut search = vec![None; n];
@@ -300,45 +300,50 @@ impl RuleSet {
     }
 }
 
-/// The log patterns of a sibling list in one [`regex::bytes::RegexSet`].
-#[derive(Debug, Clone)]
-struct SiblingSet {
-    set: regex::bytes::RegexSet,
-    /// Per sibling (in list order), per log pattern, the index in `set`.
-    maps: Vec<Box<[Option<u32>]>>,
-}
-
-/// Sibling lists with fewer log patterns than this are checked pattern by pattern.
+/// Sibling lists with fewer patterns of a source than this check them one by one.
 const MIN_SET_PATTERNS: usize = 4;
 
-fn sibling_set(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSet> {
-    let mut sources: Vec<&str> = Vec::new();
-    let mut maps = Vec::with_capacity(list.len());
-    for &n in list {
-        let c = &tree.rules[tree.nodes[n].rule].cond;
-        let map: Box<[Option<u32>]> = c
-            .matches
-            .iter()
-            .chain(c.regex.iter())
-            .map(|p| {
-                p.set_source().map(|src| {
-                    sources.push(src);
-                    (sources.len() - 1) as u32
+/// The patterns of a sibling list, per source, in one [`regex::bytes::RegexSet`] each.
+fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
+    let mut out = SiblingSets::default();
+    let mut any = false;
+    for src in [Src::Log, Src::Url, Src::Id] {
+        let mut sources: Vec<&str> = Vec::new();
+        let mut maps = Vec::with_capacity(list.len());
+        for &n in list {
+            let c = &tree.rules[tree.nodes[n].rule].cond;
+            let pats: Vec<&pat::Pat> = match src {
+                Src::Log => c.matches.iter().chain(c.regex.iter()).collect(),
+                Src::Url => c.url.iter().collect(),
+                Src::Id => c.id.iter().collect(),
+            };
+            let map: Box<[Option<u32>]> = pats
+                .iter()
+                .map(|p| {
+                    p.set_source().map(|s| {
+                        sources.push(s);
+                        (sources.len() - 1) as u32
+                    })
                 })
-            })
-            .collect();
-        maps.push(map);
+                .collect();
+            maps.push(map);
+        }
+        if sources.len() < MIN_SET_PATTERNS {
+            continue;
+        }
+        let Ok(set) = regex::bytes::RegexSetBuilder::new(&sources)
+            .unicode(false)
+            .size_limit(32 << 20)
+            .dfa_size_limit(2 << 20)
+            .build()
+        else {
+            continue;
+        };
+        out.sets[src as usize] = Some(set);
+        out.maps[src as usize] = maps;
+        any = true;
     }
-    if sources.len() < MIN_SET_PATTERNS {
-        return None;
-    }
-    let set = regex::bytes::RegexSetBuilder::new(&sources)
-        .unicode(false)
-        .size_limit(32 << 20)
-        .dfa_size_limit(2 << 20)
-        .build()
-        .ok()?;
-    Some(SiblingSet { set, maps })
+    any.then_some(out)
 }
 
 fn rule_diag(r: &Rule, msg: String) -> Diagnostic {
@@ -561,17 +566,15 @@ impl Engine {
             related: Vec::new(),
         };
         let mut fired = None;
-        let mut results = Vec::new();
-        let mut done = false;
+        let mut scratch = Scratch::default();
         for (pos, &n) in set.tree.top.iter().enumerate() {
             if set.tree.rules[set.tree.nodes[n].rule].category != input.category {
                 continue;
             }
             let known = set.top_set.as_ref().map(|s| Known {
-                set: &s.set,
-                map: &s.maps[pos],
-                results: &mut results,
-                done: &mut done,
+                sets: s,
+                pos,
+                scratch: &mut scratch,
             });
             if let Some(r) = self.check(set, n, &mut w, known) {
                 fired = Some(r);
@@ -676,15 +679,13 @@ impl Engine {
             w.matched = r.level;
             w.related = found.related;
         }
-        let mut results = Vec::new();
-        let mut done = false;
+        let mut scratch = Scratch::default();
         let sibs = set.child_sets[node].as_ref();
         for (pos, &c) in n.children.iter().enumerate() {
             let known = sibs.map(|s| Known {
-                set: &s.set,
-                map: &s.maps[pos],
-                results: &mut results,
-                done: &mut done,
+                sets: s,
+                pos,
+                scratch: &mut scratch,
             });
             if let Some(x) = self.check(set, c, w, known) {
                 return Some(x);
