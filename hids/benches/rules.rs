@@ -3,7 +3,7 @@
 //! (compared with OSSEC's, when a reference file is given).
 //!
 //! Run through `tests/bench/rules.sh`, which makes the corpus and the rule set. Arguments:
-//! `CORPUS DECODER_FILE RULES_DIR_OR_FILE... [--order FILE] [--reference FILE]`.
+//! `CORPUS DECODER_FILE RULES_DIR_OR_FILE... [--order FILE] [--reference FILE] [--memory N]`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -36,15 +36,16 @@ fn main() {
         .collect();
     let mut reference = None;
     let mut order = None;
+    let mut limits = Limits::default();
     while let Some(i) = args
         .iter()
-        .position(|a| a == "--reference" || a == "--order")
+        .position(|a| a == "--reference" || a == "--order" || a == "--memory")
     {
         let v = args.remove(i + 1);
-        if args.remove(i) == "--reference" {
-            reference = Some(v);
-        } else {
-            order = Some(v);
+        match args.remove(i).as_str() {
+            "--reference" => reference = Some(v),
+            "--order" => order = Some(v),
+            _ => limits.max_events = v.parse().expect("--memory N"),
         }
     }
     if args.len() < 3 {
@@ -108,7 +109,7 @@ fn main() {
     // read the clock: every event gets Wednesday 2026-08-12 12:00 UTC (all events within the same
     // few seconds, as in a logtest run, so timeframes never expire).
     let clock = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_786_536_000);
-    let mut engine = Engine::new(rules.clone(), Limits::default());
+    let mut engine = Engine::new(rules.clone(), limits);
     let mut cache = DecodeCache::default();
     let mut sink = std::io::BufWriter::new(std::fs::File::create("/dev/null").expect("/dev/null"));
     let host: Arc<str> = Arc::from("bench");
