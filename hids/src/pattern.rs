@@ -8,7 +8,10 @@
 //!   `+`/`*` only after a backslash class, literal `.`/`[`/`?`, one level of capturing parentheses,
 //!   `|` splitting the whole pattern into alternatives each with its own `^`/`$`, case-insensitive.
 //!   Quantifiers are lazy except the last one of an alternative, as OSSEC's own translation to PCRE2
-//!   does, so captures come out as OSSEC extracts them.
+//!   does, so captures come out as OSSEC extracts them. Where OSSEC's old matcher and its newer
+//!   PCRE2 translation differ, the documented dialect wins: `^`/`$` anchor only at the ends of an
+//!   alternative (elsewhere they are literal), and nested parentheses or `|` inside parentheses
+//!   are load errors that point to `pcre2`.
 //! - **PCRE2** (`<pcre2>`, `<prematch_pcre2>`, `type="pcre2"` ...): translated token by token to the
 //!   `regex` crate's syntax where the meaning is preserved exactly (byte semantics as OSSEC's
 //!   non-UTF PCRE2 compile, ASCII classes, case-insensitive as OSSEC compiles them, possessive

@@ -260,3 +260,26 @@ fn check_config_loads_the_project_decoders_cleanly() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("0 warning(s)"), "{}", stdout(&o));
 }
+
+#[test]
+fn logtest_survives_huge_lines_and_invalid_utf8() {
+    let env = env_with_project_decoders();
+    let f = env.path().join("hostile.log");
+    let mut data = Vec::new();
+    data.extend(vec![b'A'; 1 << 20]);
+    data.extend(b"\n\xff\xfe sshd \xc3\n");
+    data.extend(b"Nov 21 10:00:00 h sshd[1]: Invalid user \xe9\xff from 198.51.100.9 port 22\n");
+    std::fs::write(&f, &data).unwrap();
+    let o = env
+        .cmd()
+        .args(["logtest", "-q", "-f"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("lines read: 3"), "{out}");
+    assert!(out.contains("lines truncated: 1"), "{out}");
+    assert!(out.contains("lines with invalid UTF-8: 2"), "{out}");
+    assert!(out.contains("decoder sshd: 1"), "{out}");
+}

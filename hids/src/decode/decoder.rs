@@ -94,8 +94,12 @@ impl DecoderType {
 pub enum Plugin {
     /// JSON objects to fields (implemented).
     Json,
-    /// OSSEC's PF, SonicWall, SymantecWS and OSSECAlert decoders: not implemented; the decoder
-    /// still matches (its name is reported) but extracts no fields.
+    /// OSSEC's SonicWall decoder (implemented).
+    SonicWall,
+    /// OSSEC's Symantec Web Security decoder (implemented).
+    SymantecWs,
+    /// OSSEC's PF and OSSECAlert decoders: not implemented; the decoder still matches (its name
+    /// is reported) but extracts no fields.
     Unsupported(&'static str),
 }
 
@@ -144,7 +148,40 @@ pub struct Decoder {
 struct Root {
     decoder: usize,
     children: Vec<usize>,
+    /// One anchored multi-pattern search over the start-anchored prematches of the children
+    /// (those that look at the start of the message), built for roots with many children.
+    child_index: Option<ChildIndex>,
 }
+
+#[derive(Debug, Clone)]
+struct ChildIndex {
+    re: regex_automata::meta::Regex,
+    /// For each pattern, the position of its child in `children`.
+    position: Vec<usize>,
+    /// Whether the child at each position is in the index.
+    indexed: Vec<bool>,
+}
+
+/// Builds a leftmost-first multi-pattern regex with the same syntax settings as [`Pattern`].
+fn multi_regex(patterns: &[String]) -> Option<regex_automata::meta::Regex> {
+    regex_automata::meta::Regex::builder()
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
+        )
+        .configure(
+            regex_automata::meta::Config::new()
+                .utf8_empty(false)
+                .nfa_size_limit(Some(64 << 20))
+                .hybrid_cache_capacity(16 << 20),
+        )
+        .build_many(patterns)
+        .ok()
+}
+
+/// Children indexed only when there are at least this many candidates.
+const CHILD_INDEX_MIN: usize = 4;
 
 /// A loaded set of decoders, ready to decode.
 #[derive(Debug, Clone)]
@@ -159,6 +196,9 @@ pub struct DecoderSet {
     nopname_anchored_roots: Vec<usize>,
     /// Roots of `without_pname` that the anchored search does not cover (tried one by one).
     nopname_always: Vec<usize>,
+    /// One search telling whether any of `nopname_always` could match at all (present when they
+    /// are all linear), so that lines none of them match skip them in one pass.
+    nopname_always_any: Option<regex_automata::meta::Regex>,
     /// Notes for `check-config`: non-linear patterns, unsupported plugins.
     pub warnings: Vec<Diagnostic>,
 }
@@ -342,13 +382,14 @@ impl DecoderSet {
             None => &self.without_pname[root_idx],
         };
         cache.stats.decoded += 1;
-        let info = self.run_tree(root, log, pmatch, &mut decoded.fields);
+        let mut type_override = None;
+        let info = self.run_tree(root, log, pmatch, &mut decoded.fields, &mut type_override);
         let d = &self.decoders[info];
         decoded.decoder = Some(d.reported_name.clone());
         if info != root.decoder {
             decoded.parent = Some(self.decoders[root.decoder].name.clone());
         }
-        decoded.decoder_type = Some(d.decoder_type.as_str());
+        decoded.decoder_type = Some(type_override.unwrap_or(d.decoder_type.as_str()));
         (decoded, Some(info))
     }
 
@@ -409,7 +450,12 @@ impl DecoderSet {
         });
         let limit = anchored.map_or(usize::MAX, |(i, _)| i);
         let mut tried = 0u64;
-        for &i in self.nopname_always.iter().take_while(|&&i| i < limit) {
+        let skip_all = self
+            .nopname_always_any
+            .as_ref()
+            .is_some_and(|re| !re.is_match(log));
+        let always: &[usize] = if skip_all { &[] } else { &self.nopname_always };
+        for &i in always.iter().take_while(|&&i| i < limit) {
             tried += 1;
             let d = &self.decoders[self.without_pname[i].decoder];
             let found = match &d.prematch {
@@ -435,6 +481,7 @@ impl DecoderSet {
         log: &[u8],
         pmatch: Option<usize>,
         fields: &mut Vec<(Arc<str>, String)>,
+        type_override: &mut Option<&'static str>,
     ) -> usize {
         let mut info = root.decoder;
         // The node whose regex runs: a position in `chain`.
@@ -448,6 +495,14 @@ impl DecoderSet {
         if root.children.is_empty() {
             pos = Some(0);
         } else {
+            // The first indexed child whose prematch matches, and where that match ends: indexed
+            // children before it do not match; after it, they are tried one by one.
+            let first_indexed = root.child_index.as_ref().map(|ix| {
+                let input = regex_automata::Input::new(log).anchored(regex_automata::Anchored::Yes);
+                ix.re
+                    .find(input)
+                    .map(|m| (ix.position[m.pattern().as_usize()], m.end()))
+            });
             let mut i = 0;
             while i < chain.len() {
                 let c = &self.decoders[chain[i]];
@@ -457,8 +512,20 @@ impl DecoderSet {
                     } else {
                         Some(0)
                     };
+                    let known = match (&root.child_index, first_indexed) {
+                        (Some(ix), Some(found)) if ix.indexed[i] => match found {
+                            Some((k, end)) if k == i => Some(Some(end)),
+                            Some((k, _)) if i > k => None,
+                            _ => Some(None),
+                        },
+                        _ => None,
+                    };
                     if let Some(base) = base {
-                        if let Some(end) = pm.find_end_bytes(&log[base.min(log.len())..]) {
+                        let end = match known {
+                            Some(e) => e,
+                            None => pm.find_end_bytes(&log[base.min(log.len())..]),
+                        };
+                        if let Some(end) = end {
                             cmatch = Some(base + end);
                             info = chain[i];
                             pos = Some(i);
@@ -490,8 +557,14 @@ impl DecoderSet {
         let Some(mut j) = pos else { return info };
         let mut node = &self.decoders[chain[j]];
         if let Some(plugin) = node.plugin {
-            if plugin == Plugin::Json {
-                json::decode_json(&String::from_utf8_lossy(log), fields);
+            match plugin {
+                Plugin::Json => {
+                    json::decode_json(&String::from_utf8_lossy(log), fields);
+                }
+                // OSSEC's SonicWall decoder sets the event's type from the message id.
+                Plugin::SonicWall => *type_override = Some(super::plugins::sonicwall(log, fields)),
+                Plugin::SymantecWs => super::plugins::symantec_ws(log, fields),
+                Plugin::Unsupported(_) => {}
             }
             return info;
         }
@@ -598,6 +671,7 @@ impl Builder {
             let root = Root {
                 decoder: idx,
                 children: Vec::new(),
+                child_index: None,
             };
             if d.program_name.is_some() {
                 self.with_pname.push(root);
@@ -610,6 +684,30 @@ impl Builder {
     }
 
     fn finish(mut self) -> DecoderSet {
+        for roots in [&mut self.with_pname, &mut self.without_pname] {
+            for r in roots.iter_mut() {
+                let mut pats = Vec::new();
+                let mut position = Vec::new();
+                let mut indexed = vec![false; r.children.len()];
+                for (i, &c) in r.children.iter().enumerate() {
+                    let d = &self.decoders[c];
+                    if let Some(p) = &d.prematch {
+                        if !d.prematch_after_parent && p.is_start_anchored() {
+                            pats.push(p.translated().to_string());
+                            position.push(i);
+                            indexed[i] = true;
+                        }
+                    }
+                }
+                if pats.len() >= CHILD_INDEX_MIN {
+                    r.child_index = multi_regex(&pats).map(|re| ChildIndex {
+                        re,
+                        position,
+                        indexed,
+                    });
+                }
+            }
+        }
         // Reported names: a child reports its root's name unless use_own_name.
         for roots in [&self.with_pname, &self.without_pname] {
             for r in roots {
@@ -639,25 +737,24 @@ impl Builder {
         let anchored = if pats.is_empty() {
             None
         } else {
-            regex_automata::meta::Regex::builder()
-                .syntax(
-                    regex_automata::util::syntax::Config::new()
-                        .unicode(false)
-                        .utf8(false),
-                )
-                .configure(
-                    regex_automata::meta::Config::new()
-                        .utf8_empty(false)
-                        .nfa_size_limit(Some(64 << 20))
-                        .hybrid_cache_capacity(16 << 20),
-                )
-                .build_many(&pats)
-                .ok()
+            multi_regex(&pats)
         };
         if anchored.is_none() {
             always = (0..self.without_pname.len()).collect();
             pat_roots.clear();
         }
+        let always_pats: Option<Vec<String>> = always
+            .iter()
+            .map(
+                |&i| match &self.decoders[self.without_pname[i].decoder].prematch {
+                    Some(p) if p.is_linear() && !p.is_negated() => Some(p.translated().to_string()),
+                    _ => None,
+                },
+            )
+            .collect();
+        let always_any = always_pats
+            .filter(|p| !p.is_empty())
+            .and_then(|p| multi_regex(&p));
         DecoderSet {
             decoders: self.decoders,
             with_pname: self.with_pname,
@@ -665,6 +762,7 @@ impl Builder {
             nopname_anchored: anchored,
             nopname_anchored_roots: pat_roots,
             nopname_always: always,
+            nopname_always_any: always_any,
             warnings: self.warnings,
         }
     }
@@ -941,8 +1039,8 @@ fn compile_decoder(
                 plugin = Some(match c.text.trim() {
                     "JSON_Decoder" => Plugin::Json,
                     "PF_Decoder" => Plugin::Unsupported("PF_Decoder"),
-                    "SonicWall_Decoder" => Plugin::Unsupported("SonicWall_Decoder"),
-                    "SymantecWS_Decoder" => Plugin::Unsupported("SymantecWS_Decoder"),
+                    "SonicWall_Decoder" => Plugin::SonicWall,
+                    "SymantecWS_Decoder" => Plugin::SymantecWs,
                     "OSSECAlert_Decoder" => Plugin::Unsupported("OSSECAlert_Decoder"),
                     other => {
                         errors.push(

@@ -491,3 +491,29 @@ fn hostile_lines_through_every_decoder_set_do_not_panic() {
     let long = "a".repeat(100_000);
     let _ = stock.decode(&predecode(&long, LogFormat::Syslog), &mut cache);
 }
+
+/// The child index must give the same first child as trying them in order, whatever mix of
+/// anchored, unanchored and after_parent prematches comes first.
+#[test]
+fn indexed_children_keep_file_order() {
+    let s = set(r#"<decoder name="r"><prematch>^r: </prematch></decoder>
+<decoder name="c1"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: alpha</prematch_pcre2></decoder>
+<decoder name="c2"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>beta</prematch_pcre2></decoder>
+<decoder name="c3"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: (?:beta|gamma)</prematch_pcre2></decoder>
+<decoder name="c4"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2 offset="after_parent">^delta</prematch_pcre2></decoder>
+<decoder name="c5"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: delta|^r: eps</prematch_pcre2></decoder>
+<decoder name="c6"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: \w+ zeta</prematch_pcre2></decoder>
+<decoder name="c7"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: </prematch_pcre2></decoder>"#);
+    for (line, want) in [
+        ("r: alpha", "c1"),
+        ("r: beta", "c2"),
+        ("r: gamma beta", "c2"),
+        ("r: gamma", "c3"),
+        ("r: delta", "c4"),
+        ("r: eps", "c5"),
+        ("r: x zeta", "c6"),
+        ("r: other", "c7"),
+    ] {
+        assert_eq!(decode(&s, line).decoder.as_deref(), Some(want), "{line}");
+    }
+}
