@@ -155,10 +155,23 @@ fn ini_reading_follows_python2_configparser() {
 }
 
 /// OSSEC's results were produced on a weekday during office hours (its `<time>` and `<weekday>`
-/// rules, 17101 and 17102, read the wall clock); the suite runs at such a time: Wednesday
-/// 2026-08-12 12:00 UTC (in any time zone within ±3 hours of UTC it is still office hours).
+/// rules, 17101 and 17102, read the wall clock); the suite runs at such a time: local noon on
+/// Wednesday 2026-08-12, whatever the machine's time zone.
 pub(crate) fn test_clock() -> SystemTime {
-    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_786_536_000)
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(local_instant(3, 12))
+}
+
+/// Seconds since the epoch of local `hour`:00 on a day of the week of 2026-08-09..15 (0 = Sunday).
+pub(crate) fn local_instant(weekday: u8, hour: u32) -> u64 {
+    let sunday_noon_utc: i64 = 1_786_536_000 - 3 * 86_400;
+    let guess = sunday_noon_utc + i64::from(weekday) * 86_400 + (i64::from(hour) - 12) * 3600;
+    for shift in -15..=15i64 {
+        let t = guess + shift * 3600;
+        if crate::sys::local_day_time(t) == Some((hour * 3600, weekday)) {
+            return t as u64;
+        }
+    }
+    panic!("no local {hour}:00 on weekday {weekday} near {guess}");
 }
 
 /// The analysis of one log line from scratch, as OSSEC's test runner does (a fresh logtest).
@@ -695,26 +708,22 @@ fn time_and_weekday() {
 </group>"#,
     );
     let mut e = engine(&set);
-    // Evaluated in local time: pick instants that are day/night in any zone within ±3 h of UTC.
-    let wed_noon = 1_786_536_000;
-    let wed_midnight = wed_noon + 12 * 3600;
-    let sat_noon = wed_noon + 3 * 86_400;
-    if std::env::var("TZ").map_or(true, |t| {
-        t.is_empty() || t == "UTC" || t == ":/etc/localtime"
-    }) {
-        assert_eq!(
-            Ev::new("login").at(wed_noon).fire(&mut e),
-            Some((1202, true))
-        );
-        assert_eq!(
-            Ev::new("login").at(wed_midnight).fire(&mut e),
-            Some((1200, true))
-        );
-        assert_eq!(
-            Ev::new("login").at(sat_noon).fire(&mut e),
-            Some((1201, true))
-        );
-    }
+    // Evaluated in local time.
+    let wed_noon = local_instant(3, 12);
+    let wed_night = local_instant(3, 2);
+    let sat_noon = local_instant(6, 12);
+    assert_eq!(
+        Ev::new("login").at(wed_noon).fire(&mut e),
+        Some((1202, true))
+    );
+    assert_eq!(
+        Ev::new("login").at(wed_night).fire(&mut e),
+        Some((1200, true))
+    );
+    assert_eq!(
+        Ev::new("login").at(sat_noon).fire(&mut e),
+        Some((1201, true))
+    );
 }
 
 #[test]
