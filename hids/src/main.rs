@@ -240,6 +240,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         report.files,
                         report.warnings.len()
                     );
+                    let rules = hids::rules::stage::check_configured(&cfg);
+                    if !rules.errors.is_empty() {
+                        for d in &rules.errors {
+                            eprintln!("{d}");
+                        }
+                        eprintln!("rules: {} error(s)", rules.errors.len());
+                        return Ok(ExitCode::from(2));
+                    }
+                    for w in &rules.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    for id in &rules.non_linear {
+                        eprintln!("warning: rule {id} uses a pattern that needs backtracking (bounded, not linear-time)");
+                    }
+                    println!("  {} rule(s) from {} file(s)", rules.rules, rules.files);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(config::ConfigError::Invalid { diagnostics, .. }) => {
@@ -290,10 +305,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 decoders: a.decoders.clone(),
                 rules: a.rules.clone(),
             };
-            if !cmd.rules.is_empty() {
-                eprintln!("hids: rules are not available yet; phase 3 is skipped");
-            }
-            let summary = hids::logtest::run_command(&cmd, None)?;
+            // Rules named on the command line must load; configured ones that do not load leave
+            // phases 1 and 2 usable (check-config reports them).
+            let mut stage = match hids::rules::stage::logtest_stage(&cmd) {
+                Ok(s) => Some(s),
+                Err(hids::rules::stage::StageError::Rules(e)) if !cmd.rules.is_empty() => {
+                    for d in &e.0 {
+                        eprintln!("{d}");
+                    }
+                    eprintln!("hids: {} error(s) in the rules", e.0.len());
+                    return Ok(ExitCode::from(2));
+                }
+                Err(hids::rules::stage::StageError::Rules(e)) => {
+                    eprintln!(
+                        "hids: warning: the configured rules do not load ({} error(s), see hids check-config); phase 3 is skipped",
+                        e.0.len()
+                    );
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let stage = stage
+                .as_mut()
+                .map(|s| s as &mut dyn hids::logtest::RuleStage);
+            let summary = hids::logtest::run_command(&cmd, stage)?;
             Ok(if summary.alerts.keys().any(|(_, level)| *level > 0) {
                 ExitCode::from(1)
             } else {

@@ -7,4 +7,5 @@ mod fim;
 mod logs;
 mod logtest;
 mod outputs;
+mod rules;
 mod servers;

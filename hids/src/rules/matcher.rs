@@ -81,6 +81,73 @@ pub struct View<'a> {
     pub f: Fields<'a>,
 }
 
+/// The texts whose patterns a sibling list can answer with one [`regex::bytes::RegexSet`] scan
+/// each: the log (`match`/`regex`/`pcre2`), the URL and the id (a web status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Src {
+    Log = 0,
+    Url = 1,
+    Id = 2,
+}
+
+/// Number of [`Src`] values.
+pub const SOURCES: usize = 3;
+
+/// A sibling list's patterns, per source, in one set each.
+#[derive(Debug, Clone, Default)]
+pub struct SiblingSets {
+    pub sets: [Option<regex::bytes::RegexSet>; SOURCES],
+    /// Per source, per sibling (in list order), per pattern of that source: its index in the set.
+    pub maps: [Vec<Box<[Option<u32>]>>; SOURCES],
+}
+
+/// Per-evaluation scratch space for [`Known`].
+#[derive(Debug, Default)]
+pub struct Scratch {
+    results: [Vec<bool>; SOURCES],
+    done: [bool; SOURCES],
+}
+
+/// Results already known for some of a rule's patterns: one scan of a sibling list's set answers
+/// for every sibling at once, so each rule's own patterns need not run. Each set runs lazily, the
+/// first time a rule that has entries in it gets that far.
+pub struct Known<'a> {
+    pub sets: &'a SiblingSets,
+    /// This rule's position in its sibling list.
+    pub pos: usize,
+    pub scratch: &'a mut Scratch,
+}
+
+impl Known<'_> {
+    fn get(&mut self, src: Src, i: usize, text: &str) -> Option<bool> {
+        let s = src as usize;
+        let si = (*self.sets.maps[s].get(self.pos)?.get(i)?)? as usize;
+        let set = self.sets.sets[s].as_ref()?;
+        if !self.scratch.done[s] {
+            let r = &mut self.scratch.results[s];
+            r.clear();
+            r.resize(set.len(), false);
+            set.matches_read_at(r, text.as_bytes(), 0);
+            self.scratch.done[s] = true;
+        }
+        self.scratch.results[s].get(si).copied()
+    }
+}
+
+/// Every pattern of `pats` matches `text` (answered from `known` where it can).
+fn all_k(pats: &[Pat], text: Option<&str>, src: Src, known: &mut Option<Known>) -> bool {
+    if pats.is_empty() {
+        return true;
+    }
+    let Some(t) = text else { return false };
+    pats.iter().enumerate().all(|(i, p)| {
+        known
+            .as_mut()
+            .and_then(|k| k.get(src, i, t))
+            .unwrap_or_else(|| p.is_match(t))
+    })
+}
+
 /// OSSEC's static fields, looked up once per event.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fields<'a> {
@@ -469,19 +536,24 @@ fn all(pats: &[Pat], text: Option<&str>) -> bool {
 impl Conditions {
     /// OSSEC's `OS_CheckIfRuleMatch` minus the first-time-seen test and the context search, which
     /// need the engine's state.
-    pub fn check(&self, v: &View) -> bool {
+    pub fn check(&self, v: &View, mut known: Option<Known>) -> bool {
         let f = &v.f;
         if let Some(d) = &self.decoded_as {
             if v.decoder != Some(d.as_str()) {
                 return false;
             }
         }
-        if !all(&self.program_name, v.program_name)
-            || !all(&self.id, f.id)
-            || !all(&self.matches, Some(v.log))
-            || !all(&self.regex, Some(v.log))
-        {
+        if !all(&self.program_name, v.program_name) || !all_k(&self.id, f.id, Src::Id, &mut known) {
             return false;
+        }
+        for (i, p) in self.matches.iter().chain(self.regex.iter()).enumerate() {
+            let r = known
+                .as_mut()
+                .and_then(|k| k.get(Src::Log, i, v.log))
+                .unwrap_or_else(|| p.is_match(v.log));
+            if !r {
+                return false;
+            }
         }
         if let Some(a) = &self.action {
             // OSSEC compares the action exactly (case-insensitively in later versions).
@@ -489,7 +561,7 @@ impl Conditions {
                 return false;
             }
         }
-        if !all(&self.url, f.url) {
+        if !all_k(&self.url, f.url, Src::Url, &mut known) {
             return false;
         }
         if !self.srcip.is_empty() && !f.srcip.is_some_and(|ip| self.srcip.found(ip)) {

@@ -13,6 +13,7 @@ pub mod correlate;
 pub mod lists;
 pub mod matcher;
 pub mod pat;
+pub mod stage;
 pub mod syscheck;
 pub mod tree;
 
@@ -25,7 +26,7 @@ use crate::diag::Diagnostic;
 use crate::event::{Alert, Decoded, Event, Predecoded, RuleInfo};
 
 use correlate::{Keys, Limits, ListId, Search, State};
-use matcher::{Category, Fields, View};
+use matcher::{Category, Fields, Known, Scratch, SiblingSets, Src, View};
 use tree::{Elem, KeyFields, NodeIdx, Rule, RuleIdx, Tree};
 
 /// Why rules could not be loaded: every problem found, each located.
@@ -74,6 +75,8 @@ pub struct RuleSet {
     feeds: Vec<Vec<ListId>>,
     lists: usize,
     uses_clock: bool,
+    top_set: Option<SiblingSets>,
+    child_sets: Vec<Option<SiblingSets>>,
     /// The files loaded, in order.
     pub files: Vec<PathBuf>,
 }
@@ -185,6 +188,10 @@ impl RuleSet {
     /// Works out the correlation lists: one per `if_matched_sid` target, one per `if_matched_group`
     /// rule (fed by every rule whose group matches), one for `if_matched_regex`.
     fn link(tree: Tree, errors: &mut Vec<Diagnostic>, files: Vec<PathBuf>) -> RuleSet {
+        let top_set = sibling_sets(&tree, &tree.top);
+        let child_sets = (0..tree.nodes.len())
+            .map(|n| sibling_sets(&tree, &tree.nodes[n].children))
+            .collect();
         let n = tree.rules.len();
         let mut search = vec![None; n];
         let mut sid_list: Vec<Option<ListId>> = vec![None; n];
@@ -244,6 +251,8 @@ impl RuleSet {
             feeds,
             lists,
             uses_clock,
+            top_set,
+            child_sets,
             files,
         }
     }
@@ -289,6 +298,52 @@ impl RuleSet {
             .map(|r| r.id)
             .collect()
     }
+}
+
+/// Sibling lists with fewer patterns of a source than this check them one by one.
+const MIN_SET_PATTERNS: usize = 4;
+
+/// The patterns of a sibling list, per source, in one [`regex::bytes::RegexSet`] each.
+fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
+    let mut out = SiblingSets::default();
+    let mut any = false;
+    for src in [Src::Log, Src::Url, Src::Id] {
+        let mut sources: Vec<&str> = Vec::new();
+        let mut maps = Vec::with_capacity(list.len());
+        for &n in list {
+            let c = &tree.rules[tree.nodes[n].rule].cond;
+            let pats: Vec<&pat::Pat> = match src {
+                Src::Log => c.matches.iter().chain(c.regex.iter()).collect(),
+                Src::Url => c.url.iter().collect(),
+                Src::Id => c.id.iter().collect(),
+            };
+            let map: Box<[Option<u32>]> = pats
+                .iter()
+                .map(|p| {
+                    p.set_source().map(|s| {
+                        sources.push(s);
+                        (sources.len() - 1) as u32
+                    })
+                })
+                .collect();
+            maps.push(map);
+        }
+        if sources.len() < MIN_SET_PATTERNS {
+            continue;
+        }
+        let Ok(set) = regex::bytes::RegexSetBuilder::new(&sources)
+            .unicode(false)
+            .size_limit(32 << 20)
+            .dfa_size_limit(2 << 20)
+            .build()
+        else {
+            continue;
+        };
+        out.sets[src as usize] = Some(set);
+        out.maps[src as usize] = maps;
+        any = true;
+    }
+    any.then_some(out)
 }
 
 fn rule_diag(r: &Rule, msg: String) -> Diagnostic {
@@ -370,8 +425,10 @@ impl Fts {
 #[derive(Debug, Clone)]
 pub struct Verdict {
     pub rule: RuleIdx,
-    /// The rule as an alert carries it (description expanded, firing count).
-    pub info: RuleInfo,
+    pub id: u32,
+    pub level: u8,
+    /// How many times the rule has fired in this engine, this event included.
+    pub firedtimes: u64,
     /// For correlation rules, the logs of the earlier events (newest first).
     pub related: Vec<String>,
     /// Whether an alert is raised: false for level 0 and for suppressed repeats.
@@ -424,8 +481,18 @@ fn keys_of(v: &View) -> Keys {
 impl Engine {
     pub fn new(set: Arc<RuleSet>, limits: Limits) -> Engine {
         let n = set.len();
+        let mut state = State::new(limits, set.lists);
+        state.set_max_timeframe(
+            set.tree
+                .rules
+                .iter()
+                .filter(|r| r.has_context())
+                .map(|r| r.timeframe)
+                .max()
+                .unwrap_or(0),
+        );
         Engine {
-            state: State::new(limits, set.lists),
+            state,
             firedtimes: vec![0; n],
             ignored_at: vec![None; n],
             last_diff: HashMap::new(),
@@ -464,6 +531,18 @@ impl Engine {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let (day_seconds, weekday) = self.local_clock(secs as i64);
+        self.evaluate_with(&set, input, secs, day_seconds, weekday)
+    }
+
+    fn evaluate_with(
+        &mut self,
+        set: &RuleSet,
+        input: &Input,
+        secs: u64,
+        day_seconds: u32,
+        weekday: u8,
+    ) -> Option<Verdict> {
+        let ev = input.event;
         let pre = input.predecoded;
         let view = View {
             log: &pre.message,
@@ -487,11 +566,17 @@ impl Engine {
             related: Vec::new(),
         };
         let mut fired = None;
-        for &n in &set.tree.top {
+        let mut scratch = Scratch::default();
+        for (pos, &n) in set.tree.top.iter().enumerate() {
             if set.tree.rules[set.tree.nodes[n].rule].category != input.category {
                 continue;
             }
-            if let Some(r) = self.check(&set, n, &mut w) {
+            let known = set.top_set.as_ref().map(|s| Known {
+                sets: s,
+                pos,
+                scratch: &mut scratch,
+            });
+            if let Some(r) = self.check(set, n, &mut w, known) {
                 fired = Some(r);
                 break;
             }
@@ -500,7 +585,9 @@ impl Engine {
         let rule = &set.tree.rules[idx];
         let mut verdict = Verdict {
             rule: idx,
-            info: self.rule_info(rule, idx, &w.view, pre),
+            id: rule.id,
+            level: rule.level,
+            firedtimes: self.firedtimes[idx],
             related: std::mem::take(&mut w.related),
             alert: false,
             suppressed: None,
@@ -548,11 +635,17 @@ impl Engine {
         Some(verdict)
     }
 
-    fn check(&mut self, set: &RuleSet, node: NodeIdx, w: &mut Walk) -> Option<RuleIdx> {
+    fn check(
+        &mut self,
+        set: &RuleSet,
+        node: NodeIdx,
+        w: &mut Walk,
+        known: Option<Known>,
+    ) -> Option<RuleIdx> {
         let n = &set.tree.nodes[node];
         let idx = n.rule;
         let r = &set.tree.rules[idx];
-        if !r.cond.check(&w.view) {
+        if !r.cond.check(&w.view, known) {
             return None;
         }
         if r.check_diff && !self.diff(idx, w.view.log) {
@@ -586,8 +679,15 @@ impl Engine {
             w.matched = r.level;
             w.related = found.related;
         }
-        for &c in &n.children {
-            if let Some(x) = self.check(set, c, w) {
+        let mut scratch = Scratch::default();
+        let sibs = set.child_sets[node].as_ref();
+        for (pos, &c) in n.children.iter().enumerate() {
+            let known = sibs.map(|s| Known {
+                sets: s,
+                pos,
+                scratch: &mut scratch,
+            });
+            if let Some(x) = self.check(set, c, w, known) {
                 return Some(x);
             }
         }
@@ -634,14 +734,32 @@ impl Engine {
         self.state.first_time(&key)
     }
 
-    fn rule_info(&self, r: &Rule, idx: RuleIdx, v: &View, pre: &Predecoded) -> RuleInfo {
+    /// The rule as an alert carries it: description expanded with the event's fields, groups,
+    /// options, the firing count.
+    pub fn rule_info(&self, v: &Verdict, input: &Input) -> RuleInfo {
+        let r = &self.set.tree.rules[v.rule];
+        let pre = input.predecoded;
+        let view = View {
+            log: &pre.message,
+            full_log: &input.event.full_log,
+            location: &input.event.location,
+            hostname: pre.hostname.as_deref().unwrap_or(&input.event.location),
+            program_name: pre.program_name.as_deref(),
+            decoder: input.decoded.decoder.as_deref(),
+            category: input.category,
+            time: 0,
+            day_seconds: 0,
+            weekday: 0,
+            decoded: input.decoded,
+            f: Fields::from_decoded(input.decoded),
+        };
         RuleInfo {
             id: r.id,
             level: r.level,
-            description: expand(&r.description, v, pre),
+            description: expand(&r.description, &view, pre),
             groups: r.groups.clone(),
             mitre: r.mitre.clone(),
-            firedtimes: self.firedtimes[idx],
+            firedtimes: v.firedtimes,
             options: r.options,
             info: r.info.clone(),
         }
@@ -651,7 +769,7 @@ impl Engine {
     pub fn alert(&self, verdict: &Verdict, input: &Input) -> Alert {
         Alert {
             time: SystemTime::now(),
-            rule: verdict.info.clone(),
+            rule: self.rule_info(verdict, input),
             event: input.event.clone(),
             predecoded: input.predecoded.clone(),
             decoded: input.decoded.clone(),
@@ -749,23 +867,41 @@ struct AlertJson<'a> {
 
 /// Writes `alert` as one JSON line.
 pub fn write_alert_json(out: &mut dyn std::io::Write, alert: &Alert) -> std::io::Result<()> {
-    let data = alert
-        .decoded
+    write_json_parts(
+        out,
+        &alert.rule,
+        &alert.event,
+        &alert.predecoded,
+        &alert.decoded,
+        &alert.related,
+    )
+}
+
+/// Writes an alert, given by its parts, as one JSON line (what [`write_alert_json`] writes).
+pub fn write_json_parts(
+    out: &mut dyn std::io::Write,
+    rule: &RuleInfo,
+    event: &Event,
+    predecoded: &Predecoded,
+    decoded: &Decoded,
+    related: &[String],
+) -> std::io::Result<()> {
+    let data = decoded
         .fields
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
         .collect();
     let j = AlertJson {
-        timestamp: rfc3339(alert.event.time),
-        rule: &alert.rule,
-        host: &alert.event.host,
-        location: &alert.event.location,
-        full_log: (!alert.rule.options.no_full_log).then_some(alert.event.full_log.as_str()),
-        predecoder: &alert.predecoded,
-        decoder: alert.decoded.decoder.as_deref(),
-        parent: alert.decoded.parent.as_deref(),
+        timestamp: rfc3339(event.time),
+        rule,
+        host: &event.host,
+        location: &event.location,
+        full_log: (!rule.options.no_full_log).then_some(event.full_log.as_str()),
+        predecoder: predecoded,
+        decoder: decoded.decoder.as_deref(),
+        parent: decoded.parent.as_deref(),
         data,
-        related: &alert.related,
+        related,
     };
     serde_json::to_writer(&mut *out, &j).map_err(std::io::Error::other)?;
     out.write_all(b"\n")

@@ -35,6 +35,14 @@ impl Pat {
         self.pattern.is_linear()
     }
 
+    /// The expression to put in a [`regex::bytes::RegexSet`] standing for this pattern, when it
+    /// can: linear, not negated, not the match-everything pattern.
+    pub fn set_source(&self) -> Option<&str> {
+        let t = self.pattern.translated();
+        (!self.negate && !self.pattern.is_negated() && self.is_linear() && !t.is_empty())
+            .then_some(t)
+    }
+
     /// Whether `text` matches (honouring `!` and `negate`).
     #[inline]
     pub fn is_match(&self, text: &str) -> bool {

@@ -155,10 +155,23 @@ fn ini_reading_follows_python2_configparser() {
 }
 
 /// OSSEC's results were produced on a weekday during office hours (its `<time>` and `<weekday>`
-/// rules, 17101 and 17102, read the wall clock); the suite runs at such a time: Wednesday
-/// 2026-08-12 12:00 UTC (in any time zone within ±3 hours of UTC it is still office hours).
+/// rules, 17101 and 17102, read the wall clock); the suite runs at such a time: local noon on
+/// Wednesday 2026-08-12, whatever the machine's time zone.
 pub(crate) fn test_clock() -> SystemTime {
-    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_786_536_000)
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(local_instant(3, 12))
+}
+
+/// Seconds since the epoch of local `hour`:00 on a day of the week of 2026-08-09..15 (0 = Sunday).
+pub(crate) fn local_instant(weekday: u8, hour: u32) -> u64 {
+    let sunday_noon_utc: i64 = 1_786_536_000 - 3 * 86_400;
+    let guess = sunday_noon_utc + i64::from(weekday) * 86_400 + (i64::from(hour) - 12) * 3600;
+    for shift in -15..=15i64 {
+        let t = guess + shift * 3600;
+        if crate::sys::local_day_time(t) == Some((hour * 3600, weekday)) {
+            return t as u64;
+        }
+    }
+    panic!("no local {hour}:00 on weekday {weekday} near {guess}");
 }
 
 /// The analysis of one log line from scratch, as OSSEC's test runner does (a fresh logtest).
@@ -217,7 +230,7 @@ impl Pipeline {
         let v = engine.evaluate(&input);
         let dec = decoded.decoder.as_deref().unwrap_or("(null)");
         match v {
-            Some(v) => format!("{}:{}:{dec}", v.info.id, v.info.level),
+            Some(v) => format!("{}:{}:{dec}", v.id, v.level),
             None => format!("-:-:{dec}"),
         }
     }
@@ -307,6 +320,14 @@ fn load_err(xml: &str) -> String {
     }
 }
 
+/// A verdict with its rule information.
+struct Out {
+    info: RuleInfo,
+    related: Vec<String>,
+    alert: bool,
+    suppressed: Option<&'static str>,
+}
+
 /// A test event: `log` after the header, with a decoder name and fields, at `secs`.
 struct Ev<'a> {
     log: &'a str,
@@ -340,7 +361,7 @@ impl<'a> Ev<'a> {
         self.secs = secs;
         self
     }
-    fn run(&self, e: &mut Engine) -> Option<Verdict> {
+    fn run(&self, e: &mut Engine) -> Option<Out> {
         let event = Event {
             time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(self.secs),
             host: Arc::from("h"),
@@ -365,12 +386,19 @@ impl<'a> Ev<'a> {
                 .map(|(k, v)| (Arc::from(*k), v.to_string()))
                 .collect(),
         };
-        e.evaluate(&Input {
+        let input = Input {
             event: &event,
             predecoded: &pre,
             decoded: &decoded,
             category: self.category,
             fts: Fts::default(),
+        };
+        let v = e.evaluate(&input)?;
+        Some(Out {
+            info: e.rule_info(&v, &input),
+            related: v.related,
+            alert: v.alert,
+            suppressed: v.suppressed,
         })
     }
     /// `Some((id, alert))`.
@@ -680,26 +708,22 @@ fn time_and_weekday() {
 </group>"#,
     );
     let mut e = engine(&set);
-    // Evaluated in local time: pick instants that are day/night in any zone within ±3 h of UTC.
-    let wed_noon = 1_786_536_000;
-    let wed_midnight = wed_noon + 12 * 3600;
-    let sat_noon = wed_noon + 3 * 86_400;
-    if std::env::var("TZ").map_or(true, |t| {
-        t.is_empty() || t == "UTC" || t == ":/etc/localtime"
-    }) {
-        assert_eq!(
-            Ev::new("login").at(wed_noon).fire(&mut e),
-            Some((1202, true))
-        );
-        assert_eq!(
-            Ev::new("login").at(wed_midnight).fire(&mut e),
-            Some((1200, true))
-        );
-        assert_eq!(
-            Ev::new("login").at(sat_noon).fire(&mut e),
-            Some((1201, true))
-        );
-    }
+    // Evaluated in local time.
+    let wed_noon = local_instant(3, 12);
+    let wed_night = local_instant(3, 2);
+    let sat_noon = local_instant(6, 12);
+    assert_eq!(
+        Ev::new("login").at(wed_noon).fire(&mut e),
+        Some((1202, true))
+    );
+    assert_eq!(
+        Ev::new("login").at(wed_night).fire(&mut e),
+        Some((1200, true))
+    );
+    assert_eq!(
+        Ev::new("login").at(sat_noon).fire(&mut e),
+        Some((1201, true))
+    );
 }
 
 #[test]
@@ -796,14 +820,16 @@ fn fim_events_go_through_syscheck_rules() {
     let mut run = |path: &str, kind| {
         let ev = syscheck::tests_support::fim_event(path, kind);
         let (pre, dec) = syscheck::decode(&ev).unwrap();
-        let v = e.evaluate(&Input {
+        let input = Input {
             event: &ev,
             predecoded: &pre,
             decoded: &dec,
             category: Category::of(&dec),
             fts: Fts::default(),
-        });
-        v.map(|v| (v.info.id, v.info.level, v.info.description))
+        };
+        let v = e.evaluate(&input)?;
+        let info = e.rule_info(&v, &input);
+        Some((info.id, info.level, info.description))
     };
     use crate::event::ChangeKind::*;
     assert_eq!(
@@ -817,4 +843,102 @@ fn fim_events_go_through_syscheck_rules() {
         Some((100551, 0))
     );
     assert_eq!(run("/etc/gone", Deleted), None);
+}
+
+// ---- Our own rules (rules/) on our own decoders (decoders/) ----
+
+fn own_pipeline() -> Pipeline {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let decoders = crate::decode::DecoderSet::load(&[repo.join("decoders")])
+        .unwrap_or_else(|e| panic!("decoders: {}", e[0]));
+    let opts = LoadOptions {
+        decoder_names: Some(
+            decoders
+                .decoders()
+                .iter()
+                .map(|d| d.reported_name.to_string())
+                .collect(),
+        ),
+        lists: Vec::new(),
+    };
+    let rules =
+        RuleSet::load(&[repo.join("rules")], &opts).unwrap_or_else(|e| panic!("rules: {}", e.0[0]));
+    Pipeline {
+        decoders,
+        rules: Arc::new(rules),
+    }
+}
+
+#[test]
+fn own_rules_fire_on_our_users_logs() {
+    let p = own_pipeline();
+    let cases: &[(&str, &str)] = &[
+        ("Nov 21 10:00:00 web01 sshd[1]: Failed password for alice from 198.51.100.9 port 3921 ssh2", "100101:5"),
+        ("Nov 21 10:00:00 web01 sshd[1]: Failed password for invalid user admin from 198.51.100.9 port 3921 ssh2", "100102:6"),
+        ("Nov 21 10:00:00 web01 sshd[1]: Invalid user oracle from 198.51.100.9 port 60022", "100102:6"),
+        ("Nov 21 10:00:00 web01 sshd[1]: Accepted publickey for deploy from 10.0.0.5 port 41000 ssh2", "100104:3"),
+        ("Nov 21 10:00:00 web01 sshd[1]: Accepted password for root from 10.0.0.5 port 41000 ssh2", "100105:8"),
+        ("Nov 21 10:00:00 web01 sshd[1]: Did not receive identification string from 104.38.106.38 port 20371", "100106:4"),
+        ("Nov 21 10:00:00 web01 sshd[1]: Disconnected from user carol 10.0.3.131 port 52755", "100107:0"),
+        ("Nov 21 10:00:00 db01 sudo:   ubuntu : TTY=pts/3 ; PWD=/home/ubuntu ; USER=root ; COMMAND=/usr/sbin/service postgresql reload", "100121:3"),
+        ("Nov 21 10:00:00 db01 sudo:   ubuntu : TTY=pts/3 ; PWD=/home/ubuntu ; USER=root ; COMMAND=/bin/bash", "100122:8"),
+        ("Nov 21 10:00:00 db01 sudo:   mallory : user NOT in sudoers ; TTY=pts/1 ; PWD=/tmp ; USER=root ; COMMAND=/bin/sh", "100123:10"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"GET /api/v1/users?id=1%27%20OR%201=1-- HTTP/1.1\" 500 12 \"-\" \"curl/8\"", "100210:7"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"GET /static/../../etc/passwd HTTP/1.1\" 200 12 \"-\" \"curl/8\"", "100212:12"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"GET / HTTP/1.1\" 404 12 \"-\" \"sqlmap/1.7.2#stable (https://sqlmap.org)\"", "100213:6"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"GET /.env HTTP/1.1\" 404 12 \"-\" \"Mozilla/5.0\"", "100214:5"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"POST /api/v1/login HTTP/1.1\" 401 12 \"-\" \"Mozilla/5.0\"", "100220:6"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"GET /favicon.ico HTTP/1.1\" 404 12 \"-\" \"Mozilla/5.0\"", "100221:0"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"GET /api/v1/nope HTTP/1.1\" 404 12 \"-\" \"Mozilla/5.0\"", "100222:3"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"GET /api/v1/users HTTP/1.1\" 502 12 \"-\" \"Mozilla/5.0\"", "100223:5"),
+        ("203.0.113.7 - - [21/Nov/2025:10:00:00 +0000] \"GET /api/v1/users HTTP/1.1\" 200 12 \"-\" \"Mozilla/5.0\"", "-:-"),
+        (r#"{"client_ip":"203.0.113.7","request":{"method":"POST","uri":"/login"},"response":{"status":401}}"#, "100302:5"),
+        (r#"{"client_ip":"203.0.113.7","request":{"method":"GET","uri":"/v1/items?q=1 union select 1"},"response":{"status":200}}"#, "100301:7"),
+        ("Nov 21 10:00:00 web01 kernel: [137702.101318] [UFW BLOCK] IN=eth0 OUT= MAC=52:54:00:12:34:56:52:54:00:65:43:21:08:00 SRC=185.76.170.176 DST=10.0.0.4 LEN=40 TOS=0x00 PREC=0x00 TTL=240 ID=54321 PROTO=TCP SPT=40000 DPT=23 WINDOW=1024 RES=0x00 SYN URGP=0", "100401:2"),
+        ("2025-11-21 10:00:00 install nmap:amd64 <none> 7.94+git20230807.3be01efb1+dfsg-3", "100504:7"),
+        ("2025-11-21 10:00:00 upgrade libssl3:amd64 3.0.11-1 3.0.13-1", "100502:3"),
+        ("2025-11-21 10:00:00 remove curl:amd64 8.5.0-2 <none>", "100503:5"),
+    ];
+    let mut bad = Vec::new();
+    for (line, want) in cases {
+        let mut e = Engine::new(p.rules.clone(), Limits::default());
+        let got = p.got(&mut e, line);
+        let got = got
+            .rsplit_once(':')
+            .map_or(got.as_str(), |(a, _)| a)
+            .to_string();
+        if got != *want {
+            bad.push(format!("{line}\n    want {want}, got {got}"));
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn own_rules_correlate_bursts() {
+    let p = own_pipeline();
+    let mut e = Engine::new(p.rules.clone(), Limits::default());
+    // SSH brute force: 6 + 2 failures from one address, mixing failure kinds.
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let line = if i % 2 == 0 {
+            "Nov 21 10:00:00 web01 sshd[1]: Failed password for root from 198.51.100.9 port 3921 ssh2"
+        } else {
+            "Nov 21 10:00:00 web01 sshd[1]: Invalid user test from 198.51.100.9 port 60022"
+        };
+        ids.push(p.got(&mut e, line));
+    }
+    assert!(ids[..7].iter().all(|g| !g.starts_with("100150")), "{ids:?}");
+    assert!(ids[7].starts_with("100150:10"), "{ids:?}");
+    // A login from that address afterwards.
+    let g = p.got(
+        &mut e,
+        "Nov 21 10:00:01 web01 sshd[1]: Accepted password for root from 198.51.100.9 port 4000 ssh2",
+    );
+    assert!(g.starts_with("100151:12"), "{g}");
+    // 401 burst from one address: 8 + 2.
+    let line = "203.0.113.8 - - [21/Nov/2025:10:00:00 +0000] \"POST /api/v1/login HTTP/1.1\" 401 12 \"-\" \"x\"";
+    let got: Vec<String> = (0..10).map(|_| p.got(&mut e, line)).collect();
+    assert!(got[..9].iter().all(|g| g.starts_with("100220")), "{got:?}");
+    assert!(got[9].starts_with("100230:10"), "{got:?}");
 }
