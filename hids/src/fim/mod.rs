@@ -44,6 +44,8 @@ const BATCH: usize = 1024;
 const BATCH_BYTES: u64 = 32 << 20;
 /// Baseline rows read per page.
 const PAGE: usize = 2048;
+/// Walk entries handed over at a time.
+const WALK_CHUNK: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FimError {
@@ -570,14 +572,23 @@ fn engine(
     let stopped = |o: &ScanOptions<'_>| o.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let mut walk_stats = WalkStats::default();
     let result: Result<bool, FimError> = std::thread::scope(|s| {
-        let (wtx, wrx) = mpsc::sync_channel::<WalkItem>(4096);
+        // Entries travel in chunks: one channel operation (and thread wake-up) per entry would
+        // cost more than looking at the entry.
+        let (wtx, wrx) = mpsc::sync_channel::<Vec<WalkItem>>(16);
         let walker = s.spawn(|| {
             let mut w = Walker::new(plan, paths);
             if let Some(p) = &pace {
                 w.pace = Some(p);
             }
             let wtx = wtx;
-            let mut emit = |item: WalkItem| wtx.send(item).is_ok();
+            let mut chunk: Vec<WalkItem> = Vec::with_capacity(WALK_CHUNK);
+            let mut emit = |item: WalkItem| {
+                chunk.push(item);
+                if chunk.len() >= WALK_CHUNK {
+                    return wtx.send(std::mem::take(&mut chunk)).is_ok();
+                }
+                true
+            };
             match source {
                 Source::All => {
                     w.run(&mut emit);
@@ -597,6 +608,9 @@ fn engine(
                         emit(WalkItem::Unreadable { key, root });
                     }
                 }
+            }
+            if !chunk.is_empty() {
+                let _ = wtx.send(chunk);
             }
             w.stats
         });
@@ -638,7 +652,7 @@ fn engine(
                 }
                 Ok(())
             };
-            for item in wrx.iter() {
+            for item in wrx.iter().flatten() {
                 match item {
                     WalkItem::Entry(node) => {
                         while let Some(row) = cursor.peek(writer.b)? {

@@ -281,6 +281,8 @@ pub struct Walker<'a> {
     pub stats: WalkStats,
     /// Called once per entry before it is looked at (the files-per-second cap).
     pub pace: Option<&'a (dyn Fn() + Sync)>,
+    /// Whether the tree being walked holds another configured path.
+    nested: bool,
 }
 
 enum Visit {
@@ -297,6 +299,7 @@ impl<'a> Walker<'a> {
             paths,
             stats: WalkStats::default(),
             pace: None,
+            nested: true,
         }
     }
 
@@ -352,7 +355,16 @@ impl<'a> Walker<'a> {
             }
             Err(_) => 0,
         };
+        // Only a tree with another configured path inside needs the per-entry lookups of
+        // configured paths and their ancestors.
+        self.nested = self
+            .plan
+            .roots
+            .iter()
+            .any(|r| r != &self.plan.roots[i] && r.starts_with(&self.plan.roots[i]));
         let mut stack: Vec<Frame> = Vec::new();
+        // (dev, inode) of each directory on the current path, for loop detection.
+        let mut ids: Vec<(u64, u64)> = Vec::new();
         match self.visit(
             root,
             Scope::Record { root: i, level: 0 },
@@ -363,12 +375,16 @@ impl<'a> Walker<'a> {
             true,
         ) {
             Visit::Stop => return false,
-            Visit::Descend(f) => stack.push(f),
+            Visit::Descend(f) => {
+                ids.push((f.dev, f.ino));
+                stack.push(f);
+            }
             Visit::Skip | Visit::Leaf => {}
         }
         while let Some(top) = stack.last_mut() {
             if top.pos >= top.names.len() {
                 stack.pop();
+                ids.pop();
                 continue;
             }
             let name = std::mem::take(&mut top.names[top.pos]);
@@ -376,7 +392,12 @@ impl<'a> Walker<'a> {
             let path = top.dir.join(&name);
             let parent_scope = top.scope;
             let parent_dev = top.dev;
-            let (scope, is_root) = match self.plan.by_path.get(&path) {
+            let configured = if self.nested {
+                self.plan.by_path.get(&path)
+            } else {
+                None
+            };
+            let (scope, is_root) = match configured {
                 Some(&r) => (Scope::Record { root: r, level: 0 }, true),
                 None => match parent_scope {
                     Scope::Record { root, level } => (
@@ -389,10 +410,12 @@ impl<'a> Walker<'a> {
                     Scope::Transit => (Scope::Transit, false),
                 },
             };
-            let ancestors: Vec<(u64, u64)> = stack.iter().map(|f| (f.dev, f.ino)).collect();
-            match self.visit(path, scope, is_root, parent_dev, &ancestors, emit, true) {
+            match self.visit(path, scope, is_root, parent_dev, &ids, emit, true) {
                 Visit::Stop => return false,
-                Visit::Descend(f) => stack.push(f),
+                Visit::Descend(f) => {
+                    ids.push((f.dev, f.ino));
+                    stack.push(f);
+                }
                 Visit::Skip | Visit::Leaf => {}
             }
         }
@@ -411,7 +434,7 @@ impl<'a> Walker<'a> {
         emit: &mut dyn FnMut(WalkItem) -> bool,
         descend: bool,
     ) -> Visit {
-        let toward_root = self.plan.ancestors.contains(&path);
+        let toward_root = self.nested && self.plan.ancestors.contains(&path);
         let mut record = true;
         match scope {
             Scope::Transit => {
