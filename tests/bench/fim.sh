@@ -57,22 +57,25 @@ Hashed = p+i+n+u+g+s+m+c+sha256
 $CORPUS Hashed
 EOF
 
-# run LABEL CMD...: best wall time of $RUNS runs and the peak RSS of the best run.
+# Each command is run $RUNS times, the commands taking turns (b3sum, find, hids, aide, b3sum, ...)
+# so that a busy machine weighs on all of them alike; the best wall time of each is kept, with the
+# peak RSS of that run.
 declare -A WALL RSS
-run() {
-  local label=$1; shift
-  local best="" best_rss=""
-  for _ in $(seq "$RUNS"); do
-    /usr/bin/time -f '%e %M' -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || {
-      local rc=$?
-      # fim check exits 1 when something changed; aide --init exits 0.
-      [ "$rc" = 1 ] || { echo "fim.sh: $label failed ($rc):" >&2; cat "$WORK/err" >&2; exit 1; }
-    }
-    read -r t m < <(tail -1 "$WORK/time")
-    if [ -z "$best" ] || (( $(echo "$t < $best" | bc) )); then best=$t; best_rss=$m; fi
-  done
-  WALL[$label]=$best; RSS[$label]=$best_rss
-  printf '%-34s %8.2f s  peak RSS %6d MiB\n' "$label" "$best" "$((best_rss / 1024))"
+LABELS=()
+declare -A CMDS
+add() { local label=$1; shift; LABELS+=("$label"); CMDS[$label]=$(printf '%q ' "$@"); }
+
+once() {
+  local label=$1
+  eval "/usr/bin/time -f '%e %M' -o \"$WORK/time\" ${CMDS[$label]}" >/dev/null 2>"$WORK/err" || {
+    local rc=$?
+    # fim check exits 1 when something changed (it should not here).
+    [ "$rc" = 1 ] || { echo "fim.sh: $label failed ($rc):" >&2; cat "$WORK/err" >&2; exit 1; }
+  }
+  read -r t m < <(tail -1 "$WORK/time")
+  if [ -z "${WALL[$label]:-}" ] || (( $(echo "$t < ${WALL[$label]}" | bc) )); then
+    WALL[$label]=$t; RSS[$label]=$m
+  fi
 }
 
 b3_two() { find "$CORPUS" -type f -print0 | xargs -0 -P2 -n500 b3sum >/dev/null; }
@@ -81,17 +84,25 @@ stat_walk() { find "$CORPUS" -printf '%s %T@ %C@ %i %m %U %G\n' >/dev/null; }
 export -f b3_two b3_one stat_walk
 export CORPUS
 
-echo "corpus: $CORPUS ($(find "$CORPUS" -type f | wc -l) files, $(du -sh "$CORPUS" | cut -f1)); $(nproc) cores; $RUNS runs each, best kept"
+echo "corpus: $CORPUS ($(find "$CORPUS" -type f | wc -l) files, $(du -sh "$CORPUS" | cut -f1)); $(nproc) cores; $RUNS rounds, best kept; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "warming the page cache..."
 b3_two
 
-run "b3sum (2 processes)" bash -c b3_two
-run "b3sum (1 process)" bash -c b3_one
-run "find stat walk" bash -c stat_walk
-run "hids fim init" "$HIDS" -c "$WORK/hids.toml" fim init
-run "hids fim check (no change)" "$HIDS" -c "$WORK/hids.toml" fim check
-run "hids fim check --full" "$HIDS" -c "$WORK/hids.toml" fim check --full
-run "aide --init (sha256)" aide --init -c "$WORK/aide.conf"
+add "b3sum (2 processes)" bash -c b3_two
+add "b3sum (1 process)" bash -c b3_one
+add "find stat walk" bash -c stat_walk
+add "hids fim init" "$HIDS" -c "$WORK/hids.toml" fim init
+add "hids fim check (no change)" "$HIDS" -c "$WORK/hids.toml" fim check
+add "hids fim check --full" "$HIDS" -c "$WORK/hids.toml" fim check --full
+add "aide --init (sha256)" aide --init -c "$WORK/aide.conf"
+
+for r in $(seq "$RUNS"); do
+  for label in "${LABELS[@]}"; do once "$label"; done
+  echo "round $r done (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+done
+for label in "${LABELS[@]}"; do
+  printf '%-34s %8.2f s  peak RSS %6d MiB\n' "$label" "${WALL[$label]}" "$((RSS[$label] / 1024))"
+done
 
 ratio() { echo "scale=3; $1 / $2" | bc; }
 echo

@@ -162,7 +162,7 @@ fn each_attribute_changed_alone_is_reported_alone() {
     init(&env);
 
     fs::set_permissions(tree.join("perm"), fs::Permissions::from_mode(0o600)).unwrap();
-    let root = unsafe_free_euid() == 0;
+    let root = euid() == 0;
     if root {
         std::os::unix::fs::chown(tree.join("owner"), Some(65534), None).unwrap();
         std::os::unix::fs::chown(tree.join("group"), None, Some(65534)).unwrap();
@@ -221,7 +221,7 @@ fn each_attribute_changed_alone_is_reported_alone() {
 }
 
 /// The effective uid, from /proc (no libc in the tests).
-fn unsafe_free_euid() -> u32 {
+fn euid() -> u32 {
     let status = fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     line.split_whitespace().nth(2).unwrap().parse().unwrap()
@@ -529,7 +529,7 @@ fn a_small_config_edit_gives_the_exact_diff() {
 
 /// Runs `cmd` as nobody when we are root (CI), else as we are.
 fn as_unprivileged(cmd: Command) -> Command {
-    if unsafe_free_euid() != 0 {
+    if euid() != 0 {
         return cmd;
     }
     let mut c = Command::new("setpriv");
@@ -565,7 +565,7 @@ fn unreadable_entries_are_warned_once_per_path_and_never_fatal() {
         fs::set_permissions(d.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
     }
     let state = env.path().join("state");
-    if unsafe_free_euid() == 0 {
+    if euid() == 0 {
         // The state directory must belong to the user hids runs as.
         fs::create_dir(&state).unwrap();
         std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
@@ -708,7 +708,7 @@ fn bind_mount_cycles_terminate() {
     fs::create_dir_all(tree.join("sub/loop")).unwrap();
     fs::write(tree.join("sub/f"), "x").unwrap();
     let target = tree.join("sub/loop");
-    let mounted = unsafe_free_euid() == 0
+    let mounted = euid() == 0
         && Command::new("mount")
             .args(["--bind", tree.to_str().unwrap(), target.to_str().unwrap()])
             .stderr(Stdio::null())

@@ -278,9 +278,11 @@ fn hex_to_bytes(s: &str) -> Option<Vec<u8>> {
 }
 
 fn bytes_to_hex(b: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
-        s.push_str(&format!("{x:02x}"));
+        s.push(char::from(HEX[usize::from(x >> 4)]));
+        s.push(char::from(HEX[usize::from(x & 15)]));
     }
     s
 }
@@ -294,6 +296,10 @@ impl Baseline {
     pub fn open(state_dir: &Path, create_key: bool) -> Result<Baseline, FimError> {
         let state = crate::state::State::open(state_dir)?;
         let mac_key = load_key(state_dir, create_key)?;
+        // A scan reads the whole table in key order: a larger page cache (bounded: 16 MiB) saves
+        // re-reading interior pages. (Not mmap: mapped pages would count towards the agent's
+        // resident memory, which would then grow with the tree.)
+        let _ = state.conn.pragma_update(None, "cache_size", -16384i64);
         Ok(Baseline {
             conn: state.conn,
             db_path: state.db_path,

@@ -3,11 +3,10 @@
 //! `Err`) or a path that is not in the baseline.
 
 use std::io::Write;
-use std::path::Path;
 
 use serde_json::json;
 
-use super::baseline::{key_of, path_of_key, Baseline, Row, KEY_FILE};
+use super::baseline::{key_of, path_of_key, Baseline, Row};
 use super::report::{attr_text, attrs_json, change_json, format_unix, full_log};
 use super::{scan, FimError, Mode, ScanOptions, Summary};
 use crate::config::Config;
@@ -337,9 +336,4 @@ pub fn show(
         }
     }
     Ok(0)
-}
-
-/// Whether `path` holds a baseline key file (for messages).
-pub fn has_key(state_dir: &Path) -> bool {
-    state_dir.join(KEY_FILE).exists()
 }

@@ -44,6 +44,8 @@ const BATCH: usize = 1024;
 const BATCH_BYTES: u64 = 32 << 20;
 /// Baseline rows read per page.
 const PAGE: usize = 2048;
+/// Walk entries handed over at a time.
+const WALK_CHUNK: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FimError {
@@ -219,6 +221,32 @@ fn reusable_hash(old: &Row, new: &FileAttrs) -> bool {
         && o.file_type.is_some_and(|t| t == FileType::File)
 }
 
+/// Whether preparing this entry will read the file (fast mode may reuse the recorded hash).
+fn needs_reading(item: &Item, ctx: &Ctx<'_>) -> bool {
+    let Some(node) = &item.node else {
+        return false;
+    };
+    let fp = &ctx.paths[node.root];
+    if !node.meta.is_file() || !fp.checks.hash || node.meta.size() > fp.max_hashed_size {
+        return false;
+    }
+    if ctx.full {
+        return true;
+    }
+    let m = &node.meta;
+    !item.old.as_ref().is_some_and(|o| {
+        let a = &o.attrs;
+        o.mac_ok
+            && a.hash.is_some()
+            && a.hash_skipped.is_none()
+            && a.size == Some(m.size())
+            && a.mtime == Some(m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec())
+            && a.ctime == Some(m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec())
+            && a.inode == Some(m.ino())
+            && a.device == Some(m.dev())
+    })
+}
+
 /// Bytes that hashing this entry is expected to read (for sizing batches).
 fn expected_read(node: &Node, old: Option<&Row>, paths: &[FimPath], full: bool) -> u64 {
     let fp = &paths[node.root];
@@ -388,10 +416,10 @@ impl Writer<'_> {
                 self.summary.interrupted = true;
                 continue;
             }
-            let path = baseline::path_of_key(&item.key);
             match (&item.node, &item.attrs, &item.old) {
                 (Some(node), Some(new), old) => {
                     let fp = &self.paths[node.root];
+                    let path: &Path = &node.path;
                     let s = &mut self.summary;
                     s.entries += 1;
                     match node.meta.file_type() {
@@ -416,7 +444,7 @@ impl Writer<'_> {
                         Some(o) => {
                             if &o.attrs == new && o.checks == bits {
                                 // Unchanged, or changed only in what is no longer checked.
-                                let op = content_op(item, fp, &path);
+                                let op = content_op(item, fp, path);
                                 if item.hashed && op != ContentOp::Keep && self.mode == Mode::Check
                                 {
                                     // Full mode: refresh a missing copy without reporting.
@@ -439,12 +467,12 @@ impl Writer<'_> {
                         && (kind == ChangeKind::Added || tampered || !changed.is_empty());
                     let change = if report {
                         let diff = if changed.contains(&"hash") && !tampered {
-                            diff_for(self.b, item, fp, &path)?
+                            diff_for(self.b, item, fp, path)?
                         } else {
                             None
                         };
                         Some(FimChange {
-                            path: path.clone(),
+                            path: path.to_path_buf(),
                             kind,
                             before: old.as_ref().map(|o| o.attrs.clone()),
                             after: Some(new.clone()),
@@ -460,12 +488,13 @@ impl Writer<'_> {
                         checks: bits,
                         attrs: new.clone(),
                         expect: old.as_ref().map(|o| o.mac.clone()),
-                        content: content_op(item, fp, &path),
+                        content: content_op(item, fp, path),
                         record: change.as_ref().map(record_of),
                     });
                     changes.push(change);
                 }
                 (_, _, Some(old)) => {
+                    let path = baseline::path_of_key(&item.key);
                     let report = self.mode == Mode::Check && self.plan.in_scope(self.paths, &path);
                     if !report {
                         tracing::debug!(path = %display_path(&path).0, "no longer covered by the configuration: dropped from the baseline");
@@ -570,14 +599,23 @@ fn engine(
     let stopped = |o: &ScanOptions<'_>| o.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let mut walk_stats = WalkStats::default();
     let result: Result<bool, FimError> = std::thread::scope(|s| {
-        let (wtx, wrx) = mpsc::sync_channel::<WalkItem>(4096);
+        // Entries travel in chunks: one channel operation (and thread wake-up) per entry would
+        // cost more than looking at the entry.
+        let (wtx, wrx) = mpsc::sync_channel::<Vec<WalkItem>>(16);
         let walker = s.spawn(|| {
             let mut w = Walker::new(plan, paths);
             if let Some(p) = &pace {
                 w.pace = Some(p);
             }
             let wtx = wtx;
-            let mut emit = |item: WalkItem| wtx.send(item).is_ok();
+            let mut chunk: Vec<WalkItem> = Vec::with_capacity(WALK_CHUNK);
+            let mut emit = |item: WalkItem| {
+                chunk.push(item);
+                if chunk.len() >= WALK_CHUNK {
+                    return wtx.send(std::mem::take(&mut chunk)).is_ok();
+                }
+                true
+            };
             match source {
                 Source::All => {
                     w.run(&mut emit);
@@ -598,6 +636,9 @@ fn engine(
                     }
                 }
             }
+            if !chunk.is_empty() {
+                let _ = wtx.send(chunk);
+            }
             w.stats
         });
         let (htx, hrx) = mpsc::sync_channel::<Vec<Item>>(1);
@@ -606,7 +647,12 @@ fn engine(
         let pool = &pool;
         s.spawn(move || {
             for mut batch in hrx {
-                pool.install(|| batch.par_iter_mut().for_each(|it| prepare(it, ctx)));
+                // Waking the pool for a batch with nothing to read costs more than the batch.
+                if batch.iter().any(|it| needs_reading(it, ctx)) {
+                    pool.install(|| batch.par_iter_mut().for_each(|it| prepare(it, ctx)));
+                } else {
+                    batch.iter_mut().for_each(|it| prepare(it, ctx));
+                }
                 if dtx.send(batch).is_err() {
                     break;
                 }
@@ -638,7 +684,7 @@ fn engine(
                 }
                 Ok(())
             };
-            for item in wrx.iter() {
+            for item in wrx.iter().flatten() {
                 match item {
                     WalkItem::Entry(node) => {
                         while let Some(row) = cursor.peek(writer.b)? {

@@ -266,9 +266,9 @@ fn link_target(path: &Path) -> Option<String> {
 }
 
 struct Frame {
-    dir: PathBuf,
-    names: Vec<OsString>,
-    pos: usize,
+    /// The directory's entries, sorted by name in reverse (taken from the end). Their metadata is
+    /// read through the open directory (fstatat), which spares the kernel a full path lookup.
+    entries: Vec<(OsString, std::fs::DirEntry)>,
     scope: Scope,
     dev: u64,
     ino: u64,
@@ -281,6 +281,8 @@ pub struct Walker<'a> {
     pub stats: WalkStats,
     /// Called once per entry before it is looked at (the files-per-second cap).
     pub pace: Option<&'a (dyn Fn() + Sync)>,
+    /// Whether the tree being walked holds another configured path.
+    nested: bool,
 }
 
 enum Visit {
@@ -297,6 +299,7 @@ impl<'a> Walker<'a> {
             paths,
             stats: WalkStats::default(),
             pace: None,
+            nested: true,
         }
     }
 
@@ -328,6 +331,7 @@ impl<'a> Walker<'a> {
             .map(|m| m.dev());
         let _ = self.visit(
             path,
+            None,
             Scope::Record { root, level },
             level == 0,
             parent_dev.unwrap_or(0),
@@ -352,9 +356,19 @@ impl<'a> Walker<'a> {
             }
             Err(_) => 0,
         };
+        // Only a tree with another configured path inside needs the per-entry lookups of
+        // configured paths and their ancestors.
+        self.nested = self
+            .plan
+            .roots
+            .iter()
+            .any(|r| r != &self.plan.roots[i] && r.starts_with(&self.plan.roots[i]));
         let mut stack: Vec<Frame> = Vec::new();
+        // (dev, inode) of each directory on the current path, for loop detection.
+        let mut ids: Vec<(u64, u64)> = Vec::new();
         match self.visit(
             root,
+            None,
             Scope::Record { root: i, level: 0 },
             true,
             dev,
@@ -363,20 +377,27 @@ impl<'a> Walker<'a> {
             true,
         ) {
             Visit::Stop => return false,
-            Visit::Descend(f) => stack.push(f),
+            Visit::Descend(f) => {
+                ids.push((f.dev, f.ino));
+                stack.push(f);
+            }
             Visit::Skip | Visit::Leaf => {}
         }
         while let Some(top) = stack.last_mut() {
-            if top.pos >= top.names.len() {
+            let Some((_, entry)) = top.entries.pop() else {
                 stack.pop();
+                ids.pop();
                 continue;
-            }
-            let name = std::mem::take(&mut top.names[top.pos]);
-            top.pos += 1;
-            let path = top.dir.join(&name);
+            };
+            let path = entry.path();
             let parent_scope = top.scope;
             let parent_dev = top.dev;
-            let (scope, is_root) = match self.plan.by_path.get(&path) {
+            let configured = if self.nested {
+                self.plan.by_path.get(&path)
+            } else {
+                None
+            };
+            let (scope, is_root) = match configured {
                 Some(&r) => (Scope::Record { root: r, level: 0 }, true),
                 None => match parent_scope {
                     Scope::Record { root, level } => (
@@ -389,10 +410,21 @@ impl<'a> Walker<'a> {
                     Scope::Transit => (Scope::Transit, false),
                 },
             };
-            let ancestors: Vec<(u64, u64)> = stack.iter().map(|f| (f.dev, f.ino)).collect();
-            match self.visit(path, scope, is_root, parent_dev, &ancestors, emit, true) {
+            match self.visit(
+                path,
+                Some(&entry),
+                scope,
+                is_root,
+                parent_dev,
+                &ids,
+                emit,
+                true,
+            ) {
                 Visit::Stop => return false,
-                Visit::Descend(f) => stack.push(f),
+                Visit::Descend(f) => {
+                    ids.push((f.dev, f.ino));
+                    stack.push(f);
+                }
                 Visit::Skip | Visit::Leaf => {}
             }
         }
@@ -404,6 +436,7 @@ impl<'a> Walker<'a> {
     fn visit(
         &mut self,
         path: PathBuf,
+        entry: Option<&std::fs::DirEntry>,
         mut scope: Scope,
         is_root: bool,
         parent_dev: u64,
@@ -411,7 +444,7 @@ impl<'a> Walker<'a> {
         emit: &mut dyn FnMut(WalkItem) -> bool,
         descend: bool,
     ) -> Visit {
-        let toward_root = self.plan.ancestors.contains(&path);
+        let toward_root = self.nested && self.plan.ancestors.contains(&path);
         let mut record = true;
         match scope {
             Scope::Transit => {
@@ -422,7 +455,10 @@ impl<'a> Walker<'a> {
             }
             Scope::Record { root, level } if !is_root => {
                 let fp = &self.paths[root];
-                if level > fp.depth.saturating_add(1) || fp.ignore.matches(&path) {
+                // (An empty matcher is skipped here: matching builds a candidate path each time.)
+                if level > fp.depth.saturating_add(1)
+                    || (!fp.ignore.is_empty() && fp.ignore.matches(&path))
+                {
                     if !toward_root {
                         return Visit::Skip;
                     }
@@ -439,7 +475,7 @@ impl<'a> Walker<'a> {
             Scope::Record { root, .. } => Some(root),
             Scope::Transit => self.plan.governing(&path).map(|g| g.0),
         };
-        let meta = match std::fs::symlink_metadata(&path) {
+        let meta = match entry.map_or_else(|| std::fs::symlink_metadata(&path), |e| e.metadata()) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Visit::Skip,
             Err(e) => {
@@ -524,12 +560,13 @@ impl<'a> Walker<'a> {
         } else {
             return Visit::Leaf;
         };
-        let names = match std::fs::read_dir(&path) {
+        let entries = match std::fs::read_dir(&path) {
             Ok(rd) => {
-                let mut names: Vec<OsString> =
-                    rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
-                names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-                names
+                let mut entries: Vec<(OsString, std::fs::DirEntry)> = rd
+                    .filter_map(|e| e.ok().map(|e| (e.file_name(), e)))
+                    .collect();
+                entries.sort_unstable_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes()));
+                entries
             }
             Err(e) => {
                 if let Some(r) = err_root {
@@ -548,9 +585,7 @@ impl<'a> Walker<'a> {
             }
         };
         Visit::Descend(Frame {
-            dir: path,
-            names,
-            pos: 0,
+            entries,
             scope: next_scope,
             dev: meta.dev(),
             ino: meta.ino(),
