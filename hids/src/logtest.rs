@@ -29,8 +29,11 @@ pub trait RuleStage {
 /// How to present the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputMode {
+    /// OSSEC's layout.
     Text,
+    /// One JSON object per line.
     Json,
+    /// A summary at the end only.
     Quiet,
 }
 
@@ -445,18 +448,23 @@ pub struct Command {
 /// Why `hids logtest` could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum LogtestError {
+    /// The configuration could not be loaded.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("{} error(s) in the decoders:\n{}", .0.len(), .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    /// The decoders did not load; every problem, located.
     Decoders(Vec<crate::diag::Diagnostic>),
     #[error("unknown log format '{0}' (one of {names})", names = LogFormat::NAMES.join(", "))]
+    /// `--log-format` names no format.
     Format(String),
     #[error("cannot read {}: {source}", path.display())]
+    /// `-f FILE` could not be opened.
     Input {
         path: std::path::PathBuf,
         #[source]
         source: io::Error,
     },
+    /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] io::Error),
 }

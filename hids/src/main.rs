@@ -70,6 +70,10 @@ struct TailArgs {
     /// Print only the number of events, at the end
     #[arg(long)]
     count: bool,
+    /// Find file changes by polling (every 250 ms) instead of inotify, for file systems where
+    /// inotify sees nothing (NFS, some container mounts)
+    #[arg(long)]
+    poll: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -302,6 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = hids::sources::tail_cmd::TailOptions {
                 once: a.once,
                 count: a.count,
+                poll: a.poll,
             };
             hids::sources::tail_cmd::run(&cfg, opts)?;
             Ok(ExitCode::SUCCESS)

@@ -8,7 +8,10 @@
 //!   `+`/`*` only after a backslash class, literal `.`/`[`/`?`, one level of capturing parentheses,
 //!   `|` splitting the whole pattern into alternatives each with its own `^`/`$`, case-insensitive.
 //!   Quantifiers are lazy except the last one of an alternative, as OSSEC's own translation to PCRE2
-//!   does, so captures come out as OSSEC extracts them.
+//!   does, so captures come out as OSSEC extracts them. Where OSSEC's old matcher and its newer
+//!   PCRE2 translation differ, the documented dialect wins: `^`/`$` anchor only at the ends of an
+//!   alternative (elsewhere they are literal), and nested parentheses or `|` inside parentheses
+//!   are load errors that point to `pcre2`.
 //! - **PCRE2** (`<pcre2>`, `<prematch_pcre2>`, `type="pcre2"` ...): translated token by token to the
 //!   `regex` crate's syntax where the meaning is preserved exactly (byte semantics as OSSEC's
 //!   non-UTF PCRE2 compile, ASCII classes, case-insensitive as OSSEC compiles them, possessive
@@ -38,6 +41,7 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The dialect's name in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             Dialect::OsMatch => "OS_Match",
@@ -99,8 +103,13 @@ pub struct Captures {
 impl Captures {
     /// The text of group `i` (lossy where a capture cut a multi-byte character).
     pub fn text(&self, haystack: &str, i: usize) -> Option<String> {
+        self.text_bytes(haystack.as_bytes(), i)
+    }
+
+    /// The same on the bytes the match ran on.
+    pub fn text_bytes(&self, haystack: &[u8], i: usize) -> Option<String> {
         let r = self.groups.get(i)?;
-        Some(String::from_utf8_lossy(&haystack.as_bytes()[r.clone()]).into_owned())
+        Some(String::from_utf8_lossy(haystack.get(r.clone())?).into_owned())
     }
 }
 
@@ -203,6 +212,7 @@ impl Pattern {
         &self.source
     }
 
+    /// The dialect it was compiled from.
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
@@ -248,6 +258,48 @@ impl Pattern {
         }
     }
 
+    /// [`Pattern::find_end`] on bytes: decoders continue from offsets that a byte-level match may
+    /// have left inside a multi-byte character. The backtracking engine needs text; there the
+    /// bytes are read lossily.
+    pub fn find_end_bytes(&self, hay: &[u8]) -> Option<usize> {
+        if let Engine::Linear(re) = &self.engine {
+            let end = re.find(hay).map(|m| m.end());
+            return match (self.negate, end) {
+                (false, e) => e,
+                (true, Some(_)) => None,
+                (true, None) => Some(0),
+            };
+        }
+        match std::str::from_utf8(hay) {
+            Ok(text) => self.find_end(text),
+            Err(_) => self.find_end(&String::from_utf8_lossy(hay)),
+        }
+    }
+
+    /// [`Pattern::captures`] on bytes (see [`Pattern::find_end_bytes`]); the ranges index `hay`.
+    pub fn captures_bytes(&self, hay: &[u8]) -> Option<Captures> {
+        if let (Engine::Linear(re), false) = (&self.engine, self.negate) {
+            let caps = re.captures(hay)?;
+            let end = caps.get(0).map_or(0, |m| m.end());
+            let groups = caps.iter().skip(1).flatten().map(|m| m.range()).collect();
+            return Some(Captures { end, groups });
+        }
+        match std::str::from_utf8(hay) {
+            Ok(text) => self.captures(text),
+            Err(_) => {
+                // Lossy text can be longer than the bytes; keep the ranges inside `hay`.
+                let text = String::from_utf8_lossy(hay);
+                let mut c = self.captures(&text)?;
+                let n = hay.len();
+                c.end = c.end.min(n);
+                for g in &mut c.groups {
+                    *g = g.start.min(n)..g.end.min(n);
+                }
+                Some(c)
+            }
+        }
+    }
+
     /// The match with its groups, or `None`. Only this method runs capture extraction.
     pub fn captures(&self, text: &str) -> Option<Captures> {
         if self.negate {
@@ -283,6 +335,24 @@ impl Pattern {
             Engine::Linear(re) => re.captures_len() - 1,
             Engine::Backtrack(re) => re.captures_len() - 1,
         }
+    }
+
+    /// Whether every match must start at the beginning of the text (the pattern, or each of its
+    /// alternatives, begins with `^`).
+    pub fn is_start_anchored(&self) -> bool {
+        if self.negate || !self.is_linear() {
+            return false;
+        }
+        regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(&self.translated)
+            .is_ok_and(|h| {
+                h.properties()
+                    .look_set_prefix()
+                    .contains(regex_syntax::hir::Look::Start)
+            })
     }
 
     /// When every match must start at the beginning of the text with one of a few literal

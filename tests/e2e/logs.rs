@@ -35,9 +35,17 @@ impl Drop for Tail {
 
 impl Tail {
     fn start(env: &Env) -> Tail {
-        let mut child = env
-            .cmd()
-            .arg("tail")
+        Tail::start_with(env, &[])
+    }
+
+    fn start_with(env: &Env, args: &[&str]) -> Tail {
+        let mut c = env.cmd();
+        c.arg("tail").args(args);
+        Tail::spawn(c)
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Tail {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -200,6 +208,14 @@ fn append(path: &Path, from: usize, to: usize) {
     f.write_all(s.as_bytes()).unwrap();
 }
 
+/// Appends through a file opened for writing whatever its mode (root may, the owner may not).
+fn append_text_as_is(path: &Path, text: &str) {
+    let mode = fs::metadata(path).unwrap().permissions();
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    append_text(path, text);
+    fs::set_permissions(path, mode).unwrap();
+}
+
 fn append_text(path: &Path, text: &str) {
     let mut f = OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
@@ -232,11 +248,20 @@ fn file_source(env: &Env, path: &Path, extra: &str) {
 /// Writes numbered lines in bursts, rotating the file between bursts with `rotate`; every line
 /// must come once, in order.
 fn rotation_case(rotate: impl Fn(&Path, usize, &mut usize), wait_for_catch_up: bool) {
+    rotation_case_with(&[], &rotate, wait_for_catch_up);
+}
+
+fn rotation_case_with(
+    args: &[&str],
+    rotate: &dyn Fn(&Path, usize, &mut usize),
+    wait_for_catch_up: bool,
+) {
     let env = Env::new();
     let log = env.path().join("app.log");
     append(&log, 0, 100);
     file_source(&env, &log, "");
-    let mut tail = Tail::start_following(&env, 1);
+    let mut tail = Tail::start_with(&env, args);
+    tail.wait_diag("following log file", 1);
     let loc = log.display().to_string();
     let mut n = 100;
     for round in 0..6 {
@@ -279,6 +304,66 @@ fn rotation_by_rename_delivers_every_line_once_in_order() {
         },
         false,
     );
+}
+
+#[test]
+fn rotation_by_rename_is_followed_by_polling_too() {
+    rotation_case_with(
+        &["--poll"],
+        &|log, round, _| {
+            fs::rename(log, log.with_extension(format!("log.{round}"))).unwrap();
+            File::create(log).unwrap();
+        },
+        false,
+    );
+}
+
+#[test]
+fn unreadable_file_is_reported_once_and_read_once_readable() {
+    // Run as nobody so that permissions bite even when the tests run as root.
+    let env = Env::new();
+    let log = env.path().join("secret.log");
+    fs::write(&log, "").unwrap();
+    fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let state = env.state_dir();
+    fs::create_dir(&state).unwrap();
+    file_source(&env, &log, "");
+    let is_root =
+        stdout(&std::process::Command::new("id").arg("-u").output().unwrap()).trim() == "0";
+    if is_root {
+        for p in [env.path(), &state, &log, &env.path().join("config.toml")] {
+            std::process::Command::new("chown")
+                .args(["65534:65534"])
+                .arg(p)
+                .status()
+                .unwrap();
+        }
+        fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    } else {
+        fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    }
+    let mut cmd = if is_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_hids"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hids"))
+    };
+    cmd.env_remove("HIDS_CONFIG")
+        .arg("--config")
+        .arg(env.path().join("config.toml"))
+        .arg("tail");
+    let mut tail = Tail::spawn(cmd);
+    tail.wait_diag("Permission denied", 1);
+    // Retried with backoff (1 s, 2 s, 4 s ...) but reported once.
+    std::thread::sleep(Duration::from_secs(4));
+    append_text_as_is(&log, "written while unreadable\n");
+    fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    tail.wait_for_line("written while unreadable");
+    let (_, err) = tail.stop();
+    assert_eq!(err.matches("cannot follow log file").count(), 1, "{err}");
+    assert!(err.contains("readable again"), "{err}");
 }
 
 #[test]
@@ -641,4 +726,41 @@ fn once_reads_to_the_end_and_counts_what_it_altered() {
         .output()
         .unwrap();
     assert_eq!(stdout(&o).trim(), "0");
+}
+
+#[test]
+fn journald_first_start_at_the_end_reads_only_new_entries() {
+    let env = Env::new();
+    let jdir = env.path().join("journal");
+    fs::create_dir(&jdir).unwrap();
+    let t0 = 1_700_000_000_000_000u64;
+    journal_remote(
+        &jdir,
+        &[
+            (t0, "sshd", "old one", 1),
+            (t0 + 1000, "sshd", "old two", 2),
+        ],
+    );
+    env.config(&format!(
+        "[[logs]]\nformat = \"journald\"\njournal_dir = \"{}\"\nidentifiers = [\"sshd\"]\n",
+        jdir.display()
+    ));
+    let mut tail = Tail::start(&env);
+    tail.wait_diag("reading the journal after cursor", 1);
+    journal_remote(
+        &jdir,
+        &[
+            (t0 + 2000, "cron", "not this identifier", 3),
+            (t0 + 3000, "sshd", "new one", 4),
+        ],
+    );
+    tail.wait_until("the new entry", |e| {
+        e["full_log"]
+            .as_str()
+            .unwrap()
+            .ends_with("sshd[4]: new one")
+    });
+    tail.settle(Duration::from_millis(1000));
+    let (ev, _) = tail.stop();
+    assert_eq!(ev.len(), 1, "{ev:?}");
 }

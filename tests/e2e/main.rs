@@ -6,5 +6,6 @@ mod agent;
 mod cli;
 mod fim;
 mod logs;
+mod logtest;
 mod outputs;
 mod servers;

@@ -13,9 +13,10 @@
 //! its groups fill the `order` fields.
 //!
 //! Speed: lines with a program name look up the roots whose `program_name` matches in a small
-//! cache keyed by the program name; lines without one run a single `RegexSet` pass over the root
-//! prematches. Either way only the candidates are tried, and capture groups are extracted only for
-//! the decoder that matched.
+//! cache keyed by the program name; lines without one run a single anchored multi-pattern search
+//! over the start-anchored root prematches (the lowest pattern that matches is the first such
+//! root in file order), and only the few unanchored roots before it are tried one by one. Capture
+//! groups are extracted only for the decoder that matched.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,7 @@ pub enum DecoderType {
 }
 
 impl DecoderType {
+    /// The names OSSEC accepts in `<type>`, in the order of the variants.
     pub const NAMES: [&'static str; 8] = [
         "syslog",
         "firewall",
@@ -66,6 +68,7 @@ impl DecoderType {
         "ossec",
     ];
 
+    /// The type named `s`, if OSSEC knows it.
     pub fn parse(s: &str) -> Option<DecoderType> {
         Some(match s {
             "syslog" => DecoderType::Syslog,
@@ -80,6 +83,7 @@ impl DecoderType {
         })
     }
 
+    /// The name as written in `<type>`.
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
     }
@@ -90,8 +94,12 @@ impl DecoderType {
 pub enum Plugin {
     /// JSON objects to fields (implemented).
     Json,
-    /// OSSEC's PF, SonicWall, SymantecWS and OSSECAlert decoders: not implemented; the decoder
-    /// still matches (its name is reported) but extracts no fields.
+    /// OSSEC's SonicWall decoder (implemented).
+    SonicWall,
+    /// OSSEC's Symantec Web Security decoder (implemented).
+    SymantecWs,
+    /// OSSEC's PF and OSSECAlert decoders: not implemented; the decoder still matches (its name
+    /// is reported) but extracts no fields.
     Unsupported(&'static str),
 }
 
@@ -102,21 +110,33 @@ pub struct Decoder {
     pub name: Arc<str>,
     /// The name OSSEC reports: the parent's, unless `use_own_name`.
     pub reported_name: Arc<str>,
+    /// The `<parent>` decoder's name.
     pub parent: Option<Arc<str>>,
+    /// Matched against the pre-decoded program name.
     pub program_name: Option<Pattern>,
+    /// Matched against the message; its end is where `after_prematch` starts.
     pub prematch: Option<Pattern>,
     /// The prematch of a child runs after the parent's prematch.
     pub prematch_after_parent: bool,
+    /// Its groups fill `order`.
     pub regex: Option<Pattern>,
+    /// Where `regex` starts looking.
     pub regex_offset: Offset,
     /// Field names in capture order (OSSEC names: `dstuser` for `user`, `extra_data` for `data`).
     pub order: Vec<Arc<str>>,
+    /// The `<fts>` fields (first time seen), for the rules.
     pub fts: Vec<String>,
+    /// `<ftscomment>`, recorded.
     pub ftscomment: Option<String>,
+    /// `<use_own_name>true</use_own_name>`.
     pub use_own_name: bool,
+    /// `<type>` (syslog by default).
     pub decoder_type: DecoderType,
+    /// `<plugin_decoder>`.
     pub plugin: Option<Plugin>,
+    /// `<accumulate>` is recorded; OSSEC's accumulator is not implemented.
     pub accumulate: bool,
+    /// The file the decoder came from.
     /// The following sibling of the same name continues this decoder's regex (OSSEC's get_next).
     pub get_next: bool,
     pub file: PathBuf,
@@ -128,7 +148,40 @@ pub struct Decoder {
 struct Root {
     decoder: usize,
     children: Vec<usize>,
+    /// One anchored multi-pattern search over the start-anchored prematches of the children
+    /// (those that look at the start of the message), built for roots with many children.
+    child_index: Option<ChildIndex>,
 }
+
+#[derive(Debug, Clone)]
+struct ChildIndex {
+    re: regex_automata::meta::Regex,
+    /// For each pattern, the position of its child in `children`.
+    position: Vec<usize>,
+    /// Whether the child at each position is in the index.
+    indexed: Vec<bool>,
+}
+
+/// Builds a leftmost-first multi-pattern regex with the same syntax settings as [`Pattern`].
+fn multi_regex(patterns: &[String]) -> Option<regex_automata::meta::Regex> {
+    regex_automata::meta::Regex::builder()
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
+        )
+        .configure(
+            regex_automata::meta::Config::new()
+                .utf8_empty(false)
+                .nfa_size_limit(Some(64 << 20))
+                .hybrid_cache_capacity(16 << 20),
+        )
+        .build_many(patterns)
+        .ok()
+}
+
+/// Children indexed only when there are at least this many candidates.
+const CHILD_INDEX_MIN: usize = 4;
 
 /// A loaded set of decoders, ready to decode.
 #[derive(Debug, Clone)]
@@ -136,12 +189,16 @@ pub struct DecoderSet {
     decoders: Vec<Decoder>,
     with_pname: Vec<Root>,
     without_pname: Vec<Root>,
-    /// Prematch set over the roots of `without_pname` that have a linear prematch.
-    nopname_set: Option<regex::bytes::RegexSet>,
-    /// For each pattern of `nopname_set`, the index into `without_pname`.
-    nopname_set_roots: Vec<usize>,
-    /// Roots of `without_pname` that the set cannot decide for (always tried).
+    /// One anchored multi-pattern search over the start-anchored prematches of the roots of
+    /// `without_pname`: the first (lowest) pattern that matches is the first such root in order.
+    nopname_anchored: Option<regex_automata::meta::Regex>,
+    /// For each pattern of `nopname_anchored`, the index into `without_pname`.
+    nopname_anchored_roots: Vec<usize>,
+    /// Roots of `without_pname` that the anchored search does not cover (tried one by one).
     nopname_always: Vec<usize>,
+    /// One search telling whether any of `nopname_always` could match at all (present when they
+    /// are all linear), so that lines none of them match skip them in one pass.
+    nopname_always_any: Option<regex_automata::meta::Regex>,
     /// Notes for `check-config`: non-linear patterns, unsupported plugins.
     pub warnings: Vec<Diagnostic>,
 }
@@ -158,8 +215,8 @@ pub struct DecodeCache {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeStats {
     pub lines: u64,
-    /// Lines whose candidate roots came from the index (program-name cache hit or one prematch
-    /// set pass) rather than from trying root patterns one by one.
+    /// Lines whose root was found through the index alone (a program-name cache hit, or the
+    /// anchored multi-pattern pass with no unanchored root to try before it).
     pub indexed: u64,
     /// Lines a decoder matched.
     pub decoded: u64,
@@ -315,7 +372,7 @@ impl DecoderSet {
         cache: &mut DecodeCache,
     ) -> (Decoded, Option<usize>) {
         cache.stats.lines += 1;
-        let log = pre.message.as_str();
+        let log = pre.message.as_bytes();
         let mut decoded = Decoded::default();
         let Some((root_idx, pmatch)) = self.select_root(pre, cache) else {
             return (decoded, None);
@@ -325,13 +382,14 @@ impl DecoderSet {
             None => &self.without_pname[root_idx],
         };
         cache.stats.decoded += 1;
-        let info = self.run_tree(root, log, pmatch, &mut decoded.fields);
+        let mut type_override = None;
+        let info = self.run_tree(root, log, pmatch, &mut decoded.fields, &mut type_override);
         let d = &self.decoders[info];
         decoded.decoder = Some(d.reported_name.clone());
         if info != root.decoder {
             decoded.parent = Some(self.decoders[root.decoder].name.clone());
         }
-        decoded.decoder_type = Some(d.decoder_type.as_str());
+        decoded.decoder_type = Some(type_override.unwrap_or(d.decoder_type.as_str()));
         (decoded, Some(info))
     }
 
@@ -342,7 +400,7 @@ impl DecoderSet {
         pre: &Predecoded,
         cache: &mut DecodeCache,
     ) -> Option<(usize, Option<usize>)> {
-        let log = pre.message.as_str();
+        let log = pre.message.as_bytes();
         if let Some(pname) = &pre.program_name {
             let candidates = match cache.pname_roots.get(pname.as_str()) {
                 Some(c) => {
@@ -374,7 +432,7 @@ impl DecoderSet {
                 let d = &self.decoders[self.with_pname[i as usize].decoder];
                 match &d.prematch {
                     Some(p) => {
-                        if let Some(end) = p.find_end(log) {
+                        if let Some(end) = p.find_end_bytes(log) {
                             return Some((i as usize, Some(end)));
                         }
                     }
@@ -383,40 +441,47 @@ impl DecoderSet {
             }
             return None;
         }
-        // No program name: one set pass tells which roots' prematches match.
-        let mut matched: Vec<usize> = Vec::new();
-        if let Some(set) = &self.nopname_set {
-            cache.stats.indexed += 1;
-            for m in set.matches(log.as_bytes()).iter() {
-                matched.push(self.nopname_set_roots[m]);
-            }
-        }
-        if !self.nopname_always.is_empty() {
-            cache.stats.root_patterns_tried += self.nopname_always.len() as u64;
-            matched.extend(self.nopname_always.iter().copied());
-            matched.sort_unstable();
-        }
-        for i in matched {
+        // No program name: one anchored pass finds the first start-anchored root that matches;
+        // only the other roots before it are tried one by one.
+        let anchored = self.nopname_anchored.as_ref().and_then(|re| {
+            let input = regex_automata::Input::new(log).anchored(regex_automata::Anchored::Yes);
+            re.find(input)
+                .map(|m| (self.nopname_anchored_roots[m.pattern().as_usize()], m.end()))
+        });
+        let limit = anchored.map_or(usize::MAX, |(i, _)| i);
+        let mut tried = 0u64;
+        let skip_all = self
+            .nopname_always_any
+            .as_ref()
+            .is_some_and(|re| !re.is_match(log));
+        let always: &[usize] = if skip_all { &[] } else { &self.nopname_always };
+        for &i in always.iter().take_while(|&&i| i < limit) {
+            tried += 1;
             let d = &self.decoders[self.without_pname[i].decoder];
-            match &d.prematch {
-                Some(p) => {
-                    if let Some(end) = p.find_end(log) {
-                        return Some((i, Some(end)));
-                    }
-                }
-                None => return Some((i, None)),
+            let found = match &d.prematch {
+                Some(p) => p.find_end_bytes(log).map(|end| (i, Some(end))),
+                None => Some((i, None)),
+            };
+            if found.is_some() {
+                cache.stats.root_patterns_tried += tried;
+                return found;
             }
         }
-        None
+        cache.stats.root_patterns_tried += tried;
+        if tried == 0 {
+            cache.stats.indexed += 1;
+        }
+        anchored.map(|(i, end)| (i, Some(end)))
     }
 
     /// Runs the children of `root` and the regexes; returns the decoder OSSEC reports.
     fn run_tree(
         &self,
         root: &Root,
-        log: &str,
+        log: &[u8],
         pmatch: Option<usize>,
         fields: &mut Vec<(Arc<str>, String)>,
+        type_override: &mut Option<&'static str>,
     ) -> usize {
         let mut info = root.decoder;
         // The node whose regex runs: a position in `chain`.
@@ -430,6 +495,14 @@ impl DecoderSet {
         if root.children.is_empty() {
             pos = Some(0);
         } else {
+            // The first indexed child whose prematch matches, and where that match ends: indexed
+            // children before it do not match; after it, they are tried one by one.
+            let first_indexed = root.child_index.as_ref().map(|ix| {
+                let input = regex_automata::Input::new(log).anchored(regex_automata::Anchored::Yes);
+                ix.re
+                    .find(input)
+                    .map(|m| (ix.position[m.pattern().as_usize()], m.end()))
+            });
             let mut i = 0;
             while i < chain.len() {
                 let c = &self.decoders[chain[i]];
@@ -439,8 +512,20 @@ impl DecoderSet {
                     } else {
                         Some(0)
                     };
+                    let known = match (&root.child_index, first_indexed) {
+                        (Some(ix), Some(found)) if ix.indexed[i] => match found {
+                            Some((k, end)) if k == i => Some(Some(end)),
+                            Some((k, _)) if i > k => None,
+                            _ => Some(None),
+                        },
+                        _ => None,
+                    };
                     if let Some(base) = base {
-                        if let Some(end) = pm.find_end(&log[base.min(log.len())..]) {
+                        let end = match known {
+                            Some(e) => e,
+                            None => pm.find_end_bytes(&log[base.min(log.len())..]),
+                        };
+                        if let Some(end) = end {
                             cmatch = Some(base + end);
                             info = chain[i];
                             pos = Some(i);
@@ -472,8 +557,14 @@ impl DecoderSet {
         let Some(mut j) = pos else { return info };
         let mut node = &self.decoders[chain[j]];
         if let Some(plugin) = node.plugin {
-            if plugin == Plugin::Json {
-                json::decode_json(log, fields);
+            match plugin {
+                Plugin::Json => {
+                    json::decode_json(&String::from_utf8_lossy(log), fields);
+                }
+                // OSSEC's SonicWall decoder sets the event's type from the message id.
+                Plugin::SonicWall => *type_override = Some(super::plugins::sonicwall(log, fields)),
+                Plugin::SymantecWs => super::plugins::symantec_ws(log, fields),
+                Plugin::Unsupported(_) => {}
             }
             return info;
         }
@@ -488,7 +579,7 @@ impl DecoderSet {
             };
             let caps = start.and_then(|s| {
                 let s = s.min(log.len());
-                re.captures(&log[s..]).map(|c| (s, c))
+                re.captures_bytes(&log[s..]).map(|c| (s, c))
             });
             match caps {
                 None => {
@@ -504,7 +595,7 @@ impl DecoderSet {
                     regex_prev = Some(s + c.end);
                     let hay = &log[s..];
                     for (k, name) in node.order.iter().enumerate() {
-                        if let Some(v) = c.text(hay, k) {
+                        if let Some(v) = c.text_bytes(hay, k) {
                             json::set(fields, name, v);
                         }
                     }
@@ -580,6 +671,7 @@ impl Builder {
             let root = Root {
                 decoder: idx,
                 children: Vec::new(),
+                child_index: None,
             };
             if d.program_name.is_some() {
                 self.with_pname.push(root);
@@ -592,6 +684,30 @@ impl Builder {
     }
 
     fn finish(mut self) -> DecoderSet {
+        for roots in [&mut self.with_pname, &mut self.without_pname] {
+            for r in roots.iter_mut() {
+                let mut pats = Vec::new();
+                let mut position = Vec::new();
+                let mut indexed = vec![false; r.children.len()];
+                for (i, &c) in r.children.iter().enumerate() {
+                    let d = &self.decoders[c];
+                    if let Some(p) = &d.prematch {
+                        if !d.prematch_after_parent && p.is_start_anchored() {
+                            pats.push(p.translated().to_string());
+                            position.push(i);
+                            indexed[i] = true;
+                        }
+                    }
+                }
+                if pats.len() >= CHILD_INDEX_MIN {
+                    r.child_index = multi_regex(&pats).map(|re| ChildIndex {
+                        re,
+                        position,
+                        indexed,
+                    });
+                }
+            }
+        }
         // Reported names: a child reports its root's name unless use_own_name.
         for roots in [&self.with_pname, &self.without_pname] {
             for r in roots {
@@ -611,34 +727,42 @@ impl Builder {
         let mut always = Vec::new();
         for (i, r) in self.without_pname.iter().enumerate() {
             match &self.decoders[r.decoder].prematch {
-                Some(p) if p.is_linear() && !p.is_negated() => {
+                Some(p) if p.is_start_anchored() => {
                     pats.push(p.translated().to_string());
                     pat_roots.push(i);
                 }
                 _ => always.push(i),
             }
         }
-        let set = if pats.is_empty() {
+        let anchored = if pats.is_empty() {
             None
         } else {
-            regex::bytes::RegexSetBuilder::new(&pats)
-                .unicode(false)
-                .size_limit(64 << 20)
-                .dfa_size_limit(32 << 20)
-                .build()
-                .ok()
+            multi_regex(&pats)
         };
-        if set.is_none() {
+        if anchored.is_none() {
             always = (0..self.without_pname.len()).collect();
             pat_roots.clear();
         }
+        let always_pats: Option<Vec<String>> = always
+            .iter()
+            .map(
+                |&i| match &self.decoders[self.without_pname[i].decoder].prematch {
+                    Some(p) if p.is_linear() && !p.is_negated() => Some(p.translated().to_string()),
+                    _ => None,
+                },
+            )
+            .collect();
+        let always_any = always_pats
+            .filter(|p| !p.is_empty())
+            .and_then(|p| multi_regex(&p));
         DecoderSet {
             decoders: self.decoders,
             with_pname: self.with_pname,
             without_pname: self.without_pname,
-            nopname_set: set,
-            nopname_set_roots: pat_roots,
+            nopname_anchored: anchored,
+            nopname_anchored_roots: pat_roots,
             nopname_always: always,
+            nopname_always_any: always_any,
             warnings: self.warnings,
         }
     }
@@ -915,8 +1039,8 @@ fn compile_decoder(
                 plugin = Some(match c.text.trim() {
                     "JSON_Decoder" => Plugin::Json,
                     "PF_Decoder" => Plugin::Unsupported("PF_Decoder"),
-                    "SonicWall_Decoder" => Plugin::Unsupported("SonicWall_Decoder"),
-                    "SymantecWS_Decoder" => Plugin::Unsupported("SymantecWS_Decoder"),
+                    "SonicWall_Decoder" => Plugin::SonicWall,
+                    "SymantecWS_Decoder" => Plugin::SymantecWs,
                     "OSSECAlert_Decoder" => Plugin::Unsupported("OSSECAlert_Decoder"),
                     other => {
                         errors.push(

@@ -4,6 +4,7 @@
 
 pub mod decoder;
 pub mod json;
+pub mod plugins;
 pub mod predecode;
 
 pub use decoder::{DecodeCache, DecodeStats, Decoder, DecoderSet, DecoderType, Offset, Plugin};

@@ -115,6 +115,16 @@ fn dated_header_len(p: &[u8], loglen: usize) -> Option<usize> {
 }
 
 fn predecode_syslog(line: &str) -> Predecoded {
+    // A header whose fixed positions fall inside a multi-byte character is not a header.
+    split_syslog(line).unwrap_or_else(|| whole(line))
+}
+
+/// `line[a..b]`, or `None` when that is not on character boundaries.
+fn sub(line: &str, a: usize, b: usize) -> Option<String> {
+    line.get(a..b).map(str::to_string)
+}
+
+fn split_syslog(line: &str) -> Option<Predecoded> {
     let full = line.as_bytes();
     // OSSEC compares lengths including its terminating NUL.
     let loglen = full.len() + 1;
@@ -140,19 +150,19 @@ fn predecode_syslog(line: &str) -> Predecoded {
         let mut msg_start = Some(log);
         if at(full, i) == b':' && at(full, i + 1) == b' ' {
             // No host name (Solaris): what we read is the program name.
-            out.program_name = Some(line[host_start..i].to_string());
+            out.program_name = Some(sub(line, host_start, i)?);
             msg_start = Some(i + 2);
         } else if at(full, i) != b' ' {
             // Not a host name: the message starts after the date.
         } else {
-            out.hostname = Some(line[host_start..i].to_string());
+            out.hostname = Some(sub(line, host_start, i)?);
             i += 1;
             msg_start = Some(i);
             let prog_start = i;
             while valid_char(at(full, i)) {
                 i += 1;
             }
-            let prog = line[prog_start..i].to_string();
+            let prog = sub(line, prog_start, i)?;
             if at(full, i) == b':' && at(full, i + 1) == b' ' {
                 out.program_name = Some(prog);
                 msg_start = Some(i + 2);
@@ -164,11 +174,11 @@ fn predecode_syslog(line: &str) -> Predecoded {
                 }
                 if at(full, j) == b']' && at(full, j + 1) == b':' && at(full, j + 2) == b' ' {
                     out.program_name = Some(prog);
-                    out.pid = Some(line[pid_start..j].to_string());
+                    out.pid = Some(sub(line, pid_start, j)?);
                     msg_start = Some(j + 3);
                 } else if at(full, j) == b']' && at(full, j + 1) == b' ' {
                     out.program_name = Some(prog);
-                    out.pid = Some(line[pid_start..j].to_string());
+                    out.pid = Some(sub(line, pid_start, j)?);
                     msg_start = Some(j + 2);
                 }
                 // Otherwise OSSEC gives up on the program name; the message starts after the host.
@@ -190,7 +200,7 @@ fn predecode_syslog(line: &str) -> Predecoded {
                             j += 1;
                         }
                         if at(full, j) == b':' && at(full, j + 1) == b' ' {
-                            out.program_name = Some(line[ps..j].to_string());
+                            out.program_name = Some(sub(line, ps, j)?);
                             msg_start = Some(j + 2);
                         } else if at(full, j) == b'[' && digit(full, j + 1) {
                             let pid_start = j + 1;
@@ -198,17 +208,17 @@ fn predecode_syslog(line: &str) -> Predecoded {
                             while digit(full, k) {
                                 k += 1;
                             }
-                            out.program_name = Some(line[ps..j].to_string());
+                            out.program_name = Some(sub(line, ps, j)?);
                             if at(full, k) == b']'
                                 && at(full, k + 1) == b':'
                                 && at(full, k + 2) == b' '
                             {
-                                out.pid = Some(line[pid_start..k].to_string());
+                                out.pid = Some(sub(line, pid_start, k)?);
                                 msg_start = Some(k + 3);
                             }
                         } else {
                             // OSSEC keeps the program name start as the message start here.
-                            out.program_name = Some(line[ps..j].to_string());
+                            out.program_name = Some(sub(line, ps, j)?);
                             msg_start = Some(ps);
                         }
                     }
@@ -225,8 +235,8 @@ fn predecode_syslog(line: &str) -> Predecoded {
                 }
             }
         }
-        out.message = line.get(start.min(line.len())..).unwrap_or("").to_string();
-        return out;
+        out.message = line.get(start.min(line.len())..)?.to_string();
+        return Some(out);
     }
 
     let p = full;
@@ -241,7 +251,7 @@ fn predecode_syslog(line: &str) -> Predecoded {
         && at(p, 24) == b' '
         && at(p, 26) == b' '
     {
-        return dated_only(line, 24);
+        return Some(dated_only(line, 24));
     }
     // snort: 01/28-09:13:16.240702  [**]
     if loglen > 24
@@ -252,7 +262,7 @@ fn predecode_syslog(line: &str) -> Predecoded {
         && at(p, 14) == b'.'
         && at(p, 21) == b' '
     {
-        return dated_only(line, 23);
+        return Some(dated_only(line, 23));
     }
     // suricata: 01/28/1979-09:13:16.240702  [**]
     if loglen > 26
@@ -264,7 +274,7 @@ fn predecode_syslog(line: &str) -> Predecoded {
         && at(p, 19) == b'.'
         && at(p, 26) == b' '
     {
-        return dated_only(line, 28);
+        return Some(dated_only(line, 28));
     }
     // apache error log: [Fri Feb 11 18:06:35 2004] [warn]
     if loglen > 27
@@ -277,7 +287,7 @@ fn predecode_syslog(line: &str) -> Predecoded {
         && at(p, 20) == b' '
         && at(p, 25) == b']'
     {
-        return dated_only(line, 27);
+        return Some(dated_only(line, 27));
     }
     // macOS ASL: [Time 2006.12.28 15:53:55 UTC] [Facility auth] [Sender sshd] ...
     if loglen > 26
@@ -289,7 +299,7 @@ fn predecode_syslog(line: &str) -> Predecoded {
         && at(p, 16) == b' '
         && at(p, 19) == b':'
     {
-        return asl(line);
+        return Some(asl(line));
     }
     // squid: 1140804070.368  11623 ...
     if loglen > 32
@@ -308,9 +318,9 @@ fn predecode_syslog(line: &str) -> Predecoded {
         }
         let mut out = dated_only(line, start);
         out.timestamp = line.get(..14).map(str::to_string);
-        return out;
+        return Some(out);
     }
-    whole(line)
+    Some(whole(line))
 }
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {

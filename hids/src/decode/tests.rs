@@ -360,3 +360,160 @@ fn directories_load_in_name_order() {
     assert_eq!(s.decoders().len(), 2);
     assert_eq!(decode(&s, "x 42").get("id"), Some("42"));
 }
+
+/// Our own decoders (decoders/ in the repository) on the lines they are written for.
+#[test]
+fn project_decoders_decode_their_logs() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../decoders");
+    let s = DecoderSet::load(&[dir]).unwrap_or_else(|e| {
+        panic!(
+            "{}",
+            e.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+    );
+    let cases: &[Case] = &[
+        ("Nov 21 10:00:00 web01 sshd[1]: Accepted publickey for deploy from 10.0.0.5 port 41000 ssh2: ED25519 SHA256:abc", "sshd",
+            &[("method", "publickey"), ("dstuser", "deploy"), ("srcip", "10.0.0.5"), ("srcport", "41000")]),
+        ("Nov 21 10:00:00 web01 sshd[1]: Failed password for invalid user admin from 198.51.100.9 port 3921 ssh2", "sshd",
+            &[("dstuser", "admin"), ("srcip", "198.51.100.9")]),
+        ("Nov 21 10:00:00 web01 sshd-session[1]: Invalid user oracle from 198.51.100.9 port 60022", "sshd",
+            &[("dstuser", "oracle"), ("srcip", "198.51.100.9"), ("srcport", "60022")]),
+        ("Nov 21 10:00:00 web01 sshd[1]: Connection closed by 198.51.100.9 port 22 [preauth]", "sshd",
+            &[("dstuser", ""), ("srcip", "198.51.100.9")]),
+        ("Nov 21 10:00:00 web01 sshd[1]: Disconnected from authenticating user root 198.51.100.9 port 22 [preauth]", "sshd",
+            &[("dstuser", "root"), ("srcip", "198.51.100.9")]),
+        ("Nov 21 10:00:00 web01 sshd[1]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.9  user=root", "sshd",
+            &[("srcip", "198.51.100.9"), ("dstuser", "root")]),
+        ("Nov 21 10:00:00 web01 sshd[1]: Did not receive identification string from 203.0.113.5 port 6450", "sshd",
+            &[("srcip", "203.0.113.5")]),
+        ("Nov 21 10:00:00 web01 sudo:    alice : TTY=pts/1 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/systemctl restart nginx", "sudo",
+            &[("srcuser", "alice"), ("status", ""), ("tty", "pts/1"), ("dstuser", "root"), ("command", "/usr/bin/systemctl restart nginx")]),
+        ("Nov 21 10:00:00 web01 sudo:    alice : 3 incorrect password attempts ; TTY=pts/1 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/bash", "sudo",
+            &[("srcuser", "alice"), ("status", "3 incorrect password attempts"), ("command", "/bin/bash")]),
+        ("Nov 21 10:00:00 web01 sudo: pam_unix(sudo:session): session opened for user root(uid=0) by alice(uid=1000)", "sudo",
+            &[("action", "opened"), ("dstuser", "root"), ("srcuser", "alice")]),
+        ("Nov 21 10:00:00 web01 su[9]: FAILED SU (to root) alice on pts/0", "su",
+            &[("status", "FAILED"), ("dstuser", "root"), ("srcuser", "alice")]),
+        ("Nov 21 10:00:00 web01 CRON[5]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)", "pam",
+            &[("service", "cron"), ("action", "opened"), ("dstuser", "root")]),
+        ("203.0.113.7 - alice [21/Nov/2026:10:00:00 +0000] \"GET /api/v1/users?id=4 HTTP/1.1\" 200 512 \"-\" \"curl/8.5.0\"", "web-accesslog",
+            &[("srcip", "203.0.113.7"), ("srcuser", "alice"), ("action", "GET"), ("url", "/api/v1/users?id=4"), ("id", "200"), ("user_agent", "curl/8.5.0")]),
+        ("2001:db8::1 - - [21/Nov/2026:10:00:00 +0000] \"POST /login HTTP/2.0\" 401 12", "web-accesslog",
+            &[("srcip", "2001:db8::1"), ("id", "401")]),
+        ("2026/11/21 10:00:00 [error] 1234#1234: *56 open() \"/srv/www/x\" failed (2: No such file or directory), client: 203.0.113.7, server: api, request: \"GET /x HTTP/1.1\", host: \"api.example\"", "nginx-errorlog",
+            &[("status", "error"), ("srcip", "203.0.113.7"), ("server", "api"), ("url", "/x")]),
+        ("2026/11/21 10:00:00 [notice] 1#1: signal process started", "nginx-errorlog",
+            &[("status", "notice"), ("extra_data", "signal process started")]),
+        ("[Fri Nov 21 10:00:00.123456 2026] [core:error] [pid 1234:tid 5678] [client 203.0.113.7:51234] AH00126: Invalid URI in request GET /x HTTP/1.1", "apache-errorlog",
+            &[("module", "core"), ("status", "error"), ("srcip", "203.0.113.7"), ("id", "AH00126")]),
+        ("[Fri Nov 21 10:00:00 2026] [error] [client 203.0.113.7] File does not exist: /var/www/x", "apache-errorlog",
+            &[("module", ""), ("status", "error"), ("srcip", "203.0.113.7"), ("extra_data", "File does not exist: /var/www/x")]),
+        ("{\"client_ip\":\"203.0.113.7\",\"request\":{\"method\":\"POST\",\"uri\":\"/login\"},\"response\":{\"status\":401},\"latencies\":{\"request\":12}}", "json-api",
+            &[("client_ip", "203.0.113.7"), ("request.method", "POST"), ("response.status", "401")]),
+        ("Nov 21 10:00:00 gw kong[7]: {\"request\":{\"uri\":\"/admin\"}}", "json-api", &[("request.uri", "/admin")]),
+        ("Nov 21 10:00:00 web01 kernel: [999434.025323] [UFW BLOCK] IN=eth0 OUT= MAC=52:54:00:12:34:56 SRC=198.51.100.9 DST=10.0.0.5 LEN=44 TOS=0x00 PREC=0x00 TTL=51 ID=0 PROTO=TCP SPT=43210 DPT=22 WINDOW=1024 RES=0x00 SYN URGP=0", "ufw",
+            &[("action", "BLOCK"), ("srcip", "198.51.100.9"), ("dstip", "10.0.0.5"), ("protocol", "TCP"), ("dstport", "22")]),
+        ("Nov 21 10:00:00 web01 kernel: iptables-drop: IN=eth0 OUT= SRC=198.51.100.9 DST=10.0.0.5 LEN=40 PROTO=UDP SPT=53 DPT=1900", "netfilter",
+            &[("action", "iptables-drop:"), ("srcip", "198.51.100.9"), ("protocol", "UDP"), ("dstport", "1900")]),
+        ("2026-11-21 10:00:00 upgrade openssl:amd64 3.0.11-1 3.0.13-1", "dpkg",
+            &[("action", "upgrade"), ("package", "openssl:amd64"), ("old_version", "3.0.11-1"), ("version", "3.0.13-1")]),
+        ("2026-11-21 10:00:00 status installed nginx:amd64 1.24.0-2", "dpkg-status",
+            &[("status", "installed"), ("package", "nginx:amd64")]),
+        ("Requested-By: alice (1000)", "apt", &[("dstuser", "alice"), ("uid", "1000")]),
+        ("Install: nginx:amd64 (1.24.0-2)", "apt", &[("action", "Install"), ("extra_data", "nginx:amd64 (1.24.0-2)")]),
+        ("type=USER_LOGIN msg=audit(1700000000.123:457): pid=1 uid=0 auid=1000 ses=2 msg='op=login id=1000 exe=\"/usr/sbin/sshd\" hostname=? addr=203.0.113.7 terminal=sshd res=failed'", "auditd",
+            &[("audit_type", "USER_LOGIN"), ("id", "1700000000.123:457"), ("audit_auid", "1000"), ("audit_exe", "/usr/sbin/sshd"), ("srcip", "203.0.113.7"), ("status", "failed")]),
+    ];
+    let mut failures = Vec::new();
+    for (line, name, fields) in cases {
+        let d = decode(&s, line);
+        if d.decoder.as_deref() != Some(*name) {
+            failures.push(format!("{line}\n  decoder {:?}, want {name}", d.decoder));
+            continue;
+        }
+        for (k, v) in *fields {
+            if d.get(k) != Some(*v) {
+                failures.push(format!(
+                    "{line}\n  {k} = {:?}, want {v:?} (all: {:?})",
+                    d.get(k),
+                    d.fields
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A byte-level match may end inside a multi-byte character; what follows must not panic.
+#[test]
+fn offsets_inside_multibyte_characters_are_safe() {
+    let s = set(r#"<decoder name="any"><prematch>^\.</prematch></decoder>
+<decoder name="any-child"><parent>any</parent><prematch offset="after_parent">^\.</prematch><regex offset="after_prematch">^(\.)(\S+)</regex><order>a, b</order></decoder>"#);
+    let d = decode(&s, "ééé x");
+    assert_eq!(d.decoder.as_deref(), Some("any"));
+    assert_eq!(d.get("a"), Some("\u{fffd}"));
+}
+
+#[test]
+fn hostile_lines_through_every_decoder_set_do_not_panic() {
+    let dir = crate::testutil::ossec_ruleset();
+    let stock = DecoderSet::load(&[dir.join("decoder.xml")]).unwrap();
+    let ours = DecoderSet::load(&[
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../decoders")
+    ])
+    .unwrap();
+    let base = [
+        "Nov 21 10:00:00 web01 sshd[1]: Failed password for invalid user admin from 198.51.100.9 port 3921 ssh2",
+        "203.0.113.7 - - [21/Nov/2026:10:00:00 +0000] \"GET /x HTTP/1.1\" 200 5 \"-\" \"ua\"",
+        "Nov 21 10:00:00 web01 sudo:    alice : TTY=pts/1 ; PWD=/h ; USER=root ; COMMAND=/bin/ls",
+        "{\"a\":{\"b\":\"c\"}}",
+    ];
+    let mut cache = DecodeCache::default();
+    for line in base {
+        for i in (0..=line.len()).filter(|&i| line.is_char_boundary(i)) {
+            for ins in ["é", "\u{1F600}", "\u{0}", "\u{fffd}"] {
+                let l = format!("{}{ins}{}", &line[..i], &line[i..]);
+                let pre = predecode(&l, LogFormat::Syslog);
+                let _ = stock.decode(&pre, &mut cache);
+                let _ = ours.decode(&pre, &mut cache);
+            }
+        }
+    }
+    let long = "a".repeat(100_000);
+    let _ = stock.decode(&predecode(&long, LogFormat::Syslog), &mut cache);
+}
+
+/// The child index must give the same first child as trying them in order, whatever mix of
+/// anchored, unanchored and after_parent prematches comes first.
+#[test]
+fn indexed_children_keep_file_order() {
+    let s = set(r#"<decoder name="r"><prematch>^r: </prematch></decoder>
+<decoder name="c1"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: alpha</prematch_pcre2></decoder>
+<decoder name="c2"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>beta</prematch_pcre2></decoder>
+<decoder name="c3"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: (?:beta|gamma)</prematch_pcre2></decoder>
+<decoder name="c4"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2 offset="after_parent">^delta</prematch_pcre2></decoder>
+<decoder name="c5"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: delta|^r: eps</prematch_pcre2></decoder>
+<decoder name="c6"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: \w+ zeta</prematch_pcre2></decoder>
+<decoder name="c7"><parent>r</parent><use_own_name>true</use_own_name><prematch_pcre2>^r: </prematch_pcre2></decoder>"#);
+    for (line, want) in [
+        ("r: alpha", "c1"),
+        ("r: beta", "c2"),
+        ("r: gamma beta", "c2"),
+        ("r: gamma", "c3"),
+        ("r: delta", "c4"),
+        ("r: eps", "c5"),
+        ("r: x zeta", "c6"),
+        ("r: other", "c7"),
+    ] {
+        assert_eq!(decode(&s, line).decoder.as_deref(), Some(want), "{line}");
+    }
+}

@@ -294,6 +294,14 @@ fn hostile_input_stays_linear() {
 }
 
 #[test]
+fn start_anchoring_is_detected() {
+    assert!(Pattern::pcre2("^a|^b").unwrap().is_start_anchored());
+    assert!(!Pattern::pcre2("^a|b").unwrap().is_start_anchored());
+    assert!(Pattern::os_regex("^a\\d+").unwrap().is_start_anchored());
+    assert!(!Pattern::os_match("!^a").unwrap().is_start_anchored());
+}
+
+#[test]
 fn anchored_prefixes_for_indexing() {
     let pat = Pattern::pcre2("^sshd").unwrap();
     assert_eq!(pat.anchored_prefixes(), Some(vec![b"sshd".to_vec()]));
@@ -309,4 +317,52 @@ fn anchored_prefixes_for_indexing() {
         pat.anchored_prefixes(),
         Some(vec![b"su".to_vec(), b"sudo".to_vec()])
     );
+}
+
+/// Every PCRE2 pattern of OSSEC's stock decoders and rules compiles on the linear engine; every
+/// OS_Match/OS_Regex element (`match`, `regex`, `prematch`, `program_name`, ...) compiles too.
+#[test]
+fn every_stock_ossec_pattern_compiles_linearly() {
+    fn walk(el: &crate::xml::Element, out: &mut Vec<(String, String)>) {
+        for c in &el.children {
+            out.push((c.name.to_ascii_lowercase(), c.text.clone()));
+            walk(c, out);
+        }
+    }
+    let dir = crate::testutil::ossec_ruleset();
+    let mut files = vec![dir.join("decoder.xml")];
+    for e in std::fs::read_dir(dir.join("rules")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    let mut elements = Vec::new();
+    for f in &files {
+        let doc = crate::xml::Document::load(f).unwrap();
+        for r in &doc.roots {
+            walk(r, &mut elements);
+        }
+    }
+    let (mut pcre2, mut legacy) = (0, 0);
+    let mut failures = Vec::new();
+    for (name, text) in &elements {
+        let dialect = if name.ends_with("_pcre2") || name == "pcre2" {
+            pcre2 += 1;
+            Dialect::Pcre2
+        } else if matches!(name.as_str(), "regex" | "prematch") {
+            legacy += 1;
+            Dialect::OsRegex
+        } else if matches!(name.as_str(), "match" | "program_name" | "hostname") {
+            legacy += 1;
+            Dialect::OsMatch
+        } else {
+            continue;
+        };
+        match Pattern::new(dialect, text) {
+            Ok(p) if p.is_linear() => {}
+            Ok(_) => failures.push(format!("<{name}> {text}: not linear")),
+            Err(e) => failures.push(format!("<{name}>: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(pcre2 > 1700, "{pcre2}");
+    assert!(legacy > 0);
 }

@@ -275,9 +275,15 @@ impl Watcher {
 }
 
 /// What the reading side needs to turn lines into deliveries.
+///
+/// The `Arc<str>`s that events share (host, location) are copied once per batch: the events of one
+/// batch share a copy that only this thread touches until the batch is sent, instead of every event
+/// bouncing one reference count between this thread and the consumer's.
 struct Out {
     index: u32,
     host: Arc<str>,
+    /// The location last used in this batch: (the file's, this batch's copy).
+    location: Option<(Arc<str>, Arc<str>)>,
     format: crate::event::LogFormat,
     batch: Batch,
     tx: mpsc::SyncSender<Batch>,
@@ -295,11 +301,19 @@ impl Out {
         now: SystemTime,
     ) {
         let (full_log, lossy) = to_text(line.bytes);
+        let location = match &self.location {
+            Some((orig, copy)) if Arc::ptr_eq(orig, location) => copy.clone(),
+            _ => {
+                let copy: Arc<str> = Arc::from(&**location);
+                self.location = Some((location.clone(), copy.clone()));
+                copy
+            }
+        };
         self.batch.push(Delivery {
             event: Event {
                 time: now,
                 host: self.host.clone(),
-                location: location.clone(),
+                location,
                 format: self.format,
                 full_log,
                 flags: LineFlags {
@@ -321,7 +335,9 @@ impl Out {
         if self.batch.is_empty() || self.closed {
             return;
         }
-        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(64));
+        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_MAX));
+        self.host = Arc::from(&*self.host);
+        self.location = None;
         self.counters.count(&b);
         if self.tx.send(b).is_err() {
             self.closed = true;
@@ -352,13 +368,14 @@ pub fn run(ctx: SourceContext, known: KnownFiles) {
     let out = Out {
         index: ctx.index,
         host: ctx.host.clone(),
+        location: None,
         format: ctx.config.format,
         batch: Vec::new(),
         tx: ctx.tx.clone(),
         counters: ctx.counters.clone(),
         closed: false,
     };
-    let watcher = if ctx.options.once {
+    let watcher = if ctx.options.once || ctx.options.poll {
         None
     } else {
         Watcher::start()
@@ -465,8 +482,6 @@ impl Tail {
                 _ => kept.push(t),
             }
         }
-        // Files opened meanwhile (none: rescan runs outside) keep their order after these.
-        kept.append(&mut self.files);
         self.files = kept;
         rotated_any
     }
@@ -650,6 +665,11 @@ impl Tail {
         let meta = file.metadata().map_err(|e| e.to_string())?;
         if !meta.is_file() {
             return Err("not a regular file (a FIFO, device or directory is not followed)".into());
+        }
+        if !lmeta.file_type().is_symlink() && (lmeta.dev(), lmeta.ino()) != (meta.dev(), meta.ino())
+        {
+            // Replaced between the check and the open (perhaps by a symbolic link): look again later.
+            return Err("the file changed while it was being opened".into());
         }
         if lmeta.file_type().is_symlink() && lmeta.uid() != 0 && lmeta.uid() != meta.uid() {
             // Someone who may write the log directory must not make us read another's file.

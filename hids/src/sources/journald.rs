@@ -239,6 +239,14 @@ fn last_cursor(ctx: &SourceContext) -> Result<Option<String>, String> {
 /// Runs journalctl once, handing on entries until it ends.
 fn follow(ctx: &SourceContext, cursor: &mut Option<String>) -> Result<(), Stop> {
     let args = journalctl_args(&ctx.config, !ctx.options.once, cursor.as_deref());
+    match cursor.as_deref() {
+        Some(c) => tracing::info!(
+            location = %ctx.location,
+            "reading the journal after cursor {}",
+            crate::diag::escape_control(c)
+        ),
+        None => tracing::info!(location = %ctx.location, "reading the journal from its start"),
+    }
     let mut child = match spawn(ctx, &args) {
         Ok(c) => c,
         Err(e) => {

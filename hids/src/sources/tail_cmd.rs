@@ -21,6 +21,8 @@ pub struct TailOptions {
     pub once: bool,
     /// Print only the number of events at the end (for measurements).
     pub count: bool,
+    /// Poll files instead of using inotify.
+    pub poll: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +99,14 @@ pub fn init_diagnostics(level: &str) {
 /// number of events handed on.
 pub fn run(config: &Config, opts: TailOptions) -> Result<u64, TailError> {
     let state = State::open(&config.agent.state_dir)?;
-    let running = spawn(config, &state, RunOptions { once: opts.once })?;
+    let running = spawn(
+        config,
+        &state,
+        RunOptions {
+            once: opts.once,
+            poll: opts.poll,
+        },
+    )?;
     let stdout = io::stdout();
     let mut w = BufWriter::with_capacity(256 << 10, stdout.lock());
     let mut count = 0u64;
