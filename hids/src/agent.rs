@@ -18,6 +18,7 @@
 //! SIGHUP reloads the configuration's decoders and rules (a reload that fails keeps what runs).
 
 mod notify;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -552,6 +553,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     )?;
     let output_names = outputs.names();
     let mut running = sources::spawn(cfg, &state, sources::RunOptions::default())?;
+    let mut status = status::StatusWriter::new(state.connect()?);
     drop(state);
     let stats = Arc::new(Stats::default());
     let (tx, rx) = sync_channel::<Work>(WORK_QUEUE);
@@ -600,6 +602,8 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
 
     let mut last_watchdog = Instant::now();
     let mut last_status = Instant::now();
+    let mut last_row = Instant::now();
+    status.write(&stats, &running.counters);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
@@ -624,6 +628,10 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
                 notifier.send("WATCHDOG=1");
                 last_watchdog = Instant::now();
             }
+        }
+        if last_row.elapsed() >= status::WRITE_EVERY {
+            last_row = Instant::now();
+            status.write(&stats, &running.counters);
         }
         if last_status.elapsed() >= Duration::from_secs(10) {
             last_status = Instant::now();
@@ -654,6 +662,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
             None
         }
     };
+    status.write(&stats, &running.counters);
     running.finish();
     if let Some(outputs) = outputs {
         let left = deadline

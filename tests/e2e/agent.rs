@@ -359,5 +359,27 @@ fn agent_sigterm_mid_stream_then_restart_loses_nothing() {
         (0..N).collect::<Vec<_>>(),
         "each line once ({before} before the restart)"
     );
+    // `hids status` reads the running agent's row, positions and spool.
+    let status = || {
+        let o = env.cmd().args(["status", "--json"]).output().unwrap();
+        let v: Value = serde_json::from_str(crate::util::stdout(&o).trim()).unwrap();
+        (o.status.code(), v)
+    };
+    wait_for(
+        &|| status().1["positions"][0]["lag_bytes"] == 0,
+        "no lag in the status",
+        &agent,
+    );
+    let (_, v) = status();
+    assert_eq!(
+        v["positions"][0]["offset"],
+        fs::metadata(&log).unwrap().len()
+    );
+    assert!(v["agent"]["uptime"].is_u64(), "{v}");
     assert_eq!(agent.stop(), 0);
+    let (code, v) = status();
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["running"], false);
+    let text = env.cmd().arg("status").output().unwrap();
+    assert!(crate::util::stdout(&text).contains("agent: not running"));
 }
