@@ -1,23 +1,51 @@
 //! The agent (`hids run`): the wiring of sources, analysis and outputs, its schedules and signals.
 //!
-//! For now it runs the scheduled FIM scans in the foreground (at idle IO and low CPU priority by
-//! default), records the baseline on first start, and writes each change as an alert line to the
-//! configured alert files. SIGINT/SIGTERM finish the batch under way and exit cleanly; a second
-//! SIGINT exits at once.
+//! Threads and bounded channels, as architecture.md draws them:
+//! - one thread per `[[logs]]` source (the `sources` module) sends batches of lines; a forwarder
+//!   passes them into the analysis channel as [`Work::Logs`];
+//! - the FIM thread runs the scheduled scans (at idle IO and low CPU priority by default) and sends
+//!   each change as [`Work::Fim`]. A second FIM source (real-time watches) takes a clone of the
+//!   same [`WorkSender`] and sends its changes the same way: the analysis does not know where a
+//!   change came from;
+//! - the analysis thread pre-decodes, decodes and runs the rules (one [`Engine`], so correlation
+//!   sees every event in order), submits each alert to the outputs spool, and only then
+//!   acknowledges the batch's positions: a crash repeats lines, never skips them;
+//! - the outputs' delivery threads (the `outputs` module) deliver from the spool.
+//!
+//! Every channel is bounded: a slow output slows the analysis, which slows the reading; nothing
+//! is dropped. SIGTERM/SIGINT stop the sources, let the analysis finish what is queued, save the
+//! positions and give the outputs the rest of a 5 s budget; a second signal exits at once.
+//! SIGHUP reloads the configuration's decoders and rules (a reload that fails keeps what runs).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+mod notify;
+pub mod status;
 
-use serde_json::json;
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{AlertFileConfig, CheckMode, Config};
-use crate::event::{ChangeKind, Event, FimChange};
+use crate::config::{CheckMode, Config};
+use crate::decode::{predecode, DecodeCache, DecoderSet};
+use crate::diag::Diagnostic;
+use crate::event::{Alert, AlertOptions, ChangeKind, Event, FimChange, RuleInfo};
 use crate::fim::{self, baseline::Baseline, hash::Throttle, FimError, Mode, ScanOptions, Summary};
+use crate::outputs::{OutputError, Outputs};
+use crate::rules::correlate::Limits;
+use crate::rules::matcher::Category;
+use crate::rules::{Engine, Fts, Input, LoadOptions, RuleSet};
+use crate::sources::{self, Acker, Batch, SourceError};
+
+pub use notify::Notifier;
+
+/// How many work items may wait for the analysis before the senders wait.
+pub const WORK_QUEUE: usize = 64;
+
+/// How long a stop may take in total (systemd's default stop timeout is far longer; 5 s is ours).
+pub const STOP_BUDGET: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -25,12 +53,29 @@ pub enum AgentError {
     Fim(#[from] FimError),
     #[error("cannot install the signal handlers: {0}")]
     Signals(#[source] io::Error),
-    #[error("cannot open alert file {}: {source}", path.display())]
-    AlertFile {
-        path: PathBuf,
+    #[error(transparent)]
+    Sources(#[from] SourceError),
+    #[error(transparent)]
+    Outputs(#[from] OutputError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("{}", render(.0))]
+    Analysis(Vec<Diagnostic>),
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
         #[source]
         source: io::Error,
     },
+}
+
+fn render(d: &[Diagnostic]) -> String {
+    let mut s = format!("{} error(s) in the decoders or rules:", d.len());
+    for x in d {
+        s.push('\n');
+        s.push_str(&x.to_string());
+    }
+    s
 }
 
 /// Sets up the diagnostic log on stderr: `level` (or `RUST_LOG`), as text or JSON.
@@ -49,111 +94,260 @@ pub fn init_logging(level: &str, json: bool) {
     };
 }
 
-/// The rule an alert for a FIM change carries until the rule engine classifies FIM events:
-/// OSSEC's syscheck rule ids and levels, level 12 for a tampered baseline.
-fn fim_rule(c: &FimChange) -> (u32, u8, &'static str) {
-    if c.tampered {
-        return (
-            559,
-            12,
-            "FIM baseline tampered: an entry failed its integrity check",
-        );
-    }
-    match c.kind {
-        ChangeKind::Modified => (550, 7, "Integrity checksum changed."),
-        ChangeKind::Deleted => (553, 7, "File deleted."),
-        ChangeKind::Added => (554, 5, "File added to the system."),
-    }
+/// What the analysis thread takes.
+pub enum Work {
+    /// Lines from the log sources, acknowledged once analysed and their alerts spooled.
+    Logs(Batch),
+    /// A file change, from a scan or a watch.
+    Fim(Event),
+    /// New decoders and rules (SIGHUP), applied between two events.
+    Reload(Box<Analysis>),
 }
 
-fn open_append(path: &Path) -> Result<File, AgentError> {
-    let err = |source| AgentError::AlertFile {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() && !parent.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(err)?;
-        }
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(err)
+/// The sending side of the analysis channel; clone it for another source of FIM changes.
+pub type WorkSender = SyncSender<Work>;
+
+/// Decoders and rules ready to run: what a reload replaces.
+pub struct Analysis {
+    decoders: DecoderSet,
+    fts: Vec<Fts>,
+    engine: Engine,
 }
 
-/// A plain writer of alerts to the configured alert files (JSON lines and OSSEC-style text).
-pub struct AlertFiles {
-    json: Option<(PathBuf, File)>,
-    text: Option<(PathBuf, File)>,
-    min_level: u8,
-    counter: u64,
-}
-
-impl AlertFiles {
-    pub fn open(cfg: &Config) -> Result<AlertFiles, AgentError> {
-        let open = |c: &AlertFileConfig| -> Result<Option<(PathBuf, File)>, AgentError> {
-            if !c.enabled {
-                return Ok(None);
+impl Analysis {
+    /// Loads the decoders and rules `cfg` names; every error found, each located.
+    /// A configured path that does not exist is skipped with a warning (the packaged defaults may
+    /// not be installed); a file that exists and is wrong is an error.
+    pub fn load(cfg: &Config) -> Result<Analysis, Vec<Diagnostic>> {
+        let existing = |paths: &[&Vec<std::path::PathBuf>]| {
+            let mut out = Vec::new();
+            for p in paths.iter().flat_map(|v| v.iter()) {
+                if std::fs::symlink_metadata(p).is_ok() {
+                    out.push(p.clone());
+                } else {
+                    tracing::warn!(path = %p.display(), "configured decoder or rule path does not exist: skipped");
+                }
             }
-            Ok(Some((c.path.clone(), open_append(&c.path)?)))
+            out
         };
-        Ok(AlertFiles {
-            json: open(&cfg.alerts.json)?,
-            text: open(&cfg.alerts.file)?,
-            min_level: cfg.alerts.log_level,
-            counter: 0,
+        let dpaths = existing(&[&cfg.rules.decoders, &cfg.rules.local_decoders]);
+        let decoders = DecoderSet::load(&dpaths)?;
+        let rpaths = existing(&[&cfg.rules.rules, &cfg.rules.local_rules]);
+        let opts = LoadOptions {
+            decoder_names: Some(
+                decoders
+                    .decoders()
+                    .iter()
+                    .map(|d| d.reported_name.to_string())
+                    .collect(),
+            ),
+            lists: cfg.rules.lists.clone(),
+        };
+        let rules = RuleSet::load(&rpaths, &opts).map_err(|e| e.0)?;
+        let fts = decoders
+            .decoders()
+            .iter()
+            .map(|d| Fts::parse(&d.fts.join(",")))
+            .collect();
+        Ok(Analysis {
+            decoders,
+            fts,
+            engine: Engine::new(Arc::new(rules), Limits::default()),
         })
     }
 
-    /// Writes one FIM event as an alert. Write errors are logged, never fatal.
-    pub fn write_fim(&mut self, event: &Event) {
-        let Some(change) = event.fim.as_deref() else {
-            return;
+    /// How many decoders and rules are loaded.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.decoders.decoders().len(), self.engine.rules().len())
+    }
+
+    /// Runs one event through pre-decoding, decoding and the rules; the alert it raises, if any.
+    /// A FIM change that no rule classifies still raises the built-in syscheck alert, so that a
+    /// rule set without FIM rules never silences file integrity.
+    pub fn analyse(&mut self, event: &Event, cache: &mut DecodeCache) -> Option<Alert> {
+        let (pre, decoded, fts) = match crate::rules::syscheck::decode(event) {
+            Some((pre, decoded)) => (pre, decoded, Fts::default()),
+            None => {
+                let pre = predecode(&event.full_log, event.format);
+                let (decoded, idx) = self.decoders.decode_full(&pre, cache);
+                let fts = idx
+                    .and_then(|i| self.fts.get(i).copied())
+                    .unwrap_or_default();
+                (pre, decoded, fts)
+            }
         };
-        let (id, level, description) = fim_rule(change);
-        if level < self.min_level {
-            return;
-        }
-        let secs = event
-            .time
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.counter += 1;
-        let groups = ["ossec", "syscheck"];
-        if let Some((path, f)) = &mut self.json {
-            let line = json!({
-                "timestamp": fim::report::format_time(event.time),
-                "rule": {"id": id, "level": level, "description": description, "groups": groups},
-                "hostname": &*event.host,
-                "location": &*event.location,
-                "full_log": event.full_log,
-                "syscheck": fim::change_json(change),
-            });
-            if let Err(e) = writeln!(f, "{line}") {
-                tracing::error!(file = %path.display(), "cannot write alert: {e}");
+        let input = Input {
+            event,
+            predecoded: &pre,
+            decoded: &decoded,
+            category: Category::of(&decoded),
+            fts,
+        };
+        match self.engine.evaluate(&input) {
+            Some(v) if v.alert && !v.info.options.no_log => Some(self.engine.alert(&v, &input)),
+            Some(_) => None,
+            None => {
+                let change = event.fim.as_deref()?;
+                Some(Alert {
+                    time: SystemTime::now(),
+                    rule: builtin_fim_rule(change),
+                    event: event.clone(),
+                    predecoded: pre,
+                    decoded,
+                    related: Vec::new(),
+                })
             }
         }
-        if let Some((path, f)) = &mut self.text {
-            let text = format!(
-                "** Alert {secs}.{}: - {},\n{} {}->{}\nRule: {id} (level {level}) -> '{description}'\n{}\n\n",
-                self.counter,
-                groups.join(","),
-                fim::report::format_time(event.time),
-                event.host,
-                event.location,
-                crate::diag::escape_control_keep_newlines(&event.full_log),
-            );
-            if let Err(e) = f.write_all(text.as_bytes()) {
-                tracing::error!(file = %path.display(), "cannot write alert: {e}");
+    }
+}
+
+/// The rule a FIM change carries when no loaded rule fires for it: OSSEC's syscheck rule ids and
+/// levels, level 12 for a tampered baseline.
+fn builtin_fim_rule(c: &FimChange) -> RuleInfo {
+    let (id, level, description) = if c.tampered {
+        (
+            559,
+            12,
+            "FIM baseline tampered: an entry failed its integrity check",
+        )
+    } else {
+        match c.kind {
+            ChangeKind::Modified => (550, 7, "Integrity checksum changed."),
+            ChangeKind::Deleted => (553, 7, "File deleted."),
+            ChangeKind::Added => (554, 5, "File added to the system."),
+        }
+    };
+    RuleInfo {
+        id,
+        level,
+        description: description.to_string(),
+        groups: vec!["ossec".into(), "syscheck".into()],
+        mitre: Vec::new(),
+        firedtimes: 0,
+        options: AlertOptions::default(),
+        info: Vec::new(),
+    }
+}
+
+/// Counters the agent keeps for its status and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Log events analysed.
+    pub events: AtomicU64,
+    /// FIM changes analysed.
+    pub fim_changes: AtomicU64,
+    /// Alerts spooled, by level (0..=15).
+    pub alerts_by_level: [AtomicU64; 16],
+    /// Alerts per rule id.
+    pub rule_hits: Mutex<BTreeMap<u32, u64>>,
+    /// Spool writes that failed (and were retried).
+    pub submit_errors: AtomicU64,
+    /// Successful reloads.
+    pub reloads: AtomicU64,
+    /// Seconds since the epoch when the analysis last took work or waited idle.
+    pub heartbeat: AtomicU64,
+}
+
+impl Stats {
+    fn beat(&self) {
+        self.heartbeat.store(now_secs(), Ordering::Relaxed);
+    }
+
+    fn count_alert(&self, rule: &RuleInfo) {
+        self.alerts_by_level[usize::from(rule.level.min(15))].fetch_add(1, Ordering::Relaxed);
+        let mut m = self.rule_hits.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(rule.id).or_default() += 1;
+    }
+
+    /// Alerts spooled in total.
+    pub fn alerts(&self) -> u64 {
+        self.alerts_by_level
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The analysis thread's loop: runs until every sender is gone, then hands the outputs back.
+fn analysis_loop(
+    rx: Receiver<Work>,
+    mut analysis: Analysis,
+    outputs: Outputs,
+    acker: Acker,
+    stats: Arc<Stats>,
+    stopping: Arc<AtomicBool>,
+) -> Outputs {
+    let mut cache = DecodeCache::default();
+    // Once an alert could not be spooled during a stop, no later position may be acknowledged.
+    let mut hold_acks = false;
+    loop {
+        stats.beat();
+        let work = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(w) => w,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match work {
+            Work::Logs(batch) => {
+                for d in &batch {
+                    if let Some(alert) = analysis.analyse(&d.event, &mut cache) {
+                        hold_acks |= !submit(&outputs, &alert, &stats, &stopping);
+                    }
+                }
+                stats
+                    .events
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if !hold_acks {
+                    acker.ack_all(&batch);
+                }
+            }
+            Work::Fim(event) => {
+                stats.fim_changes.fetch_add(1, Ordering::Relaxed);
+                if let Some(alert) = analysis.analyse(&event, &mut cache) {
+                    submit(&outputs, &alert, &stats, &stopping);
+                }
+            }
+            Work::Reload(new) => {
+                analysis = *new;
+                cache = DecodeCache::default();
+                stats.reloads.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    outputs
+}
+
+/// Spools an alert, retrying while SQLite refuses (disk full, locked): the reading waits meanwhile.
+/// False only when the agent is stopping and the spool still refuses after a few tries: the
+/// positions then stay where they were, and the lines are read again after the restart.
+fn submit(outputs: &Outputs, alert: &Alert, stats: &Stats, stopping: &AtomicBool) -> bool {
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        match outputs.submit(alert) {
+            Ok(_) => {
+                stats.count_alert(&alert.rule);
+                return true;
+            }
+            Err(e) => {
+                stats.submit_errors.fetch_add(1, Ordering::Relaxed);
+                tries += 1;
+                tracing::error!(
+                    rule = alert.rule.id,
+                    "cannot spool an alert (retrying): {e}"
+                );
+                if stopping.load(Ordering::Relaxed) && tries >= 3 {
+                    return false;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -183,39 +377,39 @@ fn log_summary(what: &str, s: &Summary) {
     );
 }
 
-/// Runs the agent in the foreground until SIGINT or SIGTERM.
-pub fn run(cfg: &Config) -> Result<(), AgentError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while stopping exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
-            .map_err(AgentError::Signals)?;
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(AgentError::Signals)?;
-    }
+/// The FIM thread: the scan at start (or the silent baseline on first start), then the schedule.
+fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
     let fimc = &cfg.fim;
     if fimc.low_priority {
-        // Before any thread exists, so that every scan thread inherits it.
+        // This thread (and the hashing threads it starts) only: the log analysis keeps its pace.
         match crate::sys::lower_priority() {
             Ok(()) => tracing::info!("FIM scans run at idle IO priority and nice 19"),
             Err(e) => tracing::warn!("cannot lower the scan priority: {e}"),
         }
     }
     let host: Arc<str> = Arc::from(cfg.agent.hostname.as_str());
-    let mut alerts = AlertFiles::open(cfg)?;
     let state_dir = &cfg.agent.state_dir;
-    let fresh = {
-        let st = crate::state::State::open(state_dir).map_err(FimError::from)?;
-        let n: i64 = st
-            .conn
-            .query_row(
-                "SELECT count(*) FROM fim_meta WHERE key = 'initialized'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or(0);
-        n == 0
+    let opened = crate::state::State::open(state_dir)
+        .map_err(FimError::from)
+        .and_then(|st| {
+            let n: i64 = st
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM fim_meta WHERE key = 'initialized'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0);
+            let fresh = n == 0;
+            Ok((Baseline::open(state_dir, fresh)?, fresh))
+        });
+    let (mut b, fresh) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!("FIM disabled: cannot open the baseline: {e}");
+            return;
+        }
     };
-    let mut b = Baseline::open(state_dir, fresh)?;
     let throttle = Throttle::new(fimc.max_io_bytes_per_s, fimc.max_files_per_s);
     let mut warned: Vec<String> = Vec::new();
     let mut report_warnings = |s: &Summary| {
@@ -226,43 +420,37 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
             }
         }
     };
-    tracing::info!(
-        paths = fimc.paths.len(),
-        state = %state_dir.display(),
-        "hids agent started"
-    );
-    let scan =
-        |b: &mut Baseline, mode: Mode, full: bool, alerts: &mut AlertFiles| -> Option<Summary> {
-            let opts = ScanOptions {
-                full,
-                throttle: throttle.as_ref(),
-                stop: Some(&stop),
-            };
-            let r = fim::scan(b, fimc, mode, &opts, &mut |c| {
-                alerts.write_fim(&fim::change_event(c, Arc::clone(&host)));
-            });
-            match r {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::error!("FIM scan failed: {e}");
-                    None
-                }
-            }
+    let scan = |b: &mut Baseline, mode: Mode, full: bool| -> Option<Summary> {
+        let opts = ScanOptions {
+            full,
+            throttle: throttle.as_ref(),
+            stop: Some(&stop),
         };
+        let r = fim::scan(b, fimc, mode, &opts, &mut |c| {
+            // Blocks while the analysis is behind; fails only when it is gone (stopping).
+            let _ = tx.send(Work::Fim(fim::change_event(c, Arc::clone(&host))));
+        });
+        match r {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("FIM scan failed: {e}");
+                None
+            }
+        }
+    };
+    if fimc.paths.is_empty() {
+        tracing::info!("no FIM paths configured");
+        return;
+    }
     if fresh {
         tracing::info!(
             "no FIM baseline yet: recording it now; changes are reported from the next scan on"
         );
-        if let Some(s) = scan(&mut b, Mode::Init, false, &mut alerts) {
+        if let Some(s) = scan(&mut b, Mode::Init, false) {
             report_warnings(&s);
             log_summary("FIM baseline recorded", &s);
         }
-    } else if let Some(s) = scan(
-        &mut b,
-        Mode::Check,
-        fimc.check_mode == CheckMode::Full,
-        &mut alerts,
-    ) {
+    } else if let Some(s) = scan(&mut b, Mode::Check, fimc.check_mode == CheckMode::Full) {
         report_warnings(&s);
         log_summary("FIM scan at start done", &s);
     }
@@ -278,7 +466,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         let due_interval = next_interval.is_some_and(|t| t <= now);
         let due_daily = next_daily.is_some_and(|t| t <= now);
         if !(due_interval || due_daily) {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
             continue;
         }
         // A scan that was not initialized (interrupted first start) starts over.
@@ -294,7 +482,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         let full = fimc.check_mode == CheckMode::Full
             || (fimc.full_every > 0 && n % u64::from(fimc.full_every) == 0);
         let mode = if initialized { Mode::Check } else { Mode::Init };
-        if let Some(s) = scan(&mut b, mode, full, &mut alerts) {
+        if let Some(s) = scan(&mut b, mode, full) {
             report_warnings(&s);
             log_summary(
                 if full {
@@ -313,6 +501,188 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
             next_daily = fimc.daily_time.map(|(h, m)| now + until_daily(h, m));
         }
     }
+}
+
+fn spawn<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, AgentError> {
+    std::thread::Builder::new()
+        .name(what.into())
+        .spawn(f)
+        .map_err(|source| AgentError::Thread { what, source })
+}
+
+/// Loads the configuration again and, if it and its decoders and rules are valid, hands the new
+/// analysis to the running one. Sources, FIM paths and outputs keep their start-up settings.
+fn reload(cfg: &Config, tx: &WorkSender) -> Result<(usize, usize), String> {
+    let new = crate::config::load(&cfg.source).map_err(|e| match e {
+        crate::config::ConfigError::Invalid { diagnostics, .. } => render(&diagnostics),
+        other => other.to_string(),
+    })?;
+    let analysis = Analysis::load(&new).map_err(|d| render(&d))?;
+    let sizes = analysis.sizes();
+    tx.send(Work::Reload(Box::new(analysis)))
+        .map_err(|_| "the analysis has stopped".to_string())?;
+    Ok(sizes)
+}
+
+/// Runs the agent in the foreground until SIGINT or SIGTERM.
+pub fn run(cfg: &Config) -> Result<(), AgentError> {
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .map_err(AgentError::Signals)?;
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(AgentError::Signals)?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(AgentError::Signals)?;
+    let notifier = Notifier::from_env();
+
+    let analysis = Analysis::load(cfg).map_err(AgentError::Analysis)?;
+    let (ndec, nrules) = analysis.sizes();
+    let state = crate::state::State::open(&cfg.agent.state_dir)?;
+    let outputs = Outputs::start(
+        &cfg.alerts,
+        &cfg.agent.hostname,
+        &cfg.agent.state_dir,
+        crate::outputs::Options::default(),
+    )?;
+    let output_names = outputs.names();
+    let mut running = sources::spawn(cfg, &state, sources::RunOptions::default())?;
+    let mut status = status::StatusWriter::new(state.connect()?);
+    drop(state);
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = sync_channel::<Work>(WORK_QUEUE);
+
+    // The log sources' channel feeds the analysis channel, so that the analysis waits on one queue.
+    let logs_rx = std::mem::replace(&mut running.rx, sync_channel(0).1);
+    let forwarder = {
+        let tx = tx.clone();
+        spawn("log forwarder", move || {
+            while let Ok(batch) = logs_rx.recv() {
+                if tx.send(Work::Logs(batch)).is_err() {
+                    break;
+                }
+            }
+        })?
+    };
+    let analysis_thread = {
+        let acker = running.acker.clone();
+        let stats = stats.clone();
+        let stopping = stop.clone();
+        spawn("analysis", move || {
+            analysis_loop(rx, analysis, outputs, acker, stats, stopping)
+        })?
+    };
+    let fim_thread = {
+        let tx = tx.clone();
+        let stop = stop.clone();
+        let cfg = cfg.clone();
+        spawn("fim", move || fim_loop(cfg, tx, stop))?
+    };
+    tracing::info!(
+        fim_paths = cfg.fim.paths.len(),
+        log_sources = cfg.logs.len(),
+        decoders = ndec,
+        rules = nrules,
+        outputs = %output_names.join(","),
+        state = %cfg.agent.state_dir.display(),
+        "hids agent started"
+    );
+    notifier.send("READY=1");
+    notifier.status(&format!(
+        "running: {} log source(s), {} FIM path(s), {nrules} rule(s)",
+        cfg.logs.len(),
+        cfg.fim.paths.len()
+    ));
+
+    let mut last_watchdog = Instant::now();
+    let mut last_status = Instant::now();
+    let mut last_row = Instant::now();
+    status.write(&stats, &running.counters);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if hup.swap(false, Ordering::Relaxed) {
+            notifier.send("RELOADING=1");
+            match reload(cfg, &tx) {
+                Ok((d, r)) => tracing::info!(
+                    decoders = d,
+                    rules = r,
+                    "reloaded decoders and rules (sources, FIM paths and outputs change at restart)"
+                ),
+                Err(e) => tracing::error!(
+                    "reload failed, the running configuration stays: {}",
+                    crate::diag::escape_control_keep_newlines(&e)
+                ),
+            }
+            notifier.send("READY=1");
+        }
+        if let Some(every) = notifier.watchdog {
+            // Only while the analysis is alive: a stuck pipeline lets systemd restart us.
+            let beat = stats.heartbeat.load(Ordering::Relaxed);
+            if last_watchdog.elapsed() >= every && now_secs().saturating_sub(beat) < 30 {
+                notifier.send("WATCHDOG=1");
+                last_watchdog = Instant::now();
+            }
+        }
+        if last_row.elapsed() >= status::WRITE_EVERY {
+            last_row = Instant::now();
+            status.write(&stats, &running.counters);
+        }
+        if last_status.elapsed() >= Duration::from_secs(10) {
+            last_status = Instant::now();
+            notifier.status(&format!(
+                "up {}s: {} event(s), {} FIM change(s), {} alert(s)",
+                started.elapsed().as_secs(),
+                stats.events.load(Ordering::Relaxed),
+                stats.fim_changes.load(Ordering::Relaxed),
+                stats.alerts()
+            ));
+        }
+    }
+
     tracing::info!("stopping: signal received");
+    notifier.send("STOPPING=1");
+    let deadline = Instant::now() + STOP_BUDGET;
+    running.stop();
+    drop(tx);
+    // The sources end once they see the flag; the analysis ends once the queue is empty.
+    let _ = forwarder.join();
+    let _ = fim_thread.join();
+    let outputs = match analysis_thread.join() {
+        Ok(o) => Some(o),
+        Err(_) => {
+            tracing::error!(
+                "the analysis thread panicked; positions stay at the last analysed line"
+            );
+            None
+        }
+    };
+    status.write(&stats, &running.counters);
+    running.finish();
+    if let Some(outputs) = outputs {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(500));
+        match outputs.shutdown(left) {
+            Ok(waiting) => {
+                for (o, n) in waiting {
+                    tracing::info!(output = %o, alerts = n, "kept in the spool for the next start");
+                }
+            }
+            Err(e) => tracing::error!("cannot read the spool at stop: {e}"),
+        }
+    }
+    tracing::info!(
+        events = stats.events.load(Ordering::Relaxed),
+        fim_changes = stats.fim_changes.load(Ordering::Relaxed),
+        alerts = stats.alerts(),
+        seconds = started.elapsed().as_secs(),
+        "hids agent stopped"
+    );
     Ok(())
 }

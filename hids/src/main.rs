@@ -49,6 +49,12 @@ enum Command {
     /// Alert outputs: send a test alert, show or deliver what waits in the spool
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// The agent's health: uptime, sources and positions, event and alert rates, spool depth;
+    /// exit 1 when no agent is running
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the configuration (and the decoders and rules it names); list every error
     CheckConfig,
     /// Print the version, the database schema version and the default paths
@@ -345,6 +351,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             hids::sources::tail_cmd::run(&cfg, opts)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let cfg = config::load(&config_path(&cli))?;
+            let running = hids::agent::status::print(&cfg, *json, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::from(if running { 0 } else { 1 }))
         }
         Command::Alerts(a) => {
             let cfg = config::load(&config_path(&cli))?;

@@ -683,7 +683,7 @@ fn hids_run_records_the_baseline_then_alerts_on_changes_and_stops_cleanly() {
         "File '{}' modified",
         tree.join("app.conf").display()
     )));
-    assert!(alert["syscheck"]["diff"].as_str().unwrap().contains("+a=2"));
+    assert!(alert["fim"]["diff"].as_str().unwrap().contains("+a=2"));
     let text = fs::read_to_string(env.state_dir().join("alerts.log")).unwrap();
     assert!(text.contains("Rule: 550 (level 7)"), "{text}");
     assert_eq!(

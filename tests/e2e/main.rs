@@ -2,6 +2,7 @@
 
 mod util;
 
+mod agent;
 mod cli;
 mod fim;
 mod logs;

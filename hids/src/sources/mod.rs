@@ -357,6 +357,12 @@ impl Running {
         s.save_all(&self.acker.ledgers);
     }
 
+    /// Asks the sources to stop without waiting: their threads end and the channel closes once
+    /// the consumer has taken what they were sending. Call [`Running::finish`] after the last ack.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Asks the sources to stop, and saves the acknowledged positions a last time.
     pub fn finish(mut self) {
         self.stop.store(true, Ordering::Relaxed);

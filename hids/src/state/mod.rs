@@ -21,6 +21,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0003_positions.sql"),
     ),
     ("0004_spool", include_str!("migrations/0004_spool.sql")),
+    ("0005_agent", include_str!("migrations/0005_agent.sql")),
 ];
 
 /// The name of the database file in the state directory.
