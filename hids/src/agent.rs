@@ -184,7 +184,16 @@ impl Analysis {
             fts,
         };
         match self.engine.evaluate(&input) {
-            Some(v) if v.alert && !v.info.options.no_log => Some(self.engine.alert(&v, &input)),
+            Some(v)
+                if v.alert
+                    && !self
+                        .engine
+                        .rules()
+                        .rule(v.id)
+                        .is_some_and(|r| r.options.no_log) =>
+            {
+                Some(self.engine.alert(&v, &input))
+            }
             Some(_) => None,
             None => {
                 let change = event.fim.as_deref()?;
