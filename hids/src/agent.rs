@@ -249,6 +249,9 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
                 }
             }
         };
+    // Real-time FIM: watches added before the scan at start, so nothing changed during it is
+    // missed; checked after it.
+    let realtime = start_realtime(fimc, state_dir);
     if fresh {
         tracing::info!(
             "no FIM baseline yet: recording it now; changes are reported from the next scan on"
@@ -266,6 +269,16 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         report_warnings(&s);
         log_summary("FIM scan at start done", &s);
     }
+    let realtime = realtime.and_then(|w| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        match w.run(tx) {
+            Ok(_) => Some(rx),
+            Err(e) => {
+                tracing::error!("cannot start real-time FIM: {e}");
+                None
+            }
+        }
+    });
     if fimc.interval.is_none() && fimc.daily_time.is_none() {
         tracing::info!("no scheduled FIM scans configured (interval = 0, no daily_time)");
     }
@@ -278,7 +291,10 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         let due_interval = next_interval.is_some_and(|t| t <= now);
         let due_daily = next_daily.is_some_and(|t| t <= now);
         if !(due_interval || due_daily) {
-            std::thread::sleep(Duration::from_millis(200));
+            match &realtime {
+                Some(rx) => realtime_notices(rx, &mut alerts, &host),
+                None => std::thread::sleep(Duration::from_millis(200)),
+            }
             continue;
         }
         // A scan that was not initialized (interrupted first start) starts over.
@@ -315,4 +331,82 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     }
     tracing::info!("stopping: signal received");
     Ok(())
+}
+
+// --- Real-time FIM hook: the watcher's changes go to the same alert writer as a scan's. ---
+
+fn start_realtime(
+    fimc: &crate::config::FimConfig,
+    state_dir: &Path,
+) -> Option<fim::watch::Watcher> {
+    match fim::watch::Watcher::start(fimc, state_dir) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("cannot start real-time FIM: {e}; the scheduled scans still run");
+            None
+        }
+    }
+}
+
+/// Writes the watcher's notices for up to 200 ms (so that signals and schedules are seen).
+fn realtime_notices(
+    rx: &std::sync::mpsc::Receiver<fim::watch::Notice>,
+    alerts: &mut AlertFiles,
+    host: &Arc<str>,
+) {
+    let mut next = rx.recv_timeout(Duration::from_millis(200)).ok();
+    while let Some(n) = next {
+        match n {
+            fim::watch::Notice::Change(c) => {
+                alerts.write_fim(&fim::change_event(&c, Arc::clone(host)))
+            }
+            fim::watch::Notice::Alert {
+                rule,
+                level,
+                description,
+                text,
+            } => alerts.write_notice(rule, level, description, &text),
+        }
+        next = rx.try_recv().ok();
+    }
+}
+
+impl AlertFiles {
+    /// Writes an alert about the agent's own FIM machinery (not about a file).
+    pub fn write_notice(&mut self, id: u32, level: u8, description: &str, text: &str) {
+        if level < self.min_level {
+            return;
+        }
+        let now = std::time::SystemTime::now();
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.counter += 1;
+        let groups = ["ossec", "syscheck"];
+        if let Some((path, f)) = &mut self.json {
+            let line = json!({
+                "timestamp": fim::report::format_time(now),
+                "rule": {"id": id, "level": level, "description": description, "groups": groups},
+                "location": fim::LOCATION,
+                "full_log": text,
+            });
+            if let Err(e) = writeln!(f, "{line}") {
+                tracing::error!(file = %path.display(), "cannot write alert: {e}");
+            }
+        }
+        if let Some((path, f)) = &mut self.text {
+            let text = format!(
+                "** Alert {secs}.{}: - {},\n{} ->{}\nRule: {id} (level {level}) -> '{description}'\n{}\n\n",
+                self.counter,
+                groups.join(","),
+                fim::report::format_time(now),
+                fim::LOCATION,
+                crate::diag::escape_control_keep_newlines(text),
+            );
+            if let Err(e) = f.write_all(text.as_bytes()) {
+                tracing::error!(file = %path.display(), "cannot write alert: {e}");
+            }
+        }
+    }
 }
