@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -35,6 +35,8 @@ pub const NO_WATCHES_RULE: u32 = 599;
 const MAX_SETTLES: u32 = 10;
 /// Bytes read from the inotify descriptor at a time.
 const READ_BUF: usize = 256 << 10;
+/// Reads queued between the reader and the checker, at most.
+const QUEUED_READS: usize = 64;
 
 /// What the watcher hands to the agent.
 #[derive(Debug)]
@@ -131,7 +133,9 @@ impl Watcher {
             exhausted: false,
             unwatched: 0,
         };
-        let (tx, rx) = mpsc::channel();
+        // Bounded: under a flood the kernel queue fills and overflows (then a rescan catches
+        // up) rather than this process's memory growing without end.
+        let (tx, rx) = mpsc::sync_channel(QUEUED_READS);
         std::thread::Builder::new()
             .name("fim-inotify".into())
             .spawn(move || read_loop(inotify, tx))
@@ -171,7 +175,7 @@ impl Watcher {
 }
 
 /// Reads events until the checker goes away.
-fn read_loop(mut inotify: Inotify, tx: Sender<Vec<RawEvent>>) {
+fn read_loop(mut inotify: Inotify, tx: SyncSender<Vec<RawEvent>>) {
     let mut buf = vec![0u8; READ_BUF];
     loop {
         match inotify.read_events_blocking(&mut buf) {
@@ -481,6 +485,92 @@ impl Checker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::ChangeKind;
+    use std::fs;
+
+    fn config(tree: &Path) -> FimConfig {
+        let text = format!(
+            "[agent]\nstate_dir = \"/nonexistent\"\n[fim]\n[[fim.paths]]\npath = \"{}\"\nrealtime = true\n",
+            tree.display()
+        );
+        crate::config::parse(Path::new("t.toml"), &text)
+            .unwrap()
+            .fim
+    }
+
+    #[test]
+    fn an_overflow_rescans_and_says_events_were_lost() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("sub/f"), "1").unwrap();
+        let cfg = config(&tree);
+        let state = d.path().join("state");
+        let mut b = Baseline::open(&state, true).unwrap();
+        super::super::scan(
+            &mut b,
+            &cfg,
+            Mode::Init,
+            &ScanOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let w = Watcher::start(&cfg, &state).unwrap().unwrap();
+        let mut c = w.state;
+        assert_eq!(c.by_wd.len(), 2, "the tree and sub/ are watched");
+        fs::write(tree.join("sub/f"), "22").unwrap();
+        let mut overflow = false;
+        c.handle(
+            RawEvent {
+                wd: -1,
+                mask: EventMask::Q_OVERFLOW,
+                name: None,
+            },
+            &mut overflow,
+        );
+        assert!(overflow);
+        let (tx, rx) = mpsc::channel();
+        assert!(c.rescan(&mut b, &tx));
+        drop(tx);
+        let notices: Vec<Notice> = rx.iter().collect();
+        assert_eq!(notices.len(), 2, "{notices:?}");
+        match &notices[0] {
+            Notice::Change(ch) => {
+                assert_eq!(ch.kind, ChangeKind::Modified);
+                assert_eq!(ch.path, tree.join("sub/f"));
+            }
+            n => panic!("{n:?}"),
+        }
+        match &notices[1] {
+            Notice::Alert {
+                rule, level, text, ..
+            } => {
+                assert_eq!((*rule, *level), (LOST_EVENTS_RULE, 7));
+                assert!(text.contains("events were lost"), "{text}");
+                assert!(text.contains("a rescan ran"), "{text}");
+            }
+            n => panic!("{n:?}"),
+        }
+    }
+
+    #[test]
+    fn deleted_and_moved_directories_lose_their_watches() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir_all(tree.join("a/b")).unwrap();
+        let cfg = config(&tree);
+        let w = Watcher::start(&cfg, &d.path().join("state"))
+            .unwrap()
+            .unwrap();
+        let mut c = w.state;
+        assert_eq!(c.by_wd.len(), 3);
+        c.drop_under(&tree.join("a"));
+        assert_eq!(c.by_wd.len(), 1);
+        fs::create_dir_all(tree.join("n/m")).unwrap();
+        c.watch_tree(&tree.join("n"), true);
+        assert_eq!(c.by_wd.len(), 3);
+        assert!(c.pending.contains_key(&tree.join("n/m")));
+    }
 
     #[test]
     fn exhausted_message_names_the_need_and_the_sysctl() {
