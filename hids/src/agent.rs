@@ -365,7 +365,7 @@ fn realtime_notices(
                 level,
                 description,
                 text,
-            } => alerts.write_notice(rule, level, description, &text),
+            } => alerts.write_notice(host, rule, level, description, &text),
         }
         next = rx.try_recv().ok();
     }
@@ -373,7 +373,7 @@ fn realtime_notices(
 
 impl AlertFiles {
     /// Writes an alert about the agent's own FIM machinery (not about a file).
-    pub fn write_notice(&mut self, id: u32, level: u8, description: &str, text: &str) {
+    pub fn write_notice(&mut self, host: &str, id: u32, level: u8, description: &str, text: &str) {
         if level < self.min_level {
             return;
         }
@@ -388,6 +388,7 @@ impl AlertFiles {
             let line = json!({
                 "timestamp": fim::report::format_time(now),
                 "rule": {"id": id, "level": level, "description": description, "groups": groups},
+                "hostname": host,
                 "location": fim::LOCATION,
                 "full_log": text,
             });
@@ -397,7 +398,7 @@ impl AlertFiles {
         }
         if let Some((path, f)) = &mut self.text {
             let text = format!(
-                "** Alert {secs}.{}: - {},\n{} ->{}\nRule: {id} (level {level}) -> '{description}'\n{}\n\n",
+                "** Alert {secs}.{}: - {},\n{} {host}->{}\nRule: {id} (level {level}) -> '{description}'\n{}\n\n",
                 self.counter,
                 groups.join(","),
                 fim::report::format_time(now),
