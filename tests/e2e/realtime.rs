@@ -229,6 +229,40 @@ fn realtime_reports_each_kind_of_change_once() {
         "in a renamed dir"
     );
 
+    // A directory with contents moved in from outside: all of it added, and watched.
+    fs::create_dir_all(a.outside.join("pkg/sub")).unwrap();
+    fs::write(a.outside.join("pkg/sub/lib"), "l\n").unwrap();
+    fs::rename(a.outside.join("pkg"), t.join("pkg")).unwrap();
+    assert_eq!(
+        a.changes(),
+        v(&[
+            ("added", "pkg"),
+            ("added", "pkg/sub"),
+            ("added", "pkg/sub/lib")
+        ]),
+        "directory moved in"
+    );
+    fs::write(t.join("pkg/sub/lib"), "l2\n").unwrap();
+    assert_eq!(
+        a.changes(),
+        v(&[("modified", "pkg/sub/lib")]),
+        "in a moved-in dir"
+    );
+
+    // Moved out again: all of it deleted, and no longer watched.
+    fs::rename(t.join("pkg"), a.outside.join("pkg")).unwrap();
+    assert_eq!(
+        a.changes(),
+        v(&[
+            ("deleted", "pkg"),
+            ("deleted", "pkg/sub"),
+            ("deleted", "pkg/sub/lib")
+        ]),
+        "directory moved out"
+    );
+    fs::write(a.outside.join("pkg/sub/lib"), "l3\n").unwrap();
+    assert_eq!(a.changes(), v(&[]), "outside the tree");
+
     // Nothing left for a scan to find: the baseline equals the tree.
     let o = a
         .env
