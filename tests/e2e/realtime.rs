@@ -39,6 +39,11 @@ fn wait_for(what: &mut dyn FnMut() -> bool, label: &str) {
 
 impl Agent {
     fn start(prepare: impl FnOnce(&Path)) -> Agent {
+        Agent::start_with(prepare, "")
+    }
+
+    /// With `extra` (where `{dir}` is the temp dir) appended to the config.
+    fn start_with(prepare: impl FnOnce(&Path), extra: &str) -> Agent {
         let env = Env::new();
         let tree = env.path().join("tree");
         let outside = env.path().join("outside");
@@ -46,8 +51,9 @@ impl Agent {
         fs::create_dir(&outside).unwrap();
         prepare(&tree);
         env.config(&format!(
-            "[fim]\ninterval = 0\n[[fim.paths]]\npath = \"{}\"\nrealtime = true\n",
-            tree.display()
+            "[fim]\ninterval = 0\n[[fim.paths]]\npath = \"{}\"\nrealtime = true\n{}",
+            tree.display(),
+            extra.replace("{dir}", &env.path().display().to_string())
         ));
         let log = env.path().join("run.log");
         let child = env
@@ -318,4 +324,34 @@ fn realtime_flood_ends_with_a_baseline_equal_to_the_tree() {
             );
         }
     }
+}
+
+#[test]
+fn realtime_follows_a_single_file_replaced_by_rename() {
+    let mut a = Agent::start_with(
+        |t| {
+            let etc = t.parent().unwrap().join("etc");
+            fs::create_dir(&etc).unwrap();
+            fs::write(etc.join("passwd"), "root:x:0:0\n").unwrap();
+        },
+        "[[fim.paths]]\npath = \"{dir}/etc/passwd\"\nrealtime = true\n",
+    );
+    let etc = a.env.path().join("etc");
+    // A sibling: not configured, never reported.
+    fs::write(etc.join("group"), "root:x:0\n").unwrap();
+    let mut changes = Vec::new();
+    for round in 0..3 {
+        fs::write(etc.join("passwd+"), format!("root:x:0:0\nu{round}:x:1\n")).unwrap();
+        fs::rename(etc.join("passwd+"), etc.join("passwd")).unwrap();
+        changes.push(a.changes());
+    }
+    let passwd = etc.join("passwd").display().to_string();
+    assert_eq!(
+        changes,
+        vec![
+            vec![("modified".to_string(), passwd.clone())],
+            vec![("modified".to_string(), passwd.clone())],
+            vec![("modified".to_string(), passwd.clone())],
+        ]
+    );
 }

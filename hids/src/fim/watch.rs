@@ -10,7 +10,7 @@
 //! was created before the watch existed is found there), and a lost-event overflow
 //! (`IN_Q_OVERFLOW`) re-watches the trees and runs a full check, with an alert saying so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,10 @@ struct Checker {
     state_dir: PathBuf,
     watches: Watches,
     by_wd: HashMap<i32, (WatchDescriptor, PathBuf)>,
+    /// Watches on the parent directory of a configured single file.
+    parent_wds: HashSet<i32>,
+    /// Configured single files (watched through their parent).
+    file_roots: HashSet<PathBuf>,
     /// Path -> (first event, last event) since it was last checked.
     pending: HashMap<PathBuf, (Instant, Instant)>,
     /// The watch limit was hit and not reported since.
@@ -129,6 +133,8 @@ impl Watcher {
             state_dir: state_dir.to_path_buf(),
             watches: inotify.watches(),
             by_wd: HashMap::new(),
+            parent_wds: HashSet::new(),
+            file_roots: HashSet::new(),
             pending: HashMap::new(),
             exhausted: false,
             unwatched: 0,
@@ -241,9 +247,16 @@ impl Checker {
         while let Some(dir) = stack.pop() {
             let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
             if !is_dir {
-                // A configured single file: watched by itself.
-                if dir == top && !scan_new && std::fs::symlink_metadata(&dir).is_ok() {
-                    self.add_watch(&dir);
+                // A configured single file (or a root not there yet): its parent directory is
+                // watched for that one name, since a file replaced by a rename (`/etc/passwd` by
+                // useradd) is a new inode that a watch on the file itself would not follow.
+                if dir == top && !scan_new {
+                    if let Some(parent) = dir.parent().filter(|p| !self.wants_watch(p)) {
+                        if let Some(id) = self.add_watch(parent) {
+                            self.parent_wds.insert(id);
+                            self.file_roots.insert(dir.clone());
+                        }
+                    }
                 }
                 continue;
             }
@@ -266,11 +279,12 @@ impl Checker {
         }
     }
 
-    fn add_watch(&mut self, path: &Path) {
+    fn add_watch(&mut self, path: &Path) -> Option<i32> {
         match self.watches.add(path, MASK) {
             Ok(wd) => {
-                self.by_wd
-                    .insert(wd.get_watch_descriptor_id(), (wd, path.to_path_buf()));
+                let id = wd.get_watch_descriptor_id();
+                self.by_wd.insert(id, (wd, path.to_path_buf()));
+                return Some(id);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 self.exhausted = true;
@@ -282,6 +296,7 @@ impl Checker {
                 "cannot watch: {e}; the scheduled scan covers it"
             ),
         }
+        None
     }
 
     /// Drops the watches of `dir` and everything below it (moved away or deleted).
@@ -293,6 +308,7 @@ impl Checker {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
+            self.parent_wds.remove(&id);
             if let Some((wd, _)) = self.by_wd.remove(&id) {
                 // Fails when the kernel already dropped it (inode gone): nothing to do then.
                 let _ = self.watches.remove(wd);
@@ -337,6 +353,7 @@ impl Checker {
         }
         if ev.mask.contains(EventMask::IGNORED) {
             self.by_wd.remove(&ev.wd);
+            self.parent_wds.remove(&ev.wd);
             return;
         }
         let Some((_, base)) = self.by_wd.get(&ev.wd) else {
@@ -344,6 +361,15 @@ impl Checker {
             return;
         };
         let base = base.clone();
+        if self.parent_wds.contains(&ev.wd) {
+            // The parent of a configured single file: only that file's events count.
+            if let Some(path) = ev.name.map(|n| base.join(n)) {
+                if self.file_roots.contains(&path) {
+                    self.touch(&path);
+                }
+            }
+            return;
+        }
         let Some(name) = ev.name else {
             // The watched directory (or file) itself.
             if ev
