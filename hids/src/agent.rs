@@ -193,6 +193,9 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(AgentError::Signals)?;
     }
     let fimc = &cfg.fim;
+    // Real-time FIM: watches added before the scan at start (so nothing changed during it is
+    // missed), its thread spawned before the priority is lowered; checking starts after the scan.
+    let realtime = start_realtime(fimc, &cfg.agent.state_dir);
     if fimc.low_priority {
         // Before any thread exists, so that every scan thread inherits it.
         match crate::sys::lower_priority() {
@@ -249,9 +252,6 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
                 }
             }
         };
-    // Real-time FIM: watches added before the scan at start, so nothing changed during it is
-    // missed; checked after it.
-    let realtime = start_realtime(fimc, state_dir);
     if fresh {
         tracing::info!(
             "no FIM baseline yet: recording it now; changes are reported from the next scan on"
@@ -269,15 +269,10 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         report_warnings(&s);
         log_summary("FIM scan at start done", &s);
     }
-    let realtime = realtime.and_then(|w| {
+    let realtime = realtime.map(|w| {
         let (tx, rx) = std::sync::mpsc::channel();
-        match w.run(tx) {
-            Ok(_) => Some(rx),
-            Err(e) => {
-                tracing::error!("cannot start real-time FIM: {e}");
-                None
-            }
-        }
+        w.resume(tx);
+        rx
     });
     if fimc.interval.is_none() && fimc.daily_time.is_none() {
         tracing::info!("no scheduled FIM scans configured (interval = 0, no daily_time)");
@@ -335,12 +330,12 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
 
 // --- Real-time FIM hook: the watcher's changes go to the same alert writer as a scan's. ---
 
-fn start_realtime(
-    fimc: &crate::config::FimConfig,
-    state_dir: &Path,
-) -> Option<fim::watch::Watcher> {
-    match fim::watch::Watcher::start(fimc, state_dir) {
-        Ok(w) => w,
+fn start_realtime(fimc: &crate::config::FimConfig, state_dir: &Path) -> Option<fim::watch::Paused> {
+    let started = fim::watch::Watcher::start(fimc, state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|w| w.map(|w| w.spawn().map_err(|e| e.to_string())).transpose());
+    match started {
+        Ok(p) => p,
         Err(e) => {
             tracing::error!("cannot start real-time FIM: {e}; the scheduled scans still run");
             None

@@ -15,7 +15,6 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -72,7 +71,7 @@ const MASK: WatchMask = WatchMask::MODIFY
     .union(WatchMask::EXCL_UNLINK);
 
 /// The real-time watcher: watches added by [`Watcher::start`], events checked once
-/// [`Watcher::run`] is called (events in between are queued, not lost).
+/// [`Paused::resume`] is called (events in between are queued, not lost).
 pub struct Watcher {
     state: Checker,
     events: Receiver<Vec<RawEvent>>,
@@ -158,13 +157,18 @@ impl Watcher {
         Ok(Some(Watcher { state, events: rx }))
     }
 
-    /// Starts checking: changes (and alerts about the watching) go to `out`. The thread ends when
-    /// `out` is closed.
-    pub fn run(self, out: Sender<Notice>) -> io::Result<JoinHandle<()>> {
+    /// Starts the checking thread, paused until [`Paused::resume`]. Spawned before the agent
+    /// lowers its own priority (so that real-time checks are not starved by a busy machine
+    /// while the scans stay at idle priority).
+    pub fn spawn(self) -> io::Result<Paused> {
         let Watcher { mut state, events } = self;
+        let (go, wait) = mpsc::channel::<Sender<Notice>>();
         std::thread::Builder::new()
             .name("fim-realtime".into())
             .spawn(move || {
+                let Ok(out) = wait.recv() else {
+                    return;
+                };
                 let mut b = match Baseline::open(&state.state_dir, false) {
                     Ok(b) => b,
                     Err(e) => {
@@ -176,7 +180,21 @@ impl Watcher {
                     state.report_exhausted(&out);
                 }
                 state.check_loop(&mut b, &events, &out);
-            })
+            })?;
+        Ok(Paused { go })
+    }
+}
+
+/// The checking thread, waiting for the baseline to exist.
+pub struct Paused {
+    go: Sender<Sender<Notice>>,
+}
+
+impl Paused {
+    /// Starts checking (the events since [`Watcher::start`] first): changes and alerts about the
+    /// watching go to `out`. The thread ends when `out` is closed.
+    pub fn resume(self, out: Sender<Notice>) {
+        let _ = self.go.send(out);
     }
 }
 
