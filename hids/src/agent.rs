@@ -100,6 +100,8 @@ pub enum Work {
     Logs(Batch),
     /// A file change, from a scan or a watch.
     Fim(Event),
+    /// An alert about the agent's own machinery (real-time FIM lost events, out of watches).
+    Notice(Box<Alert>),
     /// New decoders and rules (SIGHUP), applied between two events.
     Reload(Box<Analysis>),
 }
@@ -323,6 +325,9 @@ fn analysis_loop(
                     submit(&outputs, &alert, &stats, &stopping);
                 }
             }
+            Work::Notice(alert) => {
+                submit(&outputs, &alert, &stats, &stopping);
+            }
             Work::Reload(new) => {
                 analysis = *new;
                 cache = DecodeCache::default();
@@ -389,6 +394,9 @@ fn log_summary(what: &str, s: &Summary) {
 /// The FIM thread: the scan at start (or the silent baseline on first start), then the schedule.
 fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
     let fimc = &cfg.fim;
+    // Real-time FIM: watches added before the scan at start (so nothing changed during it is
+    // missed), its thread spawned before the priority is lowered; checking starts after the scan.
+    let realtime = start_realtime(fimc, &cfg.agent.state_dir);
     if fimc.low_priority {
         // This thread (and the hashing threads it starts) only: the log analysis keeps its pace.
         match crate::sys::lower_priority() {
@@ -463,6 +471,11 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
         report_warnings(&s);
         log_summary("FIM scan at start done", &s);
     }
+    let realtime = realtime.map(|w| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        w.resume(tx);
+        rx
+    });
     if fimc.interval.is_none() && fimc.daily_time.is_none() {
         tracing::info!("no scheduled FIM scans configured (interval = 0, no daily_time)");
     }
@@ -475,7 +488,10 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
         let due_interval = next_interval.is_some_and(|t| t <= now);
         let due_daily = next_daily.is_some_and(|t| t <= now);
         if !(due_interval || due_daily) {
-            std::thread::sleep(Duration::from_millis(100));
+            match &realtime {
+                Some(rx) => realtime_notices(rx, &tx, &host),
+                None => std::thread::sleep(Duration::from_millis(100)),
+            }
             continue;
         }
         // A scan that was not initialized (interrupted first start) starts over.
@@ -694,4 +710,76 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         "hids agent stopped"
     );
     Ok(())
+}
+
+// --- Real-time FIM: the watcher's changes enter the analysis exactly like a scan's. ---
+
+fn start_realtime(
+    fimc: &crate::config::FimConfig,
+    state_dir: &std::path::Path,
+) -> Option<fim::watch::Paused> {
+    let started = fim::watch::Watcher::start(fimc, state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|w| w.map(|w| w.spawn().map_err(|e| e.to_string())).transpose());
+    match started {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot start real-time FIM: {e}; the scheduled scans still run");
+            None
+        }
+    }
+}
+
+/// Hands the watcher's notices to the analysis for up to 100 ms (so that signals and schedules are
+/// seen): changes exactly like a scan's, problems with the watching as alerts of their own.
+fn realtime_notices(rx: &Receiver<fim::watch::Notice>, tx: &WorkSender, host: &Arc<str>) {
+    let mut next = rx.recv_timeout(Duration::from_millis(100)).ok();
+    while let Some(n) = next {
+        let work = match n {
+            fim::watch::Notice::Change(c) => Work::Fim(fim::change_event(&c, Arc::clone(host))),
+            fim::watch::Notice::Alert {
+                rule,
+                level,
+                description,
+                text,
+            } => Work::Notice(Box::new(notice_alert(host, rule, level, description, text))),
+        };
+        if tx.send(work).is_err() {
+            return;
+        }
+        next = rx.try_recv().ok();
+    }
+}
+
+/// An alert about the FIM machinery itself, not about a file.
+fn notice_alert(host: &Arc<str>, id: u32, level: u8, description: &str, text: String) -> Alert {
+    let now = SystemTime::now();
+    Alert {
+        time: now,
+        rule: RuleInfo {
+            id,
+            level,
+            description: description.to_string(),
+            groups: vec!["ossec".into(), "syscheck".into()],
+            mitre: Vec::new(),
+            firedtimes: 1,
+            options: AlertOptions::default(),
+            info: Vec::new(),
+        },
+        event: Event {
+            time: now,
+            host: Arc::clone(host),
+            location: Arc::from(fim::LOCATION),
+            format: crate::event::LogFormat::Plain,
+            full_log: text.clone(),
+            flags: Default::default(),
+            fim: None,
+        },
+        predecoded: crate::event::Predecoded {
+            message: text,
+            ..Default::default()
+        },
+        decoded: Default::default(),
+        related: Vec::new(),
+    }
 }

@@ -8,5 +8,6 @@ mod fim;
 mod logs;
 mod logtest;
 mod outputs;
+mod realtime;
 mod rules;
 mod servers;

@@ -18,6 +18,7 @@ pub mod diff;
 pub mod hash;
 pub mod report;
 pub mod walk;
+pub mod watch;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
