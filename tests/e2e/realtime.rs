@@ -106,7 +106,7 @@ impl Agent {
                 all = self.alerts();
                 all[self.seen.min(all.len())..]
                     .iter()
-                    .any(|a| a["syscheck"]["path"] == want.as_str())
+                    .any(|a| a["fim"]["path"] == want.as_str())
             },
             &format!("the alert for {want} (log: {})", self.log()),
         );
@@ -114,17 +114,14 @@ impl Agent {
         self.seen = all.len();
         let mut out: Vec<(String, String)> = new
             .iter()
-            .filter(|a| a["syscheck"]["path"] != want.as_str())
+            .filter(|a| a["fim"]["path"] != want.as_str())
             .map(|a| {
-                let p = a["syscheck"]["path"].as_str().unwrap_or("");
+                let p = a["fim"]["path"].as_str().unwrap_or("");
                 let rel = Path::new(p)
                     .strip_prefix(&self.tree)
                     .map(|r| r.display().to_string())
                     .unwrap_or_else(|_| p.to_string());
-                (
-                    a["syscheck"]["change"].as_str().unwrap_or("").to_string(),
-                    rel,
-                )
+                (a["fim"]["event"].as_str().unwrap_or("").to_string(), rel)
             })
             .collect();
         out.sort();
