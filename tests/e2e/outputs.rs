@@ -596,6 +596,49 @@ fn email_server_down_then_up_every_alert_arrives_once() {
     );
 }
 
+/// A mail the server refuses for good (5xx) is given up after a few tries instead of holding back
+/// every mail behind it.
+#[test]
+fn email_refused_for_good_is_given_up_and_later_alerts_still_go_out() {
+    let env = Env::new();
+    let port = free_port();
+    let cfg = lib_config(
+        &env,
+        &email_section(port, "tls = \"none\"\nmax_per_hour = 0\n"),
+    );
+    let smtp = Smtp::start_rejecting(&env.path().join("mail"), port, "REFUSE-THIS");
+    let out = Outputs::start(
+        &cfg.alerts,
+        &cfg.agent.hostname,
+        &cfg.agent.state_dir,
+        fast(),
+    )
+    .unwrap();
+    let mut bad = test_record(&cfg, 0);
+    bad.full_log = Some("REFUSE-THIS".into());
+    out.submit_record(bad).unwrap();
+    for n in 1..4 {
+        out.submit_record(test_record(&cfg, n)).unwrap();
+    }
+    assert!(
+        out.wait_idle(Duration::from_secs(30)),
+        "{:?}",
+        out.pending()
+    );
+    out.shutdown(Duration::from_secs(1)).unwrap();
+    let subjects: Vec<String> = smtp
+        .mails()
+        .iter()
+        .map(|m| m.header("Subject").unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        (1..4)
+            .map(|n| format!("hids alert: level 8 on testhost: alert {n}"))
+            .collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn alert_files_are_written_and_rotated() {
     let env = Env::new();

@@ -346,11 +346,26 @@ impl Smtp {
         Self::start_with(dir, port, Some(("--implicit-tls", certs)), None)
     }
 
+    /// Plain SMTP that refuses for good (554) every message containing `text`.
+    pub fn start_rejecting(dir: &Path, port: u16, text: &str) -> Smtp {
+        Self::start_args(dir, port, None, None, &["--reject", text])
+    }
+
     fn start_with(
         dir: &Path,
         port: u16,
         tls: Option<(&str, &Certs)>,
         auth: Option<(&str, &str)>,
+    ) -> Smtp {
+        Self::start_args(dir, port, tls, auth, &[])
+    }
+
+    fn start_args(
+        dir: &Path,
+        port: u16,
+        tls: Option<(&str, &Certs)>,
+        auth: Option<(&str, &str)>,
+        extra: &[&str],
     ) -> Smtp {
         std::fs::create_dir_all(dir).unwrap();
         let script = crate::util::repo().join("tests/e2e/smtp_server.py");
@@ -362,6 +377,7 @@ impl Smtp {
         if let Some((u, p)) = auth {
             cmd.args(["--auth", u, p]);
         }
+        cmd.args(extra);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

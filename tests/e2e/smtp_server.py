@@ -1,10 +1,12 @@
 """A real SMTP server for the end-to-end tests (aiosmtpd): saves each message as received.
 
 usage: smtp_server.py OUTDIR PORT [--tls CERT KEY | --implicit-tls CERT KEY] [--auth USER PASSWORD]
+                      [--reject TEXT]
 
 Each message becomes OUTDIR/N.eml (the DATA exactly as received, CRLF line ends included) and
 OUTDIR/N.json (the envelope: mail_from, rcpt_tos, the authenticated user). Prints "ready" once it
-accepts connections and runs until killed.
+accepts connections and runs until killed. With --reject, a message containing TEXT is refused for
+good (554) and not saved.
 """
 import json
 import logging
@@ -20,12 +22,14 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 out, port = sys.argv[1], int(sys.argv[2])
 args = sys.argv[3:]
-tls = auth = implicit = None
+tls = auth = implicit = reject = None
 while args:
     if args[0] == "--tls":
         tls, args = (args[1], args[2]), args[3:]
     elif args[0] == "--implicit-tls":
         implicit, args = (args[1], args[2]), args[3:]
+    elif args[0] == "--reject":
+        reject, args = args[1].encode(), args[2:]
     elif args[0] == "--auth":
         auth, args = (args[1], args[2]), args[3:]
     else:
@@ -39,6 +43,8 @@ count = [0]
 
 class Handler:
     async def handle_DATA(self, server, session, envelope):
+        if reject is not None and reject in envelope.original_content:
+            return "554 5.7.1 Message refused"
         with lock:
             count[0] += 1
             n = count[0]

@@ -20,6 +20,7 @@
 //! Bodies are plain text with CRLF line ends, every field escaped (no bare CR or LF from a log can
 //! reach a header or split a line); subjects are `hids alert: level N on HOST: description`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -81,6 +82,19 @@ pub struct EmailOutput {
     transport: SmtpTransport,
     db: Connection,
     window: Duration,
+    /// Permanent (5xx) rejections so far per spool id: a mail the server refuses for good is given
+    /// up after [`GIVE_UP_AFTER`] of them, so that it cannot hold back every mail behind it.
+    rejected: HashMap<i64, u32>,
+}
+
+/// How many permanent rejections of the same mail end its delivery.
+const GIVE_UP_AFTER: u32 = 3;
+
+/// Why a mail was not sent.
+struct SendError {
+    message: String,
+    /// The server (or the message itself) refuses it for good: retrying the same mail cannot help.
+    permanent: bool,
 }
 
 /// Reads the SMTP password: the file must be a regular file, owned by us or root, and not
@@ -163,6 +177,7 @@ impl EmailOutput {
             transport: b.build(),
             db: crate::state::open_db(db_path)?,
             window,
+            rejected: HashMap::new(),
         })
     }
 
@@ -180,20 +195,25 @@ impl EmailOutput {
         )
     }
 
-    fn send(&mut self, to: &[String], subject: String, body: String) -> Result<(), String> {
+    fn send(&mut self, to: &[String], subject: String, body: String) -> Result<(), SendError> {
+        let permanent = |message: String| SendError {
+            message,
+            permanent: true,
+        };
         let mut b = Message::builder()
             .from(self.from.clone())
             .subject(subject)
             .header(ContentType::TEXT_PLAIN);
         for t in to {
-            b = b.to(mailbox(t).map_err(|e| e.to_string())?);
+            b = b.to(mailbox(t).map_err(|e| permanent(e.to_string()))?);
         }
         let msg = b
             .body(body)
-            .map_err(|e| format!("building the mail: {e}"))?;
-        self.transport
-            .send(&msg)
-            .map_err(|e| format!("SMTP: {e}"))?;
+            .map_err(|e| permanent(format!("building the mail: {e}")))?;
+        self.transport.send(&msg).map_err(|e| SendError {
+            message: format!("SMTP: {e}"),
+            permanent: e.is_permanent(),
+        })?;
         if let Err(e) = self.db.execute(
             "INSERT INTO email_sent (output, sent_ms) VALUES (?1, ?2)",
             params![NAME, now_ms()],
@@ -201,6 +221,29 @@ impl EmailOutput {
             tracing::warn!(error = %e, "cannot record a sent mail for max_per_hour");
         }
         Ok(())
+    }
+
+    /// After a failed send of the mail for spool ids `ids` (the first names it): whether to give
+    /// it up (a permanent rejection seen [`GIVE_UP_AFTER`] times), logging why.
+    fn give_up(&mut self, ids: &[i64], e: &SendError) -> bool {
+        let Some(&first) = ids.first() else {
+            return false;
+        };
+        if !e.permanent {
+            return false;
+        }
+        let n = self.rejected.entry(first).or_insert(0);
+        *n += 1;
+        if *n < GIVE_UP_AFTER {
+            return false;
+        }
+        self.rejected.remove(&first);
+        tracing::error!(
+            alerts = ids.len(),
+            error = %crate::diag::escape_control(&e.message),
+            "mail refused for good {GIVE_UP_AFTER} times: given up (the alert stays in alerts.log and alerts.json)"
+        );
+        true
     }
 }
 
@@ -251,11 +294,14 @@ impl Output for EmailOutput {
                 continue;
             }
             if let Err(e) = self.send(&to, email_subject(&p.record), email_body(&p.record)) {
-                return Delivery {
-                    delivered,
-                    outcome: Outcome::Failed(e),
-                };
+                if !self.give_up(&[p.id], &e) {
+                    return Delivery {
+                        delivered,
+                        outcome: Outcome::Failed(e.message),
+                    };
+                }
             }
+            self.rejected.remove(&p.id);
             delivered.push(p.id);
         }
         let rest = &batch[single..];
@@ -271,17 +317,21 @@ impl Output for EmailOutput {
                 delivered.extend(group.iter().map(|p| p.id));
             } else {
                 let recs: Vec<&AlertRecord> = group.iter().map(|p| &p.record).collect();
+                let ids: Vec<i64> = group.iter().map(|p| p.id).collect();
                 if let Err(e) = self.send(
                     &to,
                     digest_subject(&recs),
                     digest_body(&recs, self.max_per_hour),
                 ) {
-                    return Delivery {
-                        delivered,
-                        outcome: Outcome::Failed(e),
-                    };
+                    if !self.give_up(&ids, &e) {
+                        return Delivery {
+                            delivered,
+                            outcome: Outcome::Failed(e.message),
+                        };
+                    }
                 }
-                delivered.extend(group.iter().map(|p| p.id));
+                self.rejected.remove(&ids[0]);
+                delivered.extend(ids);
             }
         }
         Delivery {
