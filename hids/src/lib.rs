@@ -12,6 +12,7 @@ pub mod diag;
 pub mod event;
 pub mod fim;
 pub mod logtest;
+pub mod net;
 pub mod outputs;
 pub mod pattern;
 pub mod rules;
