@@ -455,6 +455,38 @@ fn substitute(text: &str, vars: &HashMap<String, String>) -> Result<(String, boo
     Ok((out, changed))
 }
 
+/// Expands decoder or rule paths into files: a directory gives its `*.xml` files in name order
+/// (OSSEC's order for a directory); a file is kept as given.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            match std::fs::read_dir(p) {
+                Ok(rd) => {
+                    let mut files: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| f.extension().is_some_and(|x| x == "xml") && f.is_file())
+                        .collect();
+                    files.sort();
+                    out.extend(files);
+                }
+                Err(e) => errors.push(Diagnostic::whole_file(
+                    p,
+                    format!("cannot read directory: {e}"),
+                )),
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,38 +262,10 @@ const FTS_FIELDS: [&str; 11] = [
     "name",
 ];
 
-/// Expands `paths` into files: a directory gives its `*.xml` files in name order.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<Diagnostic>> {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            match std::fs::read_dir(p) {
-                Ok(rd) => {
-                    let mut files: Vec<PathBuf> = rd
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|f| f.extension().is_some_and(|x| x == "xml") && f.is_file())
-                        .collect();
-                    files.sort();
-                    out.extend(files);
-                }
-                Err(e) => errors.push(Diagnostic::whole_file(p, format!("cannot read: {e}"))),
-            }
-        } else {
-            out.push(p.clone());
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
-}
-
 impl DecoderSet {
     /// Loads decoder files and directories in the order given. All errors are returned at once.
     pub fn load(paths: &[PathBuf]) -> Result<DecoderSet, Vec<Diagnostic>> {
-        let files = expand_paths(paths)?;
+        let files = crate::xml::expand_paths(paths)?;
         let mut errors = Vec::new();
         let mut docs = Vec::new();
         for f in &files {

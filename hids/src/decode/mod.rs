@@ -27,7 +27,9 @@ pub struct CheckReport {
 pub fn check_configured(cfg: &crate::config::Config) -> CheckReport {
     let mut paths = cfg.rules.decoders.clone();
     paths.extend(cfg.rules.local_decoders.iter().cloned());
-    let files = decoder::expand_paths(&paths).map(|f| f.len()).unwrap_or(0);
+    let files = crate::xml::expand_paths(&paths)
+        .map(|f| f.len())
+        .unwrap_or(0);
     match DecoderSet::load(&paths) {
         Ok(set) => CheckReport {
             files,
