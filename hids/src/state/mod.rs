@@ -184,8 +184,21 @@ pub fn open_db(path: &Path) -> Result<Connection, StateError> {
     })?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sql_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sql_err)?;
+    // Switching a new database to WAL takes an exclusive lock without waiting on the busy
+    // handler, so two processes opening a fresh state directory at once (the agent and
+    // `hids status`) would see "database is locked": retry for as long as the busy timeout.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < end =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => break r.map_err(sql_err)?,
+        }
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
@@ -253,6 +266,24 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_openers_of_a_new_state_dir_all_succeed() {
+        // The agent, `hids status` and `hids alerts` may all open a fresh state dir at once.
+        for round in 0..30 {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join(format!("state{round}"));
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let dir = dir.clone();
+                    std::thread::spawn(move || State::open(&dir).map(|_| ()))
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        }
+    }
 
     #[test]
     fn creates_private_dir_and_db_with_wal_and_schema() {
