@@ -15,7 +15,9 @@
 //! Every channel is bounded: a slow output slows the analysis, which slows the reading; nothing
 //! is dropped. SIGTERM/SIGINT stop the sources, let the analysis finish what is queued, save the
 //! positions and give the outputs the rest of a 5 s budget; a second signal exits at once.
-//! SIGHUP reloads the configuration's decoders and rules (a reload that fails keeps what runs).
+//! SIGHUP reloads the configuration's decoders, rules and active responses (a reload that fails
+//! keeps what runs). The active response worker (the `response` module) takes each spooled alert
+//! from the analysis without ever making it wait, and sends its own alerts back as notices.
 
 mod notify;
 pub mod status;
@@ -34,6 +36,7 @@ use crate::diag::Diagnostic;
 use crate::event::{Alert, AlertOptions, ChangeKind, Event, FimChange, RuleInfo};
 use crate::fim::{self, baseline::Baseline, hash::Throttle, FimError, Mode, ScanOptions, Summary};
 use crate::outputs::{OutputError, Outputs};
+use crate::response::Responder;
 use crate::rules::correlate::Limits;
 use crate::rules::matcher::Category;
 use crate::rules::{Engine, Fts, Input, LoadOptions, RuleSet};
@@ -294,6 +297,7 @@ fn analysis_loop(
     acker: Acker,
     stats: Arc<Stats>,
     stopping: Arc<AtomicBool>,
+    responder: Responder,
 ) -> Outputs {
     let mut cache = DecodeCache::default();
     // Once an alert could not be spooled during a stop, no later position may be acknowledged.
@@ -309,7 +313,11 @@ fn analysis_loop(
             Work::Logs(batch) => {
                 for d in &batch {
                     if let Some(alert) = analysis.analyse(&d.event, &mut cache) {
-                        hold_acks |= !submit(&outputs, &alert, &stats, &stopping);
+                        let spooled = submit(&outputs, &alert, &stats, &stopping);
+                        hold_acks |= !spooled;
+                        if spooled {
+                            responder.offer(&alert);
+                        }
                     }
                 }
                 stats
@@ -322,7 +330,9 @@ fn analysis_loop(
             Work::Fim(event) => {
                 stats.fim_changes.fetch_add(1, Ordering::Relaxed);
                 if let Some(alert) = analysis.analyse(&event, &mut cache) {
-                    submit(&outputs, &alert, &stats, &stopping);
+                    if submit(&outputs, &alert, &stats, &stopping) {
+                        responder.offer(&alert);
+                    }
                 }
             }
             Work::Notice(alert) => {
@@ -539,8 +549,9 @@ fn spawn<T: Send + 'static>(
 }
 
 /// Loads the configuration again and, if it and its decoders and rules are valid, hands the new
-/// analysis to the running one. Sources, FIM paths and outputs keep their start-up settings.
-fn reload(cfg: &Config, tx: &WorkSender) -> Result<(usize, usize), String> {
+/// analysis to the running one and the new `[active_response]` to the responder. Sources, FIM
+/// paths and outputs keep their start-up settings.
+fn reload(cfg: &Config, tx: &WorkSender, responder: &Responder) -> Result<(usize, usize), String> {
     let new = crate::config::load(&cfg.source).map_err(|e| match e {
         crate::config::ConfigError::Invalid { diagnostics, .. } => render(&diagnostics),
         other => other.to_string(),
@@ -549,6 +560,7 @@ fn reload(cfg: &Config, tx: &WorkSender) -> Result<(usize, usize), String> {
     let sizes = analysis.sizes();
     tx.send(Work::Reload(Box::new(analysis)))
         .map_err(|_| "the analysis has stopped".to_string())?;
+    responder.reconfigure(&new.active_response);
     Ok(sizes)
 }
 
@@ -595,12 +607,25 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
             }
         })?
     };
+    // Active response: its own alerts enter the analysis channel like the FIM notices.
+    let (responder, response_worker) = {
+        let tx = tx.clone();
+        Responder::new(
+            &cfg.active_response,
+            &cfg.agent.state_dir,
+            &cfg.agent.hostname,
+            stop.clone(),
+            move |a| tx.send(Work::Notice(Box::new(a))).is_ok(),
+        )?
+    };
+    let response_thread = spawn("active response", move || response_worker.run())?;
     let analysis_thread = {
         let acker = running.acker.clone();
         let stats = stats.clone();
         let stopping = stop.clone();
+        let responder = responder.clone();
         spawn("analysis", move || {
-            analysis_loop(rx, analysis, outputs, acker, stats, stopping)
+            analysis_loop(rx, analysis, outputs, acker, stats, stopping, responder)
         })?
     };
     let fim_thread = {
@@ -633,11 +658,11 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
             notifier.send("RELOADING=1");
-            match reload(cfg, &tx) {
+            match reload(cfg, &tx, &responder) {
                 Ok((d, r)) => tracing::info!(
                     decoders = d,
                     rules = r,
-                    "reloaded decoders and rules (sources, FIM paths and outputs change at restart)"
+                    "reloaded decoders and rules, and the active responses (sources, FIM paths and outputs change at restart)"
                 ),
                 Err(e) => tracing::error!(
                     "reload failed, the running configuration stays: {}",
@@ -678,6 +703,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     // The sources end once they see the flag; the analysis ends once the queue is empty.
     let _ = forwarder.join();
     let _ = fim_thread.join();
+    let _ = response_thread.join();
     let outputs = match analysis_thread.join() {
         Ok(o) => Some(o),
         Err(_) => {

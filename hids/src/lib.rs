@@ -15,6 +15,7 @@ pub mod logtest;
 pub mod net;
 pub mod outputs;
 pub mod pattern;
+pub mod response;
 pub mod rules;
 pub mod sources;
 pub mod state;

@@ -102,3 +102,22 @@ pub fn try_lock_exclusive(f: &std::fs::File) -> std::io::Result<bool> {
         Err(e)
     }
 }
+
+/// Sends SIGKILL to every process in the process group `pgid` (a command started with
+/// `process_group(0)`, so that what it started goes too).
+pub fn kill_process_group(pgid: u32) -> std::io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    if pgid <= 1 {
+        // 0 would be our own group and 1 init's: never what is meant.
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: killpg takes two integers and touches no memory of ours; the group id is a child's
+    // pid we started as a group leader (checked above not to be 0 or 1).
+    let r = unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

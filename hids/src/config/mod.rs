@@ -367,16 +367,22 @@ pub struct AlertsConfig {
 /// An address or network never acted on.
 pub use crate::net::Cidr;
 
-#[derive(Debug, Clone)]
+/// One `[[active_response.response]]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseConfig {
+    /// A built-in name alone, or an absolute program path and its arguments.
     pub command: Vec<String>,
     pub rules: Vec<u32>,
     pub groups: Vec<String>,
     pub min_level: Option<u8>,
+    /// None: never undone.
     pub timeout: Option<Duration>,
+    /// For the `hosts-deny` built-in: the file edited (`/etc/hosts.deny` when not given).
+    pub hosts_deny_path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+/// `[active_response]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveResponseConfig {
     pub enabled: bool,
     pub allowlist: Vec<Cidr>,

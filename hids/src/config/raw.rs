@@ -295,11 +295,15 @@ pub struct RawActiveResponse {
     pub response: Vec<RawResponse>,
 }
 
-/// `[[active_response.response]]`.
+/// `[[active_response.response]]`. A response fires when every criterion it gives matches: the
+/// alert's rule is one of `rules`, it is in one of `groups`, its level is at least `min_level`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawResponse {
-    /// A built-in (nftables, iptables, ufw, hosts-deny) or a program and its arguments.
+    /// A built-in (`["nftables"]`, `["iptables"]`, `["ufw"]`, `["hosts-deny"]`) or a program (an
+    /// absolute path) and its arguments, run without a shell. An argument that is exactly
+    /// `{action}` (`add` or `delete`), `{srcip}`, `{user}` or `{rule}` is replaced by that value;
+    /// with none of them, `add|delete` and the address are appended.
     pub command: Option<Vec<String>>,
     /// Fire for these rule ids.
     #[serde(default)]
@@ -309,6 +313,8 @@ pub struct RawResponse {
     pub groups: Vec<String>,
     /// Fire for alerts of at least this level.
     pub min_level: Option<i64>,
-    /// Undo after this long ("10m"). 0: never.
+    /// Undo after this long ("10m"). Default "10m"; 0: never.
     pub timeout: Option<RawDuration>,
+    /// For `hosts-deny`: the file to edit. Default `/etc/hosts.deny`.
+    pub hosts_deny_path: Option<String>,
 }

@@ -310,3 +310,27 @@ fn email_ca_file_needs_tls() {
     let em = cfg.alerts.email.unwrap();
     assert_eq!(em.ca_file.as_deref(), Some(Path::new("/etc/hids/ca.pem")));
 }
+
+#[test]
+fn active_response_placeholders_and_hosts_deny_path() {
+    let ok = parse(
+        Path::new("t.toml"),
+        "[active_response]\nenabled = true\n[[active_response.response]]\ncommand = [\"hosts-deny\"]\nrules = [1]\nhosts_deny_path = \"/tmp/hd\"\ntimeout = \"2s\"\n[[active_response.response]]\ncommand = [\"/bin/echo\", \"{action}\", \"--ip\", \"{srcip}\", \"{user}\"]\nmin_level = 10\ntimeout = 0\n",
+    )
+    .unwrap();
+    let r = &ok.active_response.responses;
+    assert_eq!(r[0].hosts_deny_path.as_deref(), Some(Path::new("/tmp/hd")));
+    assert_eq!(r[0].timeout, Some(Duration::from_secs(2)));
+    assert_eq!(r[1].timeout, None);
+    assert_eq!(
+        errors("[[active_response.response]]\ncommand = [\"/bin/echo\", \"{ip}\"]\nrules = [1]\n"),
+        vec!["2:25: unknown placeholder \"{ip}\" (known: {action}, {srcip}, {user}, {rule})"]
+    );
+    assert_eq!(
+        errors("[[active_response.response]]\ncommand = [\"ufw\"]\nrules = [1]\nhosts_deny_path = \"hd\"\n"),
+        vec![
+            "4:19: hosts_deny_path applies only to command = [\"hosts-deny\"]",
+            "4:19: path \"hd\" must be absolute"
+        ]
+    );
+}

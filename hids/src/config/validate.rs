@@ -880,6 +880,17 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> (Config, Errors) 
                         format!("program \"{}\" must be an absolute path", c[0]),
                     );
                 }
+                for (j, a) in c.iter().enumerate().skip(1) {
+                    if a.starts_with('{')
+                        && a.ends_with('}')
+                        && !["{action}", "{srcip}", "{user}", "{rule}"].contains(&a.as_str())
+                    {
+                        v.err(
+                            path!["active_response", "response", i, "command", j],
+                            format!("unknown placeholder \"{a}\" (known: {{action}}, {{srcip}}, {{user}}, {{rule}})"),
+                        );
+                    }
+                }
                 c.clone()
             }
             _ => {
@@ -897,12 +908,22 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> (Config, Errors) 
             );
         }
         let timeout = v.duration(at("timeout"), &r.timeout, Duration::from_secs(600));
+        let hosts_deny_path = r.hosts_deny_path.as_ref().map(|p| {
+            if command.len() != 1 || command[0] != "hosts-deny" {
+                v.err(
+                    at("hosts_deny_path"),
+                    "hosts_deny_path applies only to command = [\"hosts-deny\"]",
+                );
+            }
+            v.absolute(at("hosts_deny_path"), p)
+        });
         responses.push(ResponseConfig {
             command,
             rules: r.rules.clone(),
             groups: r.groups.clone(),
             min_level: r.min_level.map(|l| v.level(at("min_level"), Some(l), 0)),
             timeout: Some(timeout).filter(|t| !t.is_zero()),
+            hosts_deny_path,
         });
     }
     let active_response = ActiveResponseConfig {
