@@ -9,5 +9,6 @@ mod logs;
 mod logtest;
 mod outputs;
 mod realtime;
+mod response;
 mod rules;
 mod servers;

@@ -322,13 +322,14 @@ impl Worker {
         let ip_text = ip.to_string();
         if self.permanent.contains(&(key.clone(), ip)) {
             bump(&self.counters.repeated);
-            tracing::info!(srcip = %ip, rule = req.rule, response = %name, "already blocked (without timeout): not blocked twice");
+            tracing::debug!(srcip = %ip, rule = req.rule, response = %name, "already blocked (without timeout): not blocked twice");
             return;
         }
         match self.store.unblock_at(&key, &ip_text) {
             Ok(Some(_)) => {
                 bump(&self.counters.repeated);
-                tracing::info!(
+                // Debug: a brute force repeats for every line until the block bites.
+                tracing::debug!(
                     srcip = %ip,
                     rule = req.rule,
                     response = %name,

@@ -1,0 +1,311 @@
+//! Active response end to end: the real `hids run` with our shipped decoders and rules reads an
+//! sshd log; a test program records the arguments it is run with. A brute force blocks once with
+//! the exact address and is unblocked after the timeout; allowlisted and crafted addresses never
+//! reach a command (and nothing runs a shell on them); the hosts-deny built-in edits a temp file;
+//! a restart with a block pending still unblocks it; a reload applies new responses.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{repo, Env};
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(env: &Env, name: &str) -> Agent {
+        let log = env.path().join(name);
+        let child = env
+            .cmd()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let a = Agent { child, log };
+        a.wait_for(
+            &|| a.stderr().contains("hids agent started"),
+            "the agent's start",
+        );
+        a
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let s = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+
+    fn wait_for(&self, what: &dyn Fn() -> bool, label: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !what() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {label}\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(mut self) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                assert_eq!(s.code(), Some(0), "{}", self.stderr());
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("hids run did not stop:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The temp setup: an sshd log, a recording program, and the config with `responses` appended.
+struct Setup {
+    env: Env,
+    log: PathBuf,
+    script: PathBuf,
+    record: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let env = Env::new();
+        let log = env.path().join("auth.log");
+        fs::write(&log, "").unwrap();
+        let record = env.path().join("calls");
+        let script = env.path().join("record.sh");
+        // Each argument in brackets, one run per line: what the program received, exactly.
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]' \"$a\"; done >> '{0}'\necho >> '{0}'\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        Setup {
+            env,
+            log,
+            script,
+            record,
+        }
+    }
+
+    fn config(&self, active_response: &str) {
+        self.env.config(&format!(
+            "[[logs]]\npath = \"{}\"\nformat = \"syslog\"\nstart = \"beginning\"\n\
+             [rules]\ndecoders = [\"{}\"]\nrules = [\"{}\"]\n\
+             [active_response]\nenabled = true\n{}",
+            self.log.display(),
+            repo().join("decoders").display(),
+            repo().join("rules").display(),
+            active_response.replace("SCRIPT", &self.script.display().to_string())
+        ));
+    }
+
+    fn calls(&self) -> Vec<String> {
+        fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn failures(&self, src: &str, n: usize) {
+        let mut f = fs::OpenOptions::new().append(true).open(&self.log).unwrap();
+        for i in 0..n {
+            writeln!(
+                f,
+                "Nov 22 03:00:{:02} web1 sshd[4242]: Failed password for root from {src} port {} ssh2",
+                i % 60,
+                40000 + i
+            )
+            .unwrap();
+        }
+    }
+
+    fn alerts(&self, rule: u64) -> Vec<Value> {
+        fs::read_to_string(self.env.state_dir().join("alerts.json"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|a| a["rule"]["id"] == rule)
+            .collect()
+    }
+}
+
+#[test]
+fn response_brute_force_blocks_once_unblocks_after_timeout_and_reload_applies() {
+    let s = Setup::new();
+    // The brute-force rule (100150) blocks for 2s; each failure (100101) also asks a second
+    // response that never unblocks: repeats for the same address are not blocked twice.
+    let responses = "[[active_response.response]]\ncommand = [\"SCRIPT\", \"brute\", \"{action}\", \"{srcip}\"]\nrules = [100150]\ntimeout = \"2s\"\n\
+                     [[active_response.response]]\ncommand = [\"SCRIPT\", \"each\", \"{action}\", \"{srcip}\", \"{user}\"]\nrules = [100101]\ntimeout = 0\n";
+    s.config(responses);
+    let agent = Agent::start(&s.env, "run1.log");
+    s.failures("203.0.113.7", 10);
+    agent.wait_for(&|| s.alerts(602).len() == 1, "the unblock alert");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut calls = s.calls();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            "[brute][add][203.0.113.7]",
+            "[brute][delete][203.0.113.7]",
+            "[each][add][203.0.113.7][root]",
+        ],
+        "{}",
+        agent.stderr()
+    );
+    let blocks = s.alerts(601);
+    assert_eq!(blocks.len(), 2, "{blocks:#?}");
+    assert!(blocks.iter().all(|a| a["data"]["srcip"] == "203.0.113.7"));
+    assert!(blocks.iter().any(|a| a["rule"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("for 2s after rule 100150")));
+    assert_eq!(s.alerts(603).len(), 0);
+
+    // SIGHUP with a changed response: the next failure uses it.
+    s.config(&responses.replace("\"each\"", "\"after-reload\""));
+    agent.signal("-HUP");
+    agent.wait_for(
+        &|| agent.stderr().contains("reloaded decoders and rules"),
+        "the reload",
+    );
+    s.failures("198.51.100.20", 1);
+    agent.wait_for(&|| s.calls().len() == 4, "the response after the reload");
+    assert_eq!(
+        s.calls()[3],
+        "[after-reload][add][198.51.100.20][root]",
+        "{}",
+        agent.stderr()
+    );
+    agent.stop();
+}
+
+#[test]
+fn response_never_for_allowlisted_or_crafted_addresses() {
+    let s = Setup::new();
+    s.config(
+        "allowlist = [\"10.0.0.0/8\", \"2001:db8:1::/48\"]\n\
+         [[active_response.response]]\ncommand = [\"SCRIPT\", \"{srcip}\"]\nrules = [100101]\ntimeout = 0\n",
+    );
+    let agent = Agent::start(&s.env, "run.log");
+    let pwned = s.env.path().join("pwned");
+    let p = pwned.display();
+    for src in [
+        "10.1.2.3".to_string(),
+        "2001:db8:1::5".to_string(),
+        "127.0.0.1".to_string(),
+        format!("1.2.3.4;touch${{IFS}}{p}1"),
+        format!("$(touch${{IFS}}{p}2)"),
+        format!("`touch${{IFS}}{p}3`"),
+        format!("1.2.3.4|touch${{IFS}}{p}4"),
+        "1.2.3.4\u{1b}[31m".to_string(),
+    ] {
+        s.failures(&src, 1);
+    }
+    // The last line is a real address: once it is blocked, everything before it was handled.
+    s.failures("198.51.100.30", 1);
+    agent.wait_for(
+        &|| s.alerts(601).len() == 1,
+        "the block of the real address",
+    );
+    assert_eq!(s.calls(), ["[198.51.100.30]"]);
+    for i in 1..=4 {
+        assert!(!Path::new(&format!("{p}{i}")).exists(), "pwned{i}");
+    }
+    let err = agent.stderr();
+    assert!(
+        err.contains("the source address is not an IP address"),
+        "{err}"
+    );
+    assert!(err.contains("the address is in the allowlist"), "{err}");
+    assert!(err.contains("the address is loopback"), "{err}");
+    // The diagnostic log shows the crafted text escaped: no raw escape character.
+    assert!(!err.contains('\u{1b}'), "{err}");
+    agent.stop();
+}
+
+#[test]
+fn response_hosts_deny_builtin_on_a_temp_file() {
+    let s = Setup::new();
+    let deny = s.env.path().join("hosts.deny");
+    fs::write(&deny, "# managed by hand\nsshd: 192.0.2.99\n").unwrap();
+    s.config(&format!(
+        "[[active_response.response]]\ncommand = [\"hosts-deny\"]\nhosts_deny_path = \"{}\"\nrules = [100150]\ntimeout = \"2s\"\n",
+        deny.display()
+    ));
+    let agent = Agent::start(&s.env, "run.log");
+    s.failures("2001:db8::77", 10);
+    agent.wait_for(
+        &|| {
+            fs::read_to_string(&deny)
+                .unwrap()
+                .contains("ALL: [2001:db8::77]")
+        },
+        "the hosts.deny line",
+    );
+    assert_eq!(
+        fs::read_to_string(&deny).unwrap(),
+        "# managed by hand\nsshd: 192.0.2.99\nALL: [2001:db8::77]\n"
+    );
+    agent.wait_for(&|| s.alerts(602).len() == 1, "the unblock");
+    assert_eq!(
+        fs::read_to_string(&deny).unwrap(),
+        "# managed by hand\nsshd: 192.0.2.99\n"
+    );
+    agent.stop();
+}
+
+#[test]
+fn response_restart_with_a_pending_unblock_still_unblocks() {
+    let s = Setup::new();
+    s.config(
+        "[[active_response.response]]\ncommand = [\"SCRIPT\", \"{action}\", \"{srcip}\"]\nrules = [100150]\ntimeout = \"4s\"\n",
+    );
+    let agent = Agent::start(&s.env, "run1.log");
+    s.failures("203.0.113.50", 10);
+    agent.wait_for(&|| s.alerts(601).len() == 1, "the block");
+    agent.stop();
+    assert_eq!(s.calls(), ["[add][203.0.113.50]"]);
+    // Started again before the unblock is due: it still happens, once.
+    let agent = Agent::start(&s.env, "run2.log");
+    agent.wait_for(
+        &|| s.alerts(602).len() == 1,
+        "the unblock after the restart",
+    );
+    assert_eq!(s.calls(), ["[add][203.0.113.50]", "[delete][203.0.113.50]"]);
+    assert!(agent.stderr().contains("blocks recorded with a timeout"));
+    agent.stop();
+}
