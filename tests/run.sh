@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the end-to-end tests start for real (servers on 127.0.0.1, journal tools).
-PKGS=(python3 python3-pip procps util-linux systemd systemd-journal-remote rsyslog rsyslog-gnutls openssl)
+PKGS=(python3 python3-pip procps util-linux systemd systemd-journal-remote rsyslog rsyslog-gnutls openssl nftables iptables)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

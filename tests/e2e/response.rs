@@ -22,9 +22,33 @@ struct Agent {
 
 impl Agent {
     fn start(env: &Env, name: &str) -> Agent {
+        Agent::spawn(env, name, env.cmd())
+    }
+
+    /// `hids run` in a network namespace of its own: its firewall changes touch nothing else.
+    fn start_in_netns(env: &Env, name: &str) -> Agent {
+        let inner = env.cmd();
+        let mut c = Command::new("unshare");
+        c.arg("--net").arg("--").arg(inner.get_program());
+        c.args(inner.get_args());
+        c.env_remove("HIDS_CONFIG").env("NO_COLOR", "1");
+        // `unshare` execs hids in place: the child's pid is the agent's.
+        Agent::spawn(env, name, c)
+    }
+
+    /// Runs a command in the agent's network namespace; its stdout.
+    fn in_netns(&self, argv: &[&str]) -> String {
+        let o = Command::new("nsenter")
+            .args(["-t", &self.child.id().to_string(), "-n", "--"])
+            .args(argv)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn spawn(env: &Env, name: &str, mut cmd: Command) -> Agent {
         let log = env.path().join(name);
-        let child = env
-            .cmd()
+        let child = cmd
             .arg("run")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -307,5 +331,56 @@ fn response_restart_with_a_pending_unblock_still_unblocks() {
     );
     assert_eq!(s.calls(), ["[add][203.0.113.50]", "[delete][203.0.113.50]"]);
     assert!(agent.stderr().contains("blocks recorded with a timeout"));
+    agent.stop();
+}
+
+/// Whether the firewall built-ins can run for real here: root, nft and iptables installed (tests/run.sh
+/// installs them) and network namespaces allowed.
+fn firewall_tools() -> bool {
+    let ok = |argv: &[&str]| {
+        Command::new(argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    ok(&["unshare", "--net", "--", "nft", "list", "ruleset"])
+        && ok(&["unshare", "--net", "--", "iptables", "-w", "-S", "INPUT"])
+}
+
+#[test]
+fn response_nftables_and_iptables_builtins_in_a_network_namespace() {
+    if !firewall_tools() {
+        eprintln!("skipped: needs root, nft, iptables and unshare --net (tests/run.sh installs them as root)");
+        return;
+    }
+    let s = Setup::new();
+    s.config(
+        "[[active_response.response]]\ncommand = [\"nftables\"]\nrules = [100101]\ntimeout = \"3s\"\n\
+         [[active_response.response]]\ncommand = [\"iptables\"]\nrules = [100101]\ntimeout = \"3s\"\n",
+    );
+    let agent = Agent::start_in_netns(&s.env, "run.log");
+    s.failures("203.0.113.7", 1);
+    s.failures("2001:db8::7", 1);
+    agent.wait_for(&|| s.alerts(601).len() == 4, "the four blocks");
+    let set4 = agent.in_netns(&["nft", "list", "set", "inet", "hids", "blocked4"]);
+    assert!(set4.contains("203.0.113.7 timeout"), "{set4}");
+    let set6 = agent.in_netns(&["nft", "list", "set", "inet", "hids", "blocked6"]);
+    assert!(set6.contains("2001:db8::7 timeout"), "{set6}");
+    let chain = agent.in_netns(&["nft", "list", "chain", "inet", "hids", "input"]);
+    assert!(chain.contains("ip saddr @blocked4 drop"), "{chain}");
+    let v4 = agent.in_netns(&["iptables", "-w", "-S", "INPUT"]);
+    assert!(v4.contains("-A INPUT -s 203.0.113.7/32 -j DROP"), "{v4}");
+    let v6 = agent.in_netns(&["ip6tables", "-w", "-S", "INPUT"]);
+    assert!(v6.contains("-A INPUT -s 2001:db8::7/128 -j DROP"), "{v6}");
+    agent.wait_for(&|| s.alerts(602).len() == 4, "the four unblocks");
+    assert_eq!(s.alerts(603).len(), 0, "{}", agent.stderr());
+    let set4 = agent.in_netns(&["nft", "list", "set", "inet", "hids", "blocked4"]);
+    assert!(!set4.contains("203.0.113.7"), "{set4}");
+    let v4 = agent.in_netns(&["iptables", "-w", "-S", "INPUT"]);
+    assert!(!v4.contains("203.0.113.7"), "{v4}");
+    let v6 = agent.in_netns(&["ip6tables", "-w", "-S", "INPUT"]);
+    assert!(!v6.contains("2001:db8::7"), "{v6}");
     agent.stop();
 }
