@@ -284,12 +284,13 @@ pub struct RawEmailRoute {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawActiveResponse {
-    /// Default false.
+    /// Default false. Blocks already made are still lifted on time while it is off.
     pub enabled: Option<bool>,
     /// Addresses and CIDRs never acted on (loopback and the host's own are always added).
     #[serde(default)]
     pub allowlist: Vec<String>,
-    /// At most this many responses a minute. Default 30.
+    /// At most this many blocks a minute (unblocks are not counted); beyond it responses are
+    /// skipped, logged and reported. Default 30; 0: no cap.
     pub max_per_minute: Option<u32>,
     #[serde(default)]
     pub response: Vec<RawResponse>,

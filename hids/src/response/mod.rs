@@ -277,6 +277,22 @@ impl Worker {
                 "stopping: active response requests not acted on"
             );
         }
+        let c = &self.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        if n(&c.blocked) + n(&c.unblocked) + n(&c.failed) + n(&c.invalid) + n(&c.capped) > 0 {
+            tracing::info!(
+                blocked = n(&c.blocked),
+                unblocked = n(&c.unblocked),
+                repeated = n(&c.repeated),
+                failed = n(&c.failed),
+                invalid = n(&c.invalid),
+                allowlisted = n(&c.allowlisted),
+                capped = n(&c.capped),
+                dropped = n(&c.dropped),
+                waiting = self.store.count().unwrap_or(0),
+                "active response stopped"
+            );
+        }
     }
 
     fn sync_config(&mut self) {
