@@ -24,6 +24,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -197,7 +198,7 @@ impl Cursor {
 /// What hashing needs, shared by the hashing threads.
 struct Ctx<'a> {
     paths: &'a [FimPath],
-    names: Names,
+    names: Arc<Names>,
     full: bool,
     throttle: Option<&'a Throttle>,
     stop: Option<&'a AtomicBool>,
@@ -445,10 +446,16 @@ impl Writer<'_> {
                         Some(o) => {
                             if &o.attrs == new && o.checks == bits {
                                 // Unchanged, or changed only in what is no longer checked.
+                                // Full mode: store a missing copy, or drop one that must not
+                                // be kept any more, without reporting. (Rewriting every
+                                // unchanged row instead cost more than hashing the files.)
                                 let op = content_op(item, fp, path);
-                                if item.hashed && op != ContentOp::Keep && self.mode == Mode::Check
-                                {
-                                    // Full mode: refresh a missing copy without reporting.
+                                let refresh = match op {
+                                    ContentOp::Set(_) => !o.has_content,
+                                    ContentOp::Delete => o.has_content,
+                                    ContentOp::Keep => false,
+                                };
+                                if item.hashed && refresh && self.mode == Mode::Check {
                                     ops.push(Op::Put {
                                         key: item.key.clone(),
                                         checks: bits,
@@ -552,37 +559,120 @@ fn record_of(c: &FimChange) -> (String, String) {
     (c.kind.as_str().to_string(), change_json(c).to_string())
 }
 
-/// The walk to run: everything, or one path.
-enum Source<'p> {
-    All,
-    One(&'p Path),
+impl Cursor {
+    /// Joins one walk item with the baseline rows: rows before it are gone (pushed as such), the
+    /// row with its key (if any) goes with it. Returns the bytes hashing it will read.
+    fn join(
+        &mut self,
+        b: &Baseline,
+        item: WalkItem,
+        batch: &mut Vec<Item>,
+        paths: &[FimPath],
+        full: bool,
+    ) -> Result<u64, FimError> {
+        match item {
+            WalkItem::Entry(node) => {
+                self.gone_before(b, &node.key, batch)?;
+                let old = match self.peek(b)? {
+                    Some(r) if r.key == node.key => self.pop(),
+                    _ => None,
+                };
+                let bytes = expected_read(&node, old.as_ref(), paths, full);
+                batch.push(Item {
+                    key: node.key.clone(),
+                    node: Some(node),
+                    old,
+                    attrs: None,
+                    content: None,
+                    hashed: false,
+                    denied: false,
+                    skipped: false,
+                });
+                Ok(bytes)
+            }
+            WalkItem::Unreadable { key, .. } => {
+                // Rows before it are gone; the row itself and its subtree are kept.
+                self.gone_before(b, &key, batch)?;
+                while let Some(row) = self.peek(b)? {
+                    if row.key != key && !is_under(&row.key, &key) {
+                        break;
+                    }
+                    self.pop();
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    fn gone_before(
+        &mut self,
+        b: &Baseline,
+        key: &[u8],
+        batch: &mut Vec<Item>,
+    ) -> Result<(), FimError> {
+        while let Some(row) = self.peek(b)? {
+            if row.key.as_slice() >= key {
+                break;
+            }
+            if let Some(r) = self.pop() {
+                batch.push(Item::gone(r));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Runs the pipeline over the keys from `lo` to `hi`.
-#[allow(clippy::too_many_arguments)]
+thread_local! {
+    static POOL: std::cell::RefCell<Option<Arc<rayon::ThreadPool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The calling thread's hashing pool: built on first use, on this thread, so that its threads
+/// inherit this thread's priority (the agent's scans lower theirs, its real-time checks do not);
+/// then kept, since starting a thread per core for every real-time check cost more than the check.
+fn hashing_pool() -> Result<Arc<rayon::ThreadPool>, FimError> {
+    POOL.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if let Some(p) = cell.as_ref() {
+            return Ok(Arc::clone(p));
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fim-hash-{i}"))
+            .build()
+            .map_err(|e| FimError::Threads(e.to_string()))?;
+        let pool = Arc::new(pool);
+        *cell = Some(Arc::clone(&pool));
+        Ok(pool)
+    })
+}
+
+/// Prepares a batch: over the pool when something must be read, on this thread otherwise (waking
+/// the pool for a batch with nothing to read costs more than the batch).
+fn prepare_batch(batch: &mut [Item], ctx: &Ctx<'_>, pool: &rayon::ThreadPool) {
+    if batch.iter().any(|it| needs_reading(it, ctx)) {
+        pool.install(|| batch.par_iter_mut().for_each(|it| prepare(it, ctx)));
+    } else {
+        batch.iter_mut().for_each(|it| prepare(it, ctx));
+    }
+}
+
+/// Runs the pipeline over every configured path.
 fn engine(
     b: &mut Baseline,
     cfg: &FimConfig,
     plan: &Plan,
     mode: Mode,
     opts: &ScanOptions<'_>,
-    source: Source<'_>,
-    lo: Vec<u8>,
-    hi: Option<Vec<u8>>,
     on_change: &mut dyn FnMut(&FimChange),
 ) -> Result<(Summary, WalkStats, Vec<Vec<u8>>), FimError> {
     let started = Instant::now();
     let paths = &cfg.paths[..];
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // Built on this thread, so its threads inherit this thread's (possibly lowered) priority.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("fim-hash-{i}"))
-        .build()
-        .map_err(|e| FimError::Threads(e.to_string()))?;
+    let pool = hashing_pool()?;
     let ctx = Ctx {
         paths,
-        names: Names::load(),
+        names: Names::current(),
         full: opts.full,
         throttle: opts.throttle,
         stop: opts.stop,
@@ -617,26 +707,7 @@ fn engine(
                 }
                 true
             };
-            match source {
-                Source::All => {
-                    w.run(&mut emit);
-                }
-                Source::One(p) => {
-                    let mut dir_key = None;
-                    w.one(p, &mut |item: WalkItem| {
-                        if let WalkItem::Entry(n) = &item {
-                            if n.meta.is_dir() {
-                                dir_key = Some((n.key.clone(), n.root));
-                            }
-                        }
-                        emit(item)
-                    });
-                    // A directory's own entry only: its subtree stays as it is.
-                    if let Some((key, root)) = dir_key {
-                        emit(WalkItem::Unreadable { key, root });
-                    }
-                }
-            }
+            w.run(&mut emit);
             if !chunk.is_empty() {
                 let _ = wtx.send(chunk);
             }
@@ -645,23 +716,18 @@ fn engine(
         let (htx, hrx) = mpsc::sync_channel::<Vec<Item>>(1);
         let (dtx, drx) = mpsc::channel::<Vec<Item>>();
         let ctx = &ctx;
-        let pool = &pool;
+        let pool = &*pool;
         s.spawn(move || {
             for mut batch in hrx {
-                // Waking the pool for a batch with nothing to read costs more than the batch.
-                if batch.iter().any(|it| needs_reading(it, ctx)) {
-                    pool.install(|| batch.par_iter_mut().for_each(|it| prepare(it, ctx)));
-                } else {
-                    batch.iter_mut().for_each(|it| prepare(it, ctx));
-                }
+                prepare_batch(&mut batch, ctx, pool);
                 if dtx.send(batch).is_err() {
                     break;
                 }
             }
         });
         let mut in_flight = 0usize;
-        let run = || -> Result<bool, FimError> {
-            let mut cursor = Cursor::new(lo, hi);
+        let mut run = || -> Result<bool, FimError> {
+            let mut cursor = Cursor::new(Vec::new(), None);
             let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
             let mut batch_bytes = 0u64;
             let mut interrupted = false;
@@ -686,50 +752,7 @@ fn engine(
                 Ok(())
             };
             for item in wrx.iter().flatten() {
-                match item {
-                    WalkItem::Entry(node) => {
-                        while let Some(row) = cursor.peek(writer.b)? {
-                            if row.key >= node.key {
-                                break;
-                            }
-                            if let Some(r) = cursor.pop() {
-                                batch.push(Item::gone(r));
-                            }
-                        }
-                        let old = match cursor.peek(writer.b)? {
-                            Some(r) if r.key == node.key => cursor.pop(),
-                            _ => None,
-                        };
-                        batch_bytes += expected_read(&node, old.as_ref(), paths, opts.full);
-                        batch.push(Item {
-                            key: node.key.clone(),
-                            node: Some(node),
-                            old,
-                            attrs: None,
-                            content: None,
-                            hashed: false,
-                            denied: false,
-                            skipped: false,
-                        });
-                    }
-                    WalkItem::Unreadable { key, .. } => {
-                        // Rows before it are gone; the row itself and its subtree are kept.
-                        while let Some(row) = cursor.peek(writer.b)? {
-                            if row.key >= key {
-                                break;
-                            }
-                            if let Some(r) = cursor.pop() {
-                                batch.push(Item::gone(r));
-                            }
-                        }
-                        while let Some(row) = cursor.peek(writer.b)? {
-                            if row.key != key && !is_under(&row.key, &key) {
-                                break;
-                            }
-                            cursor.pop();
-                        }
-                    }
-                }
+                batch_bytes += cursor.join(writer.b, item, &mut batch, paths, opts.full)?;
                 if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
                     send(std::mem::take(&mut batch), &mut writer)?;
                     batch_bytes = 0;
@@ -842,21 +865,11 @@ pub fn scan(
         throttle: opts.throttle,
         stop: opts.stop,
     };
-    let (mut summary, stats, conflicts) = engine(
-        b,
-        cfg,
-        &plan,
-        mode,
-        &opts,
-        Source::All,
-        Vec::new(),
-        None,
-        on_change,
-    )?;
+    let (mut summary, stats, conflicts) = engine(b, cfg, &plan, mode, &opts, on_change)?;
     // Rows another writer changed while this scan compared them: compare them again.
-    for key in conflicts {
-        let path = baseline::path_of_key(&key);
-        let s = check_one(b, cfg, &plan, &path, on_change)?;
+    if !conflicts.is_empty() {
+        let again: Vec<PathBuf> = conflicts.iter().map(|k| baseline::path_of_key(k)).collect();
+        let s = check_paths(b, cfg, &plan, &again, on_change)?;
         summary.added += s.added;
         summary.modified += s.modified;
         summary.deleted += s.deleted;
@@ -868,32 +881,6 @@ pub fn scan(
             Mode::Init => b.set_meta("initialized", &now_rfc3339())?,
             Mode::Check => b.set_meta("last_check", &now_rfc3339())?,
         }
-    }
-    Ok(summary)
-}
-
-fn check_one(
-    b: &mut Baseline,
-    cfg: &FimConfig,
-    plan: &Plan,
-    path: &Path,
-    on_change: &mut dyn FnMut(&FimChange),
-) -> Result<Summary, FimError> {
-    let key = baseline::key_of(path);
-    let (_, hi) = baseline::subtree_bounds(&key);
-    let (summary, _, conflicts) = engine(
-        b,
-        cfg,
-        plan,
-        Mode::Check,
-        &ScanOptions::default(),
-        Source::One(path),
-        key,
-        Some(hi),
-        on_change,
-    )?;
-    if !conflicts.is_empty() {
-        tracing::debug!(path = %display_path(path).0, "changed by another writer again; left to the next scan");
     }
     Ok(summary)
 }
@@ -910,7 +897,114 @@ pub fn check_path(
     path: &Path,
     on_change: &mut dyn FnMut(&FimChange),
 ) -> Result<Summary, FimError> {
-    check_one(b, cfg, plan, path, on_change)
+    check_paths(b, cfg, plan, &[path.to_path_buf()], on_change)
+}
+
+/// [`check_path`] for several paths at once, written in as few transactions as possible (one per
+/// [`BATCH`] entries), on the calling thread: no walk or hashing threads are started for it, and
+/// only a large file wakes the hashing pool.
+pub fn check_paths(
+    b: &mut Baseline,
+    cfg: &FimConfig,
+    plan: &Plan,
+    paths: &[PathBuf],
+    on_change: &mut dyn FnMut(&FimChange),
+) -> Result<Summary, FimError> {
+    let started = Instant::now();
+    let mut keyed: Vec<(Vec<u8>, &PathBuf)> =
+        paths.iter().map(|p| (baseline::key_of(p), p)).collect();
+    keyed.sort();
+    keyed.dedup_by(|a, b| a.0 == b.0);
+    let ctx = Ctx {
+        paths: &cfg.paths,
+        names: Names::current(),
+        full: false,
+        throttle: None,
+        stop: None,
+    };
+    let mut writer = Writer {
+        b,
+        paths: &cfg.paths,
+        plan,
+        mode: Mode::Check,
+        summary: Summary::default(),
+        denied: WalkStats::default(),
+        conflicts: Vec::new(),
+    };
+    let mut walker = Walker::new(plan, &cfg.paths);
+    // A path under a directory found gone earlier in this call was taken with it.
+    let mut taken: std::collections::HashSet<Vec<u8>> = Default::default();
+    let mut batch: Vec<Item> = Vec::new();
+    let flush = |batch: &mut Vec<Item>,
+                 writer: &mut Writer<'_>,
+                 on_change: &mut dyn FnMut(&FimChange)|
+     -> Result<(), FimError> {
+        let mut items = std::mem::take(batch);
+        let large = items.iter().any(|it| {
+            needs_reading(it, &ctx)
+                && it
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.meta.size() >= hash::PARALLEL_THRESHOLD)
+        });
+        if large {
+            let pool = hashing_pool()?;
+            pool.install(|| items.iter_mut().for_each(|it| prepare(it, &ctx)));
+        } else {
+            items.iter_mut().for_each(|it| prepare(it, &ctx));
+        }
+        writer.finish(items, on_change)
+    };
+    for (key, path) in keyed {
+        if taken.contains(&key) {
+            continue;
+        }
+        let mut walked = Vec::new();
+        walker.one(path, &mut |item| {
+            walked.push(item);
+            true
+        });
+        // A directory's own entry only: its subtree stays as it is.
+        if let Some(WalkItem::Entry(n)) = walked.first() {
+            if n.meta.is_dir() {
+                walked.push(WalkItem::Unreadable {
+                    key: n.key.clone(),
+                    root: n.root,
+                });
+            }
+        }
+        let (_, hi) = baseline::subtree_bounds(&key);
+        let mut cursor = Cursor::new(key, Some(hi));
+        let mut here = Vec::new();
+        for item in walked {
+            cursor.join(writer.b, item, &mut here, &cfg.paths, false)?;
+        }
+        while cursor.peek(writer.b)?.is_some() {
+            if let Some(r) = cursor.pop() {
+                here.push(Item::gone(r));
+            }
+        }
+        for item in here {
+            if taken.insert(item.key.clone()) {
+                batch.push(item);
+            }
+        }
+        if batch.len() >= BATCH {
+            flush(&mut batch, &mut writer, on_change)?;
+        }
+    }
+    if !batch.is_empty() {
+        flush(&mut batch, &mut writer, on_change)?;
+    }
+    let mut summary = writer.summary;
+    if !writer.conflicts.is_empty() {
+        tracing::debug!(
+            n = writer.conflicts.len(),
+            "changed by another writer meanwhile; left to the next check"
+        );
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -994,6 +1088,64 @@ mod tests {
     }
 
     #[test]
+    fn check_paths_reports_a_removed_directory_and_its_files_once() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("sub/x"), "x").unwrap();
+        fs::write(tree.join("a"), "1").unwrap();
+        let cfg = config(&tree);
+        let plan = Plan::new(&cfg.paths);
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        collect(&mut b, &cfg, Mode::Init);
+        fs::remove_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("a"), "22").unwrap();
+        let mut seen = Vec::new();
+        let paths = [
+            tree.join("sub/x"),
+            tree.join("a"),
+            tree.join("sub"),
+            tree.join("a"),
+        ];
+        check_paths(&mut b, &cfg, &plan, &paths, &mut |c| {
+            seen.push((c.path.clone(), c.kind))
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (tree.join("a"), ChangeKind::Modified),
+                (tree.join("sub"), ChangeKind::Deleted),
+                (tree.join("sub/x"), ChangeKind::Deleted),
+            ]
+        );
+        let (_, v) = collect(&mut b, &cfg, Mode::Check);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn a_full_check_does_not_rewrite_unchanged_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join("a"), "1").unwrap();
+        let cfg = config(&tree);
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        collect(&mut b, &cfg, Mode::Init);
+        let key = baseline::key_of(&tree.join("a"));
+        let since = b.get(&key).unwrap().unwrap().since;
+        // Rows carry the second they were written.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let opts = ScanOptions {
+            full: true,
+            ..Default::default()
+        };
+        let s = scan(&mut b, &cfg, Mode::Check, &opts, &mut |_| {}).unwrap();
+        assert_eq!((s.hashed, s.changes()), (1, 0));
+        assert_eq!(b.get(&key).unwrap().unwrap().since, since);
+    }
+
+    #[test]
     fn a_file_deleted_between_walk_and_hash_is_not_fatal_nor_added() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
@@ -1019,7 +1171,7 @@ mod tests {
         };
         let ctx = Ctx {
             paths: &cfg.paths,
-            names: Names::default(),
+            names: Arc::new(Names::default()),
             full: false,
             throttle: None,
             stop: None,

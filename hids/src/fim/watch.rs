@@ -1,6 +1,6 @@
 //! Real-time FIM: inotify watches on every directory of the `realtime = true` trees, events
 //! coalesced per path for the settle window, each settled path compared with the baseline by
-//! [`super::check_path`] (so a change is reported exactly like a scan's, and never twice).
+//! [`super::check_paths`] (so a change is reported exactly like a scan's, and never twice).
 //!
 //! Two threads: the reader blocks on the inotify descriptor and hands raw events over a channel;
 //! the checker blocks on that channel (with a timeout only while some path is settling), keeps
@@ -464,7 +464,7 @@ impl Checker {
     fn check_due(&mut self, b: &mut Baseline, out: &Sender<Notice>) -> bool {
         let now = Instant::now();
         let settle = self.cfg.settle;
-        let mut due: Vec<PathBuf> = self
+        let due: Vec<PathBuf> = self
             .pending
             .iter()
             .filter(|(_, &(first, last))| {
@@ -472,16 +472,20 @@ impl Checker {
             })
             .map(|(p, _)| p.clone())
             .collect();
-        due.sort();
+        for p in &due {
+            self.pending.remove(p);
+        }
+        if due.is_empty() {
+            return true;
+        }
+        // One call (one transaction per batch) for every settled path: a flood settles
+        // thousands of paths at once.
         let mut alive = true;
-        for p in due {
-            self.pending.remove(&p);
-            let r = super::check_path(b, &self.cfg, &self.plan, &p, &mut |c| {
-                alive &= out.send(Notice::Change(Box::new(c.clone()))).is_ok();
-            });
-            if let Err(e) = r {
-                tracing::error!(path = %display_path(&p).0, "real-time FIM check failed: {e}");
-            }
+        let r = super::check_paths(b, &self.cfg, &self.plan, &due, &mut |c| {
+            alive &= out.send(Notice::Change(Box::new(c.clone()))).is_ok();
+        });
+        if let Err(e) = r {
+            tracing::error!(paths = due.len(), "real-time FIM check failed: {e}");
         }
         alive
     }
