@@ -352,3 +352,39 @@ fn realtime_follows_a_single_file_replaced_by_rename() {
         ]
     );
 }
+
+#[test]
+fn realtime_watches_a_configured_directory_again_after_it_is_removed_and_created_again() {
+    let mut a = Agent::start_with(
+        |t| {
+            let app = t.parent().unwrap().join("srv/app");
+            fs::create_dir_all(&app).unwrap();
+            fs::write(app.join("bin"), "v1\n").unwrap();
+        },
+        "[[fim.paths]]\npath = \"{dir}/srv/app\"\nrealtime = true\n",
+    );
+    let srv = a.env.path().join("srv");
+    let app = srv.join("app").display().to_string();
+    let bin = srv.join("app/bin").display().to_string();
+    let ch = |kind: &str, p: &str| (kind.to_string(), p.to_string());
+
+    // The directory itself, then (round 2) its parent too.
+    for (round, gone) in [(1, "srv/app"), (2, "srv")] {
+        fs::remove_dir_all(a.env.path().join(gone)).unwrap();
+        assert_eq!(
+            a.changes(),
+            vec![ch("deleted", &app), ch("deleted", &bin)],
+            "round {round}"
+        );
+        fs::create_dir_all(srv.join("app")).unwrap();
+        fs::write(srv.join("app/bin"), format!("v{round}\n")).unwrap();
+        assert_eq!(
+            a.changes(),
+            vec![ch("added", &app), ch("added", &bin)],
+            "round {round}"
+        );
+        // Watched again: a change inside is reported in real time.
+        fs::write(srv.join("app/bin"), format!("v{round} changed\n")).unwrap();
+        assert_eq!(a.changes(), vec![ch("modified", &bin)], "round {round}");
+    }
+}
