@@ -1,11 +1,13 @@
 //! File integrity monitoring: the scan that compares the configured trees against the baseline and
 //! turns every difference into a [`FimChange`].
 //!
-//! A scan is a pipeline of three threads: the walk (`walk.rs`) lists entries in baseline key
-//! order; this thread merge-joins them with the baseline read a page at a time (so memory does not
-//! grow with the tree) and groups them into batches; a hashing thread hashes each batch over all
-//! cores (`hash.rs`); this thread then compares each entry with its row and writes the batch in one
-//! transaction (`baseline.rs`). Walking, hashing and writing overlap.
+//! A scan is a pipeline: the walk (`walk.rs`, a thread) lists entries in baseline key order; this
+//! thread merge-joins them with the baseline read a page at a time (so memory does not grow with
+//! the tree) and groups them into batches; each batch is hashed by a job on the hashing pool, over
+//! all cores (`hash.rs`), several batches at once; this thread then compares each entry with its
+//! row and writes the batches, in walk order, one transaction each (`baseline.rs`). Walking,
+//! hashing and writing overlap. A real-time check of a few paths ([`check_paths`]) runs the same
+//! steps on the calling thread.
 //!
 //! Single writer: every baseline write is conditional on the row being the one compared against,
 //! so the scheduled scan, a real-time watch ([`check_path`]) and a `hids fim check` run by hand can
@@ -46,6 +48,8 @@ const BATCH: usize = 1024;
 const BATCH_BYTES: u64 = 32 << 20;
 /// Baseline rows read per page.
 const PAGE: usize = 2048;
+/// Batches being hashed or waiting to be written, at most.
+const IN_FLIGHT: u64 = 4;
 /// Walk entries handed over at a time.
 const WALK_CHUNK: usize = 256;
 
@@ -648,13 +652,41 @@ fn hashing_pool() -> Result<Arc<rayon::ThreadPool>, FimError> {
     })
 }
 
-/// Prepares a batch: over the pool when something must be read, on this thread otherwise (waking
-/// the pool for a batch with nothing to read costs more than the batch).
-fn prepare_batch(batch: &mut [Item], ctx: &Ctx<'_>, pool: &rayon::ThreadPool) {
-    if batch.iter().any(|it| needs_reading(it, ctx)) {
-        pool.install(|| batch.par_iter_mut().for_each(|it| prepare(it, ctx)));
-    } else {
-        batch.iter_mut().for_each(|it| prepare(it, ctx));
+/// Hashing jobs under way and finished, for writing in walk order.
+struct InFlight {
+    spawned: u64,
+    written: u64,
+    done: std::collections::BTreeMap<u64, Vec<Item>>,
+    rx: mpsc::Receiver<(u64, Vec<Item>)>,
+}
+
+impl InFlight {
+    /// Writes the hashed batches that are next in order, waiting for more until no more than
+    /// `max` batches are left in flight.
+    fn write(
+        &mut self,
+        writer: &mut Writer<'_>,
+        on_change: &mut dyn FnMut(&FimChange),
+        max: u64,
+    ) -> Result<(), FimError> {
+        loop {
+            while let Ok((seq, batch)) = self.rx.try_recv() {
+                self.done.insert(seq, batch);
+            }
+            while let Some(batch) = self.done.remove(&self.written) {
+                self.written += 1;
+                writer.finish(batch, on_change)?;
+            }
+            if self.spawned - self.written <= max {
+                return Ok(());
+            }
+            match self.rx.recv() {
+                Ok((seq, batch)) => {
+                    self.done.insert(seq, batch);
+                }
+                Err(_) => return Ok(()),
+            }
+        }
     }
 }
 
@@ -713,82 +745,77 @@ fn engine(
             }
             w.stats
         });
-        let (htx, hrx) = mpsc::sync_channel::<Vec<Item>>(1);
-        let (dtx, drx) = mpsc::channel::<Vec<Item>>();
+        // Each batch is hashed by a job of its own on the pool, so that a batch's last large
+        // file does not leave the other cores idle: the next batches are already being hashed.
+        // Batches are written in walk order as they come back.
+        let (dtx, drx) = mpsc::channel::<(u64, Vec<Item>)>();
         let ctx = &ctx;
-        let pool = &*pool;
-        s.spawn(move || {
-            for mut batch in hrx {
-                prepare_batch(&mut batch, ctx, pool);
-                if dtx.send(batch).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut in_flight = 0usize;
-        let mut run = || -> Result<bool, FimError> {
-            let mut cursor = Cursor::new(Vec::new(), None);
-            let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
-            let mut batch_bytes = 0u64;
-            let mut interrupted = false;
-            let mut send = |batch: Vec<Item>, writer: &mut Writer<'_>| -> Result<(), FimError> {
-                if htx.send(batch).is_err() {
-                    return Ok(());
-                }
-                in_flight += 1;
-                while in_flight >= 3 {
-                    match drx.recv() {
-                        Ok(done) => {
-                            in_flight -= 1;
-                            writer.finish(done, on_change)?;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                while let Ok(done) = drx.try_recv() {
-                    in_flight -= 1;
-                    writer.finish(done, on_change)?;
-                }
-                Ok(())
-            };
-            for item in wrx.iter().flatten() {
-                batch_bytes += cursor.join(writer.b, item, &mut batch, paths, opts.full)?;
-                if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-                    send(std::mem::take(&mut batch), &mut writer)?;
-                    batch_bytes = 0;
-                }
-                if stopped(opts) {
-                    interrupted = true;
-                    break;
-                }
-            }
-            if !interrupted {
-                // What the walk did not meet is gone (or no longer configured).
-                while cursor.peek(writer.b)?.is_some() {
-                    if let Some(r) = cursor.pop() {
-                        batch.push(Item::gone(r));
-                    }
-                    if batch.len() >= BATCH {
-                        send(std::mem::take(&mut batch), &mut writer)?;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                send(batch, &mut writer)?;
-            }
-            Ok(interrupted)
+        let mut flight = InFlight {
+            spawned: 0,
+            written: 0,
+            done: Default::default(),
+            rx: drx,
         };
-        let r = run();
-        // Stop the walk (if still going) and the hashing thread; write what was hashed.
-        drop(wrx);
-        drop(htx);
-        let r = r.and_then(|interrupted| {
-            for done in drx.iter() {
-                writer.finish(done, on_change)?;
-            }
-            Ok(interrupted)
+        let r = pool.in_place_scope(|rs| {
+            let mut send = |batch: Vec<Item>,
+                            writer: &mut Writer<'_>,
+                            flight: &mut InFlight|
+             -> Result<(), FimError> {
+                let seq = flight.spawned;
+                flight.spawned += 1;
+                let dtx = dtx.clone();
+                let mut batch = batch;
+                rs.spawn(move |_| {
+                    if batch.iter().any(|it| needs_reading(it, ctx)) {
+                        batch.par_iter_mut().for_each(|it| prepare(it, ctx));
+                    } else {
+                        batch.iter_mut().for_each(|it| prepare(it, ctx));
+                    }
+                    let _ = dtx.send((seq, batch));
+                });
+                flight.write(writer, on_change, IN_FLIGHT)
+            };
+            let mut run = || -> Result<bool, FimError> {
+                let mut cursor = Cursor::new(Vec::new(), None);
+                let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+                let mut batch_bytes = 0u64;
+                let mut interrupted = false;
+                for item in wrx.iter().flatten() {
+                    batch_bytes += cursor.join(writer.b, item, &mut batch, paths, opts.full)?;
+                    if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
+                        send(std::mem::take(&mut batch), &mut writer, &mut flight)?;
+                        batch_bytes = 0;
+                    }
+                    if stopped(opts) {
+                        interrupted = true;
+                        break;
+                    }
+                }
+                if !interrupted {
+                    // What the walk did not meet is gone (or no longer configured).
+                    while cursor.peek(writer.b)?.is_some() {
+                        if let Some(r) = cursor.pop() {
+                            batch.push(Item::gone(r));
+                        }
+                        if batch.len() >= BATCH {
+                            send(std::mem::take(&mut batch), &mut writer, &mut flight)?;
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    send(batch, &mut writer, &mut flight)?;
+                }
+                Ok(interrupted)
+            };
+            let r = run();
+            // Write what was hashed (also when stopping: those entries were looked at).
+            r.and_then(|interrupted| {
+                flight.write(&mut writer, on_change, 0)?;
+                Ok(interrupted)
+            })
         });
-        drop(drx);
+        // Stop the walk if still going.
+        drop(wrx);
         walk_stats = walker.join().unwrap_or_default();
         r
     });
