@@ -435,14 +435,25 @@ impl Baseline {
             Some(a) => (">", a),
             None => (">=", from),
         };
-        let sql = format!(
-            "SELECT {READ_COLUMNS} FROM fim_entry WHERE key {op} ?1 AND (?2 IS NULL OR key < ?2)
-             ORDER BY key LIMIT ?3"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.sql())?;
-        let rows = stmt
-            .query_map(params![start, before, limit as i64], |r| self.row_from(r))
-            .map_err(self.sql())?;
+        // Two statements, not `(?2 IS NULL OR key < ?2)`: SQLite cannot use that as the upper
+        // bound of the range, and read every row after `start` to the end of the table looking
+        // for more matches (a real-time check of one path read the whole baseline).
+        let mut stmt = match before {
+            Some(_) => self.conn.prepare_cached(&format!(
+                "SELECT {READ_COLUMNS} FROM fim_entry WHERE key {op} ?1 AND key < ?2
+                 ORDER BY key LIMIT ?3"
+            )),
+            None => self.conn.prepare_cached(&format!(
+                "SELECT {READ_COLUMNS} FROM fim_entry WHERE key {op} ?1 ORDER BY key LIMIT ?2"
+            )),
+        }
+        .map_err(self.sql())?;
+        let map = |r: &rusqlite::Row<'_>| self.row_from(r);
+        let rows = match before {
+            Some(hi) => stmt.query_map(params![start, hi, limit as i64], map),
+            None => stmt.query_map(params![start, limit as i64], map),
+        }
+        .map_err(self.sql())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
     }
 
