@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::time::Instant;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -34,8 +34,11 @@ pub const NO_WATCHES_RULE: u32 = 599;
 const MAX_SETTLES: u32 = 10;
 /// Bytes read from the inotify descriptor at a time.
 const READ_BUF: usize = 256 << 10;
-/// Reads queued between the reader and the checker, at most.
-const QUEUED_READS: usize = 64;
+/// Batches of events queued between the reader and the checker, at most (with [`MAX_HELD`],
+/// what bounds the memory events take: a few tens of MB at worst).
+const QUEUED_READS: usize = 8;
+/// Events the reader holds while the checker is busy, at most (about 100 bytes each).
+const MAX_HELD: usize = 1 << 16;
 
 /// What the watcher hands to the agent.
 #[derive(Debug)]
@@ -201,27 +204,50 @@ impl Paused {
 }
 
 /// Reads events until the checker goes away.
+///
+/// While the checker is busy (the channel is full), events go on being read into one batch, up
+/// to [`MAX_HELD`] events, rather than left in the kernel's queue: that queue holds only
+/// `fs.inotify.max_queued_events` (16,384 by default) before it overflows and forces a rescan,
+/// and reads made of a few events each filled the channel long before memory was a concern.
 fn read_loop(mut inotify: Inotify, tx: SyncSender<Vec<RawEvent>>) {
     let mut buf = vec![0u8; READ_BUF];
+    let mut held: Vec<RawEvent> = Vec::new();
     loop {
-        match inotify.read_events_blocking(&mut buf) {
-            Ok(events) => {
-                let v: Vec<RawEvent> = events
-                    .map(|e| RawEvent {
-                        wd: e.wd.get_watch_descriptor_id(),
-                        mask: e.mask,
-                        name: e.name.map(|n| n.to_os_string()),
-                    })
-                    .collect();
-                if tx.send(v).is_err() {
+        // Block for the first event; with events held, only take what is already there.
+        let read = if held.is_empty() {
+            inotify.read_events_blocking(&mut buf)
+        } else {
+            inotify.read_events(&mut buf)
+        };
+        match read {
+            Ok(events) => held.extend(events.map(|e| RawEvent {
+                wd: e.wd.get_watch_descriptor_id(),
+                mask: e.mask,
+                name: e.name.map(|n| n.to_os_string()),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing more to read: wait for the checker to take what is held.
+                if tx.send(std::mem::take(&mut held)).is_err() {
                     return;
                 }
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::error!("real-time FIM stopped: cannot read inotify events: {e}");
                 return;
             }
+        }
+        if held.len() >= MAX_HELD {
+            if tx.send(std::mem::take(&mut held)).is_err() {
+                return;
+            }
+            continue;
+        }
+        match tx.try_send(std::mem::take(&mut held)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(v)) => held = v,
+            Err(TrySendError::Disconnected(_)) => return,
         }
     }
 }
