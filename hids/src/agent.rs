@@ -407,6 +407,25 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
     // Real-time FIM: watches added before the scan at start (so nothing changed during it is
     // missed), its thread spawned before the priority is lowered; checking starts after the scan.
     let realtime = start_realtime(fimc, &cfg.agent.state_dir);
+    let host: Arc<str> = Arc::from(cfg.agent.hostname.as_str());
+    // Real-time notices reach the analysis through a thread of their own, also started before
+    // the priority is lowered: they never wait for a scheduled scan running on this thread.
+    let realtime = realtime.and_then(|w| {
+        let (ntx, nrx) = std::sync::mpsc::channel();
+        let (tx, host, stop) = (tx.clone(), Arc::clone(&host), Arc::clone(&stop));
+        let forward = move || {
+            while !stop.load(Ordering::Relaxed) {
+                realtime_notices(&nrx, &tx, &host);
+            }
+        };
+        match spawn("fim-notices", forward) {
+            Ok(_) => Some((w, ntx)),
+            Err(e) => {
+                tracing::error!("cannot start real-time FIM: {e}; the scheduled scans still run");
+                None
+            }
+        }
+    });
     if fimc.low_priority {
         // This thread (and the hashing threads it starts) only: the log analysis keeps its pace.
         match crate::sys::lower_priority() {
@@ -414,7 +433,6 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
             Err(e) => tracing::warn!("cannot lower the scan priority: {e}"),
         }
     }
-    let host: Arc<str> = Arc::from(cfg.agent.hostname.as_str());
     let state_dir = &cfg.agent.state_dir;
     let opened = crate::state::State::open(state_dir)
         .map_err(FimError::from)
@@ -481,11 +499,9 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
         report_warnings(&s);
         log_summary("FIM scan at start done", &s);
     }
-    let realtime = realtime.map(|w| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        w.resume(tx);
-        rx
-    });
+    if let Some((w, ntx)) = realtime {
+        w.resume(ntx);
+    }
     if fimc.interval.is_none() && fimc.daily_time.is_none() {
         tracing::info!("no scheduled FIM scans configured (interval = 0, no daily_time)");
     }
@@ -498,10 +514,7 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
         let due_interval = next_interval.is_some_and(|t| t <= now);
         let due_daily = next_daily.is_some_and(|t| t <= now);
         if !(due_interval || due_daily) {
-            match &realtime {
-                Some(rx) => realtime_notices(rx, &tx, &host),
-                None => std::thread::sleep(Duration::from_millis(100)),
-            }
+            std::thread::sleep(Duration::from_millis(100));
             continue;
         }
         // A scan that was not initialized (interrupted first start) starts over.

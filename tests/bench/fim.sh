@@ -7,7 +7,7 @@
 #   (d) hids fim init            / aide --init with sha256
 #   (e) peak RSS of hids fim init and check
 #
-# Usage: tests/bench/fim.sh [CORPUS_DIR]
+# Usage: tests/bench/fim.sh [CORPUS_DIR]   (env: RUNS=3; HIDS=path/to/hids to measure another build)
 #   CORPUS_DIR defaults to $FIM_CORPUS or /tmp/fim-corpus; it is built with
 #   ../shared/bench/fim/make-corpus.sh when missing (a copy of /usr, about 5 GB).
 # Needs: b3sum, aide, GNU time (Debian packages b3sum aide time); installs them when root.
@@ -34,8 +34,10 @@ if [ ! -d "$CORPUS" ]; then
 fi
 CORPUS=$(cd "$CORPUS" && pwd)
 
-cargo build --release --quiet
-HIDS=$ROOT/target/release/hids
+if [ -z "${HIDS:-}" ]; then
+  cargo build --release --quiet
+  HIDS=$ROOT/target/release/hids
+fi
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

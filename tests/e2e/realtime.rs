@@ -44,6 +44,11 @@ impl Agent {
 
     /// With `extra` (where `{dir}` is the temp dir) appended to the config.
     fn start_with(prepare: impl FnOnce(&Path), extra: &str) -> Agent {
+        Agent::start_fim("interval = 0\n", prepare, extra)
+    }
+
+    /// With `fim` as the `[fim]` table's settings.
+    fn start_fim(fim: &str, prepare: impl FnOnce(&Path), extra: &str) -> Agent {
         let env = Env::new();
         let tree = env.path().join("tree");
         let outside = env.path().join("outside");
@@ -51,7 +56,7 @@ impl Agent {
         fs::create_dir(&outside).unwrap();
         prepare(&tree);
         env.config(&format!(
-            "[fim]\ninterval = 0\n[[fim.paths]]\npath = \"{}\"\nrealtime = true\n{}",
+            "[fim]\n{fim}[[fim.paths]]\npath = \"{}\"\nrealtime = true\n{}",
             tree.display(),
             extra.replace("{dir}", &env.path().display().to_string())
         ));
@@ -350,5 +355,72 @@ fn realtime_follows_a_single_file_replaced_by_rename() {
             vec![("modified".to_string(), passwd.clone())],
             vec![("modified".to_string(), passwd.clone())],
         ]
+    );
+}
+
+#[test]
+fn realtime_watches_a_configured_directory_again_after_it_is_removed_and_created_again() {
+    let mut a = Agent::start_with(
+        |t| {
+            let app = t.parent().unwrap().join("srv/app");
+            fs::create_dir_all(&app).unwrap();
+            fs::write(app.join("bin"), "v1\n").unwrap();
+        },
+        "[[fim.paths]]\npath = \"{dir}/srv/app\"\nrealtime = true\n",
+    );
+    let srv = a.env.path().join("srv");
+    let app = srv.join("app").display().to_string();
+    let bin = srv.join("app/bin").display().to_string();
+    let ch = |kind: &str, p: &str| (kind.to_string(), p.to_string());
+
+    // The directory itself, then (round 2) its parent too.
+    for (round, gone) in [(1, "srv/app"), (2, "srv")] {
+        fs::remove_dir_all(a.env.path().join(gone)).unwrap();
+        assert_eq!(
+            a.changes(),
+            vec![ch("deleted", &app), ch("deleted", &bin)],
+            "round {round}"
+        );
+        fs::create_dir_all(srv.join("app")).unwrap();
+        fs::write(srv.join("app/bin"), format!("v{round}\n")).unwrap();
+        assert_eq!(
+            a.changes(),
+            vec![ch("added", &app), ch("added", &bin)],
+            "round {round}"
+        );
+        // Watched again: a change inside is reported in real time.
+        fs::write(srv.join("app/bin"), format!("v{round} changed\n")).unwrap();
+        assert_eq!(a.changes(), vec![ch("modified", &bin)], "round {round}");
+    }
+}
+
+#[test]
+fn realtime_alerts_do_not_wait_for_a_scheduled_scan() {
+    // A second tree scanned slowly (10 entries a second): a scheduled scan lasts about 10 s.
+    let a = Agent::start_fim(
+        "interval = \"1s\"\nmax_files_per_s = 10\n",
+        |t| {
+            fs::write(t.join("conf"), "a=1\n").unwrap();
+            let big = t.parent().unwrap().join("big");
+            fs::create_dir(&big).unwrap();
+            for i in 0..100 {
+                fs::write(big.join(format!("f{i:03}")), "x").unwrap();
+            }
+        },
+        "[[fim.paths]]\npath = \"{dir}/big\"\n",
+    );
+    // The first scheduled scan starts a second after the one at start.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!a.log().contains("scheduled FIM scan done"), "{}", a.log());
+    fs::write(a.tree.join("conf"), "a=2\n").unwrap();
+    let want = a.tree.join("conf").display().to_string();
+    wait_for(
+        &mut || a.alerts().iter().any(|x| x["fim"]["path"] == want.as_str()),
+        "the real-time alert",
+    );
+    assert!(
+        !a.log().contains("scheduled FIM scan done"),
+        "the alert came only after the scan: {}",
+        a.log()
     );
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use crate::config::Checks;
 use crate::event::{FileAttrs, FileType};
@@ -49,6 +50,31 @@ impl Names {
     /// Loads the local user and group databases (missing or unreadable files give no names).
     pub fn load() -> Names {
         Names::from_files(Path::new("/etc/passwd"), Path::new("/etc/group"))
+    }
+
+    /// The local user and group names, shared: loaded again only when `/etc/passwd` or
+    /// `/etc/group` changed since the last call (a real-time check per changed file would
+    /// otherwise parse both files each time).
+    pub fn current() -> Arc<Names> {
+        type Stamp = Option<(u64, u64, i64, i64)>;
+        static CACHE: Mutex<Option<([Stamp; 2], Arc<Names>)>> = Mutex::new(None);
+        fn stamp(p: &str) -> Stamp {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        }
+        let now = [stamp("/etc/passwd"), stamp("/etc/group")];
+        let Ok(mut cache) = CACHE.lock() else {
+            return Arc::new(Names::load());
+        };
+        match cache.as_ref() {
+            Some((s, names)) if *s == now => Arc::clone(names),
+            _ => {
+                let names = Arc::new(Names::load());
+                *cache = Some((now, Arc::clone(&names)));
+                names
+            }
+        }
     }
 
     /// Loads from the given files (for tests).

@@ -102,6 +102,8 @@ pub struct Row {
     pub mac: Vec<u8>,
     /// Whether the MAC matches the row: false means someone edited the database.
     pub mac_ok: bool,
+    /// Whether a text copy of the file is stored (for diffs).
+    pub has_content: bool,
 }
 
 impl Row {
@@ -289,6 +291,11 @@ fn bytes_to_hex(b: &[u8]) -> String {
 
 const ROW_COLUMNS: &str = "key, checks, type, size, mode, uid, gid, user, grp, inode, dev, mtime, \
                            ctime, hash, hash_skipped, link, since, mac";
+/// The columns read for a [`Row`]: the stored ones and whether a copy of the content is kept.
+const READ_COLUMNS: &str =
+    "key, checks, type, size, mode, uid, gid, user, grp, inode, dev, mtime, \
+                            ctime, hash, hash_skipped, link, since, mac, \
+                            EXISTS (SELECT 1 FROM fim_content c WHERE c.key = fim_entry.key)";
 
 impl Baseline {
     /// Opens the baseline in the state directory. With `create_key`, a missing MAC key is created
@@ -401,6 +408,7 @@ impl Baseline {
         };
         let since: i64 = r.get(16)?;
         let mac: Vec<u8> = r.get(17)?;
+        let has_content: bool = r.get(18)?;
         let expected = self.mac(&key, checks, &attrs, hash.as_deref());
         let mac_ok = expected == mac;
         Ok(Row {
@@ -410,6 +418,7 @@ impl Baseline {
             since,
             mac,
             mac_ok,
+            has_content,
         })
     }
 
@@ -426,20 +435,31 @@ impl Baseline {
             Some(a) => (">", a),
             None => (">=", from),
         };
-        let sql = format!(
-            "SELECT {ROW_COLUMNS} FROM fim_entry WHERE key {op} ?1 AND (?2 IS NULL OR key < ?2)
-             ORDER BY key LIMIT ?3"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.sql())?;
-        let rows = stmt
-            .query_map(params![start, before, limit as i64], |r| self.row_from(r))
-            .map_err(self.sql())?;
+        // Two statements, not `(?2 IS NULL OR key < ?2)`: SQLite cannot use that as the upper
+        // bound of the range, and read every row after `start` to the end of the table looking
+        // for more matches (a real-time check of one path read the whole baseline).
+        let mut stmt = match before {
+            Some(_) => self.conn.prepare_cached(&format!(
+                "SELECT {READ_COLUMNS} FROM fim_entry WHERE key {op} ?1 AND key < ?2
+                 ORDER BY key LIMIT ?3"
+            )),
+            None => self.conn.prepare_cached(&format!(
+                "SELECT {READ_COLUMNS} FROM fim_entry WHERE key {op} ?1 ORDER BY key LIMIT ?2"
+            )),
+        }
+        .map_err(self.sql())?;
+        let map = |r: &rusqlite::Row<'_>| self.row_from(r);
+        let rows = match before {
+            Some(hi) => stmt.query_map(params![start, hi, limit as i64], map),
+            None => stmt.query_map(params![start, limit as i64], map),
+        }
+        .map_err(self.sql())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sql())
     }
 
     /// The row for one key.
     pub fn get(&self, key: &[u8]) -> Result<Option<Row>, FimError> {
-        let sql = format!("SELECT {ROW_COLUMNS} FROM fim_entry WHERE key = ?1");
+        let sql = format!("SELECT {READ_COLUMNS} FROM fim_entry WHERE key = ?1");
         let mut stmt = self.conn.prepare_cached(&sql).map_err(self.sql())?;
         stmt.query_row(params![key], |r| self.row_from(r))
             .optional()

@@ -1,7 +1,8 @@
 //! BLAKE3 hashing of one regular file, safely: opened without following a symlink, without
 //! blocking on a FIFO and without becoming a controlling terminal, checked with `fstat` to be the
 //! regular file the walk saw, and re-checked after reading so that a file changing under us is
-//! hashed again once it settles. Large files are hashed with BLAKE3's multi-threaded update.
+//! hashed again once it settles. Large files are cut along BLAKE3's tree and their parts read and
+//! hashed on all cores at once.
 //!
 //! Files are read, not mmapped: a mapped file truncated by someone else while we hash it kills the
 //! process with SIGBUS, and the agent runs as root over files other processes write.
@@ -15,11 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Files at least this large are hashed with all cores (BLAKE3 `update_rayon`); below, files are
-/// spread over the cores one per thread instead.
+/// Files at least this large are cut into subtrees hashed on all cores at once (each thread
+/// reading its own range with `pread`); below, files are spread over the cores one per thread.
 pub const PARALLEL_THRESHOLD: u64 = 4 << 20;
-const SMALL_BUF: usize = 256 << 10;
-const LARGE_BUF: usize = 2 << 20;
+/// The largest subtree one thread reads and hashes (a power of two, so that every cut of the
+/// file lands on a BLAKE3 subtree boundary).
+const SEGMENT: u64 = 1 << 20;
+/// The read buffer: small enough to stay in the core's L2 cache between the kernel's copy into it
+/// and BLAKE3 reading it back (a larger buffer measured slower).
+const BUF_LEN: usize = 128 << 10;
 const ATTEMPTS: u32 = 4;
 
 /// What hashing a path found.
@@ -131,6 +136,8 @@ fn same_state(a: &Metadata, b: &Metadata) -> bool {
 
 /// Hashes the regular file at `path` (through a final symlink only with `follow`). With
 /// `keep_content > 0`, also returns its content when it holds no more than that many bytes.
+///
+/// Called from a thread of a rayon pool, large files are hashed on all the pool's threads.
 pub fn hash_path(
     path: &Path,
     follow: bool,
@@ -175,27 +182,36 @@ pub fn hash_path(
             return Outcome::NotRegular(before);
         }
         let want = keep_content > 0 && before.size() <= keep_content;
-        let (hash, content) = match read_hash(file, &before, want, throttle, stop) {
-            Ok(Some(x)) => x,
-            Ok(None) => return Outcome::Stopped,
+        let read = if !want
+            && before.size() >= PARALLEL_THRESHOLD
+            && rayon::current_thread_index().is_some()
+        {
+            read_hash_parallel(&file, before.size(), throttle, stop)
+        } else {
+            read_hash(&file, &before, want, throttle, stop)
+        };
+        let (hash, content) = match read {
+            Ok(Got::Done(hash, content)) => (Some(hash), content),
+            Ok(Got::Stopped) => return Outcome::Stopped,
+            // Shorter than it was: it changed while being read; look again.
+            Ok(Got::Short) => (None, None),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Outcome::Denied,
             Err(e) => return Outcome::Failed(e),
         };
-        let after = match stat(path) {
+        // The open file, not the path: a write to it (or a truncation) moves its size, mtime or
+        // ctime; a rename over the path after the open leaves this file as it was, and what it
+        // was is what was hashed (the next scan meets the new inode).
+        let after = match file.metadata() {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Outcome::Vanished,
             Err(e) => return Outcome::Failed(e),
         };
-        if same_state(&before, &after) {
+        if let Some(hash) = hash.filter(|_| same_state(&before, &after)) {
             let content = content.filter(|c| c.len() as u64 <= keep_content);
             return Outcome::Hashed {
                 meta: after,
                 hash,
                 content,
             };
-        }
-        if !after.is_file() {
-            return Outcome::NotRegular(after);
         }
         last = Some(after);
     }
@@ -205,27 +221,39 @@ pub fn hash_path(
     }
 }
 
+/// What reading a file gave.
+#[derive(Debug)]
+enum Got {
+    Done(blake3::Hash, Option<Vec<u8>>),
+    /// The file ended before the size it had when opened.
+    Short,
+    Stopped,
+}
+
+fn stopping(stop: Option<&AtomicBool>) -> bool {
+    stop.is_some_and(|s| s.load(Ordering::Relaxed))
+}
+
+/// Reads and hashes the file from start to end on this thread.
 fn read_hash(
-    mut file: File,
+    mut file: &File,
     meta: &Metadata,
     keep: bool,
     throttle: Option<&Throttle>,
     stop: Option<&AtomicBool>,
-) -> io::Result<Option<(blake3::Hash, Option<Vec<u8>>)>> {
+) -> io::Result<Got> {
+    let size = meta.size();
     let mut hasher = blake3::Hasher::new();
-    let large = meta.size() >= PARALLEL_THRESHOLD;
-    let mut content = keep.then(|| Vec::with_capacity(meta.size() as usize));
+    let mut content = keep.then(|| Vec::with_capacity(size as usize));
     BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
-        let want = if large { LARGE_BUF } else { SMALL_BUF };
-        if buf.len() != want {
-            buf.resize(want, 0);
+        if buf.len() != BUF_LEN {
+            buf.resize(BUF_LEN, 0);
         }
-        let mut stopped = false;
+        let mut total = 0u64;
         loop {
-            if large && stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-                stopped = true;
-                break;
+            if stopping(stop) {
+                return Ok(Got::Stopped);
             }
             let n = match file.read(&mut buf) {
                 Ok(0) => break,
@@ -233,30 +261,109 @@ fn read_hash(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            total += n as u64;
             if let Some(t) = throttle {
                 t.take(n as u64, 0);
             }
-            if large {
-                hasher.update_rayon(&buf[..n]);
-            } else {
-                hasher.update(&buf[..n]);
-            }
+            hasher.update(&buf[..n]);
             if let Some(c) = content.as_mut() {
                 c.extend_from_slice(&buf[..n]);
                 // Grew past what was announced: the caller retries or drops it.
-                if c.len() as u64 > meta.size() {
+                if c.len() as u64 > size {
                     content = None;
                 }
             }
+            // A short read ending exactly at the size seen by fstat is the end of a regular file:
+            // one more read() returning 0 would only confirm it. (Growth since then moves the size
+            // and mtime, which the caller's second fstat compares.)
+            if total == size && n < buf.len() {
+                break;
+            }
         }
-        if large {
-            // Don't keep 2 MiB per thread around after a big file.
-            buf.truncate(SMALL_BUF);
-            buf.shrink_to_fit();
-        }
-        Ok(stopped)
+        Ok(Got::Done(hasher.finalize(), content))
     })
-    .map(|stopped| (!stopped).then(|| (hasher.finalize(), content)))
+}
+
+/// Hashes the first `len` bytes of a large file on all the threads of the current rayon pool:
+/// the file is cut along BLAKE3's own tree (left subtrees are the largest power-of-two number of
+/// chunks), each subtree of at most [`SEGMENT`] bytes is read with `pread` and hashed by one
+/// thread, and the chaining values are merged up to the root. The same hash as reading it in
+/// order; the kernel's copies into user memory run in parallel too.
+fn read_hash_parallel(
+    file: &File,
+    len: u64,
+    throttle: Option<&Throttle>,
+    stop: Option<&AtomicBool>,
+) -> io::Result<Got> {
+    use blake3::hazmat::{left_subtree_len, merge_subtrees_root, Mode};
+    debug_assert!(len > SEGMENT);
+    let left = left_subtree_len(len);
+    let (l, r) = rayon::join(
+        || subtree(file, 0, left, throttle, stop),
+        || subtree(file, left, len - left, throttle, stop),
+    );
+    Ok(match (l?, r?) {
+        (Part::Cv(l), Part::Cv(r)) => Got::Done(merge_subtrees_root(&l, &r, Mode::Hash), None),
+        (Part::Stopped, _) | (_, Part::Stopped) => Got::Stopped,
+        _ => Got::Short,
+    })
+}
+
+enum Part {
+    Cv(blake3::hazmat::ChainingValue),
+    Short,
+    Stopped,
+}
+
+/// The chaining value of the subtree of `len` bytes at `offset` (a valid BLAKE3 subtree).
+fn subtree(
+    file: &File,
+    offset: u64,
+    len: u64,
+    throttle: Option<&Throttle>,
+    stop: Option<&AtomicBool>,
+) -> io::Result<Part> {
+    use blake3::hazmat::{left_subtree_len, merge_subtrees_non_root, HasherExt, Mode};
+    use std::os::unix::fs::FileExt;
+    if stopping(stop) {
+        return Ok(Part::Stopped);
+    }
+    if len > SEGMENT {
+        let left = left_subtree_len(len);
+        let (l, r) = rayon::join(
+            || subtree(file, offset, left, throttle, stop),
+            || subtree(file, offset + left, len - left, throttle, stop),
+        );
+        return Ok(match (l?, r?) {
+            (Part::Cv(l), Part::Cv(r)) => Part::Cv(merge_subtrees_non_root(&l, &r, Mode::Hash)),
+            (Part::Stopped, _) | (_, Part::Stopped) => Part::Stopped,
+            _ => Part::Short,
+        });
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.set_input_offset(offset);
+    BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() != BUF_LEN {
+            buf.resize(BUF_LEN, 0);
+        }
+        let mut done = 0u64;
+        while done < len {
+            let want = (len - done).min(BUF_LEN as u64) as usize;
+            let n = match file.read_at(&mut buf[..want], offset + done) {
+                Ok(0) => return Ok(Part::Short),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(t) = throttle {
+                t.take(n as u64, 0);
+            }
+            hasher.update(&buf[..n]);
+            done += n as u64;
+        }
+        Ok(Part::Cv(hasher.finalize_non_root()))
+    })
 }
 
 #[cfg(test)]
@@ -287,6 +394,51 @@ mod tests {
             }
             o => panic!("{o:?}"),
         }
+    }
+
+    #[test]
+    fn large_files_cut_into_subtrees_hash_like_blake3() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        // Around the threshold, at and around powers of two, and with a partial last chunk.
+        for len in [
+            PARALLEL_THRESHOLD,
+            PARALLEL_THRESHOLD + 1,
+            PARALLEL_THRESHOLD + 1023,
+            5 * SEGMENT + 12345,
+            8 * SEGMENT,
+            8 * SEGMENT + 1024,
+        ] {
+            let f = d.path().join(format!("f{len}"));
+            let data: Vec<u8> = (0..len as usize).map(|i| (i % 251) as u8).collect();
+            std::fs::write(&f, &data).unwrap();
+            match pool.install(|| hash_path(&f, false, 0, None, None)) {
+                Outcome::Hashed { hash, meta, .. } => {
+                    assert_eq!(hash, blake3::hash(&data), "length {len}");
+                    assert_eq!(meta.size(), len);
+                }
+                o => panic!("{o:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_stop_request_gives_up_a_large_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("big");
+        std::fs::write(&f, vec![7u8; (PARALLEL_THRESHOLD * 2) as usize]).unwrap();
+        let stop = AtomicBool::new(true);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert!(matches!(
+            pool.install(|| hash_path(&f, false, 0, None, Some(&stop))),
+            Outcome::Stopped
+        ));
     }
 
     #[test]

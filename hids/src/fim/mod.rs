@@ -1,11 +1,13 @@
 //! File integrity monitoring: the scan that compares the configured trees against the baseline and
 //! turns every difference into a [`FimChange`].
 //!
-//! A scan is a pipeline of three threads: the walk (`walk.rs`) lists entries in baseline key
-//! order; this thread merge-joins them with the baseline read a page at a time (so memory does not
-//! grow with the tree) and groups them into batches; a hashing thread hashes each batch over all
-//! cores (`hash.rs`); this thread then compares each entry with its row and writes the batch in one
-//! transaction (`baseline.rs`). Walking, hashing and writing overlap.
+//! A scan is a pipeline: the walk (`walk.rs`, a thread) lists entries in baseline key order; this
+//! thread merge-joins them with the baseline read a page at a time (so memory does not grow with
+//! the tree) and groups them into batches; each batch is hashed by a job on the hashing pool, over
+//! all cores (`hash.rs`), several batches at once; this thread then compares each entry with its
+//! row and writes the batches, in walk order, one transaction each (`baseline.rs`). Walking,
+//! hashing and writing overlap. A real-time check of a few paths ([`check_paths`]) runs the same
+//! steps on the calling thread.
 //!
 //! Single writer: every baseline write is conditional on the row being the one compared against,
 //! so the scheduled scan, a real-time watch ([`check_path`]) and a `hids fim check` run by hand can
@@ -24,6 +26,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -45,6 +48,8 @@ const BATCH: usize = 1024;
 const BATCH_BYTES: u64 = 32 << 20;
 /// Baseline rows read per page.
 const PAGE: usize = 2048;
+/// Batches being hashed or waiting to be written, at most.
+const IN_FLIGHT: u64 = 4;
 /// Walk entries handed over at a time.
 const WALK_CHUNK: usize = 256;
 
@@ -197,7 +202,7 @@ impl Cursor {
 /// What hashing needs, shared by the hashing threads.
 struct Ctx<'a> {
     paths: &'a [FimPath],
-    names: Names,
+    names: Arc<Names>,
     full: bool,
     throttle: Option<&'a Throttle>,
     stop: Option<&'a AtomicBool>,
@@ -445,10 +450,16 @@ impl Writer<'_> {
                         Some(o) => {
                             if &o.attrs == new && o.checks == bits {
                                 // Unchanged, or changed only in what is no longer checked.
+                                // Full mode: store a missing copy, or drop one that must not
+                                // be kept any more, without reporting. (Rewriting every
+                                // unchanged row instead cost more than hashing the files.)
                                 let op = content_op(item, fp, path);
-                                if item.hashed && op != ContentOp::Keep && self.mode == Mode::Check
-                                {
-                                    // Full mode: refresh a missing copy without reporting.
+                                let refresh = match op {
+                                    ContentOp::Set(_) => !o.has_content,
+                                    ContentOp::Delete => o.has_content,
+                                    ContentOp::Keep => false,
+                                };
+                                if item.hashed && refresh && self.mode == Mode::Check {
                                     ops.push(Op::Put {
                                         key: item.key.clone(),
                                         checks: bits,
@@ -552,37 +563,148 @@ fn record_of(c: &FimChange) -> (String, String) {
     (c.kind.as_str().to_string(), change_json(c).to_string())
 }
 
-/// The walk to run: everything, or one path.
-enum Source<'p> {
-    All,
-    One(&'p Path),
+impl Cursor {
+    /// Joins one walk item with the baseline rows: rows before it are gone (pushed as such), the
+    /// row with its key (if any) goes with it. Returns the bytes hashing it will read.
+    fn join(
+        &mut self,
+        b: &Baseline,
+        item: WalkItem,
+        batch: &mut Vec<Item>,
+        paths: &[FimPath],
+        full: bool,
+    ) -> Result<u64, FimError> {
+        match item {
+            WalkItem::Entry(node) => {
+                self.gone_before(b, &node.key, batch)?;
+                let old = match self.peek(b)? {
+                    Some(r) if r.key == node.key => self.pop(),
+                    _ => None,
+                };
+                let bytes = expected_read(&node, old.as_ref(), paths, full);
+                batch.push(Item {
+                    key: node.key.clone(),
+                    node: Some(node),
+                    old,
+                    attrs: None,
+                    content: None,
+                    hashed: false,
+                    denied: false,
+                    skipped: false,
+                });
+                Ok(bytes)
+            }
+            WalkItem::Unreadable { key, .. } => {
+                // Rows before it are gone; the row itself and its subtree are kept.
+                self.gone_before(b, &key, batch)?;
+                while let Some(row) = self.peek(b)? {
+                    if row.key != key && !is_under(&row.key, &key) {
+                        break;
+                    }
+                    self.pop();
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    fn gone_before(
+        &mut self,
+        b: &Baseline,
+        key: &[u8],
+        batch: &mut Vec<Item>,
+    ) -> Result<(), FimError> {
+        while let Some(row) = self.peek(b)? {
+            if row.key.as_slice() >= key {
+                break;
+            }
+            if let Some(r) = self.pop() {
+                batch.push(Item::gone(r));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Runs the pipeline over the keys from `lo` to `hi`.
-#[allow(clippy::too_many_arguments)]
+thread_local! {
+    static POOL: std::cell::RefCell<Option<Arc<rayon::ThreadPool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The calling thread's hashing pool: built on first use, on this thread, so that its threads
+/// inherit this thread's priority (the agent's scans lower theirs, its real-time checks do not);
+/// then kept, since starting a thread per core for every real-time check cost more than the check.
+fn hashing_pool() -> Result<Arc<rayon::ThreadPool>, FimError> {
+    POOL.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if let Some(p) = cell.as_ref() {
+            return Ok(Arc::clone(p));
+        }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fim-hash-{i}"))
+            .build()
+            .map_err(|e| FimError::Threads(e.to_string()))?;
+        let pool = Arc::new(pool);
+        *cell = Some(Arc::clone(&pool));
+        Ok(pool)
+    })
+}
+
+/// Hashing jobs under way and finished, for writing in walk order.
+struct InFlight {
+    spawned: u64,
+    written: u64,
+    done: std::collections::BTreeMap<u64, Vec<Item>>,
+    rx: mpsc::Receiver<(u64, Vec<Item>)>,
+}
+
+impl InFlight {
+    /// Writes the hashed batches that are next in order, waiting for more until no more than
+    /// `max` batches are left in flight.
+    fn write(
+        &mut self,
+        writer: &mut Writer<'_>,
+        on_change: &mut dyn FnMut(&FimChange),
+        max: u64,
+    ) -> Result<(), FimError> {
+        loop {
+            while let Ok((seq, batch)) = self.rx.try_recv() {
+                self.done.insert(seq, batch);
+            }
+            while let Some(batch) = self.done.remove(&self.written) {
+                self.written += 1;
+                writer.finish(batch, on_change)?;
+            }
+            if self.spawned - self.written <= max {
+                return Ok(());
+            }
+            match self.rx.recv() {
+                Ok((seq, batch)) => {
+                    self.done.insert(seq, batch);
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Runs the pipeline over every configured path.
 fn engine(
     b: &mut Baseline,
     cfg: &FimConfig,
     plan: &Plan,
     mode: Mode,
     opts: &ScanOptions<'_>,
-    source: Source<'_>,
-    lo: Vec<u8>,
-    hi: Option<Vec<u8>>,
     on_change: &mut dyn FnMut(&FimChange),
 ) -> Result<(Summary, WalkStats, Vec<Vec<u8>>), FimError> {
     let started = Instant::now();
     let paths = &cfg.paths[..];
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // Built on this thread, so its threads inherit this thread's (possibly lowered) priority.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("fim-hash-{i}"))
-        .build()
-        .map_err(|e| FimError::Threads(e.to_string()))?;
+    let pool = hashing_pool()?;
     let ctx = Ctx {
         paths,
-        names: Names::load(),
+        names: Names::current(),
         full: opts.full,
         throttle: opts.throttle,
         stop: opts.stop,
@@ -617,155 +739,83 @@ fn engine(
                 }
                 true
             };
-            match source {
-                Source::All => {
-                    w.run(&mut emit);
-                }
-                Source::One(p) => {
-                    let mut dir_key = None;
-                    w.one(p, &mut |item: WalkItem| {
-                        if let WalkItem::Entry(n) = &item {
-                            if n.meta.is_dir() {
-                                dir_key = Some((n.key.clone(), n.root));
-                            }
-                        }
-                        emit(item)
-                    });
-                    // A directory's own entry only: its subtree stays as it is.
-                    if let Some((key, root)) = dir_key {
-                        emit(WalkItem::Unreadable { key, root });
-                    }
-                }
-            }
+            w.run(&mut emit);
             if !chunk.is_empty() {
                 let _ = wtx.send(chunk);
             }
             w.stats
         });
-        let (htx, hrx) = mpsc::sync_channel::<Vec<Item>>(1);
-        let (dtx, drx) = mpsc::channel::<Vec<Item>>();
+        // Each batch is hashed by a job of its own on the pool, so that a batch's last large
+        // file does not leave the other cores idle: the next batches are already being hashed.
+        // Batches are written in walk order as they come back.
+        let (dtx, drx) = mpsc::channel::<(u64, Vec<Item>)>();
         let ctx = &ctx;
-        let pool = &pool;
-        s.spawn(move || {
-            for mut batch in hrx {
-                // Waking the pool for a batch with nothing to read costs more than the batch.
-                if batch.iter().any(|it| needs_reading(it, ctx)) {
-                    pool.install(|| batch.par_iter_mut().for_each(|it| prepare(it, ctx)));
-                } else {
-                    batch.iter_mut().for_each(|it| prepare(it, ctx));
-                }
-                if dtx.send(batch).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut in_flight = 0usize;
-        let run = || -> Result<bool, FimError> {
-            let mut cursor = Cursor::new(lo, hi);
-            let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
-            let mut batch_bytes = 0u64;
-            let mut interrupted = false;
-            let mut send = |batch: Vec<Item>, writer: &mut Writer<'_>| -> Result<(), FimError> {
-                if htx.send(batch).is_err() {
-                    return Ok(());
-                }
-                in_flight += 1;
-                while in_flight >= 3 {
-                    match drx.recv() {
-                        Ok(done) => {
-                            in_flight -= 1;
-                            writer.finish(done, on_change)?;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                while let Ok(done) = drx.try_recv() {
-                    in_flight -= 1;
-                    writer.finish(done, on_change)?;
-                }
-                Ok(())
-            };
-            for item in wrx.iter().flatten() {
-                match item {
-                    WalkItem::Entry(node) => {
-                        while let Some(row) = cursor.peek(writer.b)? {
-                            if row.key >= node.key {
-                                break;
-                            }
-                            if let Some(r) = cursor.pop() {
-                                batch.push(Item::gone(r));
-                            }
-                        }
-                        let old = match cursor.peek(writer.b)? {
-                            Some(r) if r.key == node.key => cursor.pop(),
-                            _ => None,
-                        };
-                        batch_bytes += expected_read(&node, old.as_ref(), paths, opts.full);
-                        batch.push(Item {
-                            key: node.key.clone(),
-                            node: Some(node),
-                            old,
-                            attrs: None,
-                            content: None,
-                            hashed: false,
-                            denied: false,
-                            skipped: false,
-                        });
-                    }
-                    WalkItem::Unreadable { key, .. } => {
-                        // Rows before it are gone; the row itself and its subtree are kept.
-                        while let Some(row) = cursor.peek(writer.b)? {
-                            if row.key >= key {
-                                break;
-                            }
-                            if let Some(r) = cursor.pop() {
-                                batch.push(Item::gone(r));
-                            }
-                        }
-                        while let Some(row) = cursor.peek(writer.b)? {
-                            if row.key != key && !is_under(&row.key, &key) {
-                                break;
-                            }
-                            cursor.pop();
-                        }
-                    }
-                }
-                if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-                    send(std::mem::take(&mut batch), &mut writer)?;
-                    batch_bytes = 0;
-                }
-                if stopped(opts) {
-                    interrupted = true;
-                    break;
-                }
-            }
-            if !interrupted {
-                // What the walk did not meet is gone (or no longer configured).
-                while cursor.peek(writer.b)?.is_some() {
-                    if let Some(r) = cursor.pop() {
-                        batch.push(Item::gone(r));
-                    }
-                    if batch.len() >= BATCH {
-                        send(std::mem::take(&mut batch), &mut writer)?;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                send(batch, &mut writer)?;
-            }
-            Ok(interrupted)
+        let mut flight = InFlight {
+            spawned: 0,
+            written: 0,
+            done: Default::default(),
+            rx: drx,
         };
-        let r = run();
-        // Stop the walk (if still going) and the hashing thread; write what was hashed.
-        drop(wrx);
-        drop(htx);
-        let r = r.and_then(|interrupted| {
-            for done in drx.iter() {
-                writer.finish(done, on_change)?;
-            }
-            Ok(interrupted)
+        let r = pool.in_place_scope(|rs| {
+            let mut send = |batch: Vec<Item>,
+                            writer: &mut Writer<'_>,
+                            flight: &mut InFlight|
+             -> Result<(), FimError> {
+                let seq = flight.spawned;
+                flight.spawned += 1;
+                let dtx = dtx.clone();
+                let mut batch = batch;
+                rs.spawn(move |_| {
+                    if batch.iter().any(|it| needs_reading(it, ctx)) {
+                        batch.par_iter_mut().for_each(|it| prepare(it, ctx));
+                    } else {
+                        batch.iter_mut().for_each(|it| prepare(it, ctx));
+                    }
+                    let _ = dtx.send((seq, batch));
+                });
+                flight.write(writer, on_change, IN_FLIGHT)
+            };
+            let mut run = || -> Result<bool, FimError> {
+                let mut cursor = Cursor::new(Vec::new(), None);
+                let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+                let mut batch_bytes = 0u64;
+                let mut interrupted = false;
+                for item in wrx.iter().flatten() {
+                    batch_bytes += cursor.join(writer.b, item, &mut batch, paths, opts.full)?;
+                    if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
+                        send(std::mem::take(&mut batch), &mut writer, &mut flight)?;
+                        batch_bytes = 0;
+                    }
+                    if stopped(opts) {
+                        interrupted = true;
+                        break;
+                    }
+                }
+                if !interrupted {
+                    // What the walk did not meet is gone (or no longer configured).
+                    while cursor.peek(writer.b)?.is_some() {
+                        if let Some(r) = cursor.pop() {
+                            batch.push(Item::gone(r));
+                        }
+                        if batch.len() >= BATCH {
+                            send(std::mem::take(&mut batch), &mut writer, &mut flight)?;
+                        }
+                    }
+                }
+                if !batch.is_empty() {
+                    send(batch, &mut writer, &mut flight)?;
+                }
+                Ok(interrupted)
+            };
+            let r = run();
+            // Write what was hashed (also when stopping: those entries were looked at).
+            r.and_then(|interrupted| {
+                flight.write(&mut writer, on_change, 0)?;
+                Ok(interrupted)
+            })
         });
-        drop(drx);
+        // Stop the walk if still going.
+        drop(wrx);
         walk_stats = walker.join().unwrap_or_default();
         r
     });
@@ -842,21 +892,11 @@ pub fn scan(
         throttle: opts.throttle,
         stop: opts.stop,
     };
-    let (mut summary, stats, conflicts) = engine(
-        b,
-        cfg,
-        &plan,
-        mode,
-        &opts,
-        Source::All,
-        Vec::new(),
-        None,
-        on_change,
-    )?;
+    let (mut summary, stats, conflicts) = engine(b, cfg, &plan, mode, &opts, on_change)?;
     // Rows another writer changed while this scan compared them: compare them again.
-    for key in conflicts {
-        let path = baseline::path_of_key(&key);
-        let s = check_one(b, cfg, &plan, &path, on_change)?;
+    if !conflicts.is_empty() {
+        let again: Vec<PathBuf> = conflicts.iter().map(|k| baseline::path_of_key(k)).collect();
+        let s = check_paths(b, cfg, &plan, &again, on_change)?;
         summary.added += s.added;
         summary.modified += s.modified;
         summary.deleted += s.deleted;
@@ -868,32 +908,6 @@ pub fn scan(
             Mode::Init => b.set_meta("initialized", &now_rfc3339())?,
             Mode::Check => b.set_meta("last_check", &now_rfc3339())?,
         }
-    }
-    Ok(summary)
-}
-
-fn check_one(
-    b: &mut Baseline,
-    cfg: &FimConfig,
-    plan: &Plan,
-    path: &Path,
-    on_change: &mut dyn FnMut(&FimChange),
-) -> Result<Summary, FimError> {
-    let key = baseline::key_of(path);
-    let (_, hi) = baseline::subtree_bounds(&key);
-    let (summary, _, conflicts) = engine(
-        b,
-        cfg,
-        plan,
-        Mode::Check,
-        &ScanOptions::default(),
-        Source::One(path),
-        key,
-        Some(hi),
-        on_change,
-    )?;
-    if !conflicts.is_empty() {
-        tracing::debug!(path = %display_path(path).0, "changed by another writer again; left to the next scan");
     }
     Ok(summary)
 }
@@ -910,7 +924,114 @@ pub fn check_path(
     path: &Path,
     on_change: &mut dyn FnMut(&FimChange),
 ) -> Result<Summary, FimError> {
-    check_one(b, cfg, plan, path, on_change)
+    check_paths(b, cfg, plan, &[path.to_path_buf()], on_change)
+}
+
+/// [`check_path`] for several paths at once, written in as few transactions as possible (one per
+/// [`BATCH`] entries), on the calling thread: no walk or hashing threads are started for it, and
+/// only a large file wakes the hashing pool.
+pub fn check_paths(
+    b: &mut Baseline,
+    cfg: &FimConfig,
+    plan: &Plan,
+    paths: &[PathBuf],
+    on_change: &mut dyn FnMut(&FimChange),
+) -> Result<Summary, FimError> {
+    let started = Instant::now();
+    let mut keyed: Vec<(Vec<u8>, &PathBuf)> =
+        paths.iter().map(|p| (baseline::key_of(p), p)).collect();
+    keyed.sort();
+    keyed.dedup_by(|a, b| a.0 == b.0);
+    let ctx = Ctx {
+        paths: &cfg.paths,
+        names: Names::current(),
+        full: false,
+        throttle: None,
+        stop: None,
+    };
+    let mut writer = Writer {
+        b,
+        paths: &cfg.paths,
+        plan,
+        mode: Mode::Check,
+        summary: Summary::default(),
+        denied: WalkStats::default(),
+        conflicts: Vec::new(),
+    };
+    let mut walker = Walker::new(plan, &cfg.paths);
+    // A path under a directory found gone earlier in this call was taken with it.
+    let mut taken: std::collections::HashSet<Vec<u8>> = Default::default();
+    let mut batch: Vec<Item> = Vec::new();
+    let flush = |batch: &mut Vec<Item>,
+                 writer: &mut Writer<'_>,
+                 on_change: &mut dyn FnMut(&FimChange)|
+     -> Result<(), FimError> {
+        let mut items = std::mem::take(batch);
+        let large = items.iter().any(|it| {
+            needs_reading(it, &ctx)
+                && it
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.meta.size() >= hash::PARALLEL_THRESHOLD)
+        });
+        if large {
+            let pool = hashing_pool()?;
+            pool.install(|| items.iter_mut().for_each(|it| prepare(it, &ctx)));
+        } else {
+            items.iter_mut().for_each(|it| prepare(it, &ctx));
+        }
+        writer.finish(items, on_change)
+    };
+    for (key, path) in keyed {
+        if taken.contains(&key) {
+            continue;
+        }
+        let mut walked = Vec::new();
+        walker.one(path, &mut |item| {
+            walked.push(item);
+            true
+        });
+        // A directory's own entry only: its subtree stays as it is.
+        if let Some(WalkItem::Entry(n)) = walked.first() {
+            if n.meta.is_dir() {
+                walked.push(WalkItem::Unreadable {
+                    key: n.key.clone(),
+                    root: n.root,
+                });
+            }
+        }
+        let (_, hi) = baseline::subtree_bounds(&key);
+        let mut cursor = Cursor::new(key, Some(hi));
+        let mut here = Vec::new();
+        for item in walked {
+            cursor.join(writer.b, item, &mut here, &cfg.paths, false)?;
+        }
+        while cursor.peek(writer.b)?.is_some() {
+            if let Some(r) = cursor.pop() {
+                here.push(Item::gone(r));
+            }
+        }
+        for item in here {
+            if taken.insert(item.key.clone()) {
+                batch.push(item);
+            }
+        }
+        if batch.len() >= BATCH {
+            flush(&mut batch, &mut writer, on_change)?;
+        }
+    }
+    if !batch.is_empty() {
+        flush(&mut batch, &mut writer, on_change)?;
+    }
+    let mut summary = writer.summary;
+    if !writer.conflicts.is_empty() {
+        tracing::debug!(
+            n = writer.conflicts.len(),
+            "changed by another writer meanwhile; left to the next check"
+        );
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -994,6 +1115,64 @@ mod tests {
     }
 
     #[test]
+    fn check_paths_reports_a_removed_directory_and_its_files_once() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("sub/x"), "x").unwrap();
+        fs::write(tree.join("a"), "1").unwrap();
+        let cfg = config(&tree);
+        let plan = Plan::new(&cfg.paths);
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        collect(&mut b, &cfg, Mode::Init);
+        fs::remove_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("a"), "22").unwrap();
+        let mut seen = Vec::new();
+        let paths = [
+            tree.join("sub/x"),
+            tree.join("a"),
+            tree.join("sub"),
+            tree.join("a"),
+        ];
+        check_paths(&mut b, &cfg, &plan, &paths, &mut |c| {
+            seen.push((c.path.clone(), c.kind))
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (tree.join("a"), ChangeKind::Modified),
+                (tree.join("sub"), ChangeKind::Deleted),
+                (tree.join("sub/x"), ChangeKind::Deleted),
+            ]
+        );
+        let (_, v) = collect(&mut b, &cfg, Mode::Check);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn a_full_check_does_not_rewrite_unchanged_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join("a"), "1").unwrap();
+        let cfg = config(&tree);
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        collect(&mut b, &cfg, Mode::Init);
+        let key = baseline::key_of(&tree.join("a"));
+        let since = b.get(&key).unwrap().unwrap().since;
+        // Rows carry the second they were written.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let opts = ScanOptions {
+            full: true,
+            ..Default::default()
+        };
+        let s = scan(&mut b, &cfg, Mode::Check, &opts, &mut |_| {}).unwrap();
+        assert_eq!((s.hashed, s.changes()), (1, 0));
+        assert_eq!(b.get(&key).unwrap().unwrap().since, since);
+    }
+
+    #[test]
     fn a_file_deleted_between_walk_and_hash_is_not_fatal_nor_added() {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
@@ -1019,7 +1198,7 @@ mod tests {
         };
         let ctx = Ctx {
             paths: &cfg.paths,
-            names: Names::default(),
+            names: Arc::new(Names::default()),
             full: false,
             throttle: None,
             stop: None,

@@ -1,6 +1,6 @@
 //! Real-time FIM: inotify watches on every directory of the `realtime = true` trees, events
 //! coalesced per path for the settle window, each settled path compared with the baseline by
-//! [`super::check_path`] (so a change is reported exactly like a scan's, and never twice).
+//! [`super::check_paths`] (so a change is reported exactly like a scan's, and never twice).
 //!
 //! Two threads: the reader blocks on the inotify descriptor and hands raw events over a channel;
 //! the checker blocks on that channel (with a timeout only while some path is settling), keeps
@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::time::Instant;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -34,8 +34,11 @@ pub const NO_WATCHES_RULE: u32 = 599;
 const MAX_SETTLES: u32 = 10;
 /// Bytes read from the inotify descriptor at a time.
 const READ_BUF: usize = 256 << 10;
-/// Reads queued between the reader and the checker, at most.
-const QUEUED_READS: usize = 64;
+/// Batches of events queued between the reader and the checker, at most (with [`MAX_HELD`],
+/// what bounds the memory events take: a few tens of MB at worst).
+const QUEUED_READS: usize = 8;
+/// Events the reader holds while the checker is busy, at most (about 100 bytes each).
+const MAX_HELD: usize = 1 << 16;
 
 /// What the watcher hands to the agent.
 #[derive(Debug)]
@@ -84,10 +87,12 @@ struct Checker {
     state_dir: PathBuf,
     watches: Watches,
     by_wd: HashMap<i32, (WatchDescriptor, PathBuf)>,
-    /// Watches on the parent directory of a configured single file.
-    parent_wds: HashSet<i32>,
-    /// Configured single files (watched through their parent).
-    file_roots: HashSet<PathBuf>,
+    /// Watches outside the trees, on the nearest existing ancestor of a configured path (its
+    /// parent while it exists), with the configured paths each one waits for: a configured
+    /// file is watched through its parent (a file replaced by rename is a new inode that a watch
+    /// on the file would not follow), and a configured directory that is removed and created
+    /// again is watched again from there.
+    waits: HashMap<i32, HashSet<PathBuf>>,
     /// Path -> (first event, last event) since it was last checked.
     pending: HashMap<PathBuf, (Instant, Instant)>,
     /// The watch limit was hit and not reported since.
@@ -132,8 +137,7 @@ impl Watcher {
             state_dir: state_dir.to_path_buf(),
             watches: inotify.watches(),
             by_wd: HashMap::new(),
-            parent_wds: HashSet::new(),
-            file_roots: HashSet::new(),
+            waits: HashMap::new(),
             pending: HashMap::new(),
             exhausted: false,
             unwatched: 0,
@@ -148,6 +152,7 @@ impl Watcher {
         let roots: Vec<PathBuf> = state.realtime_roots();
         for r in &roots {
             state.watch_tree(r, false);
+            state.await_root(r);
         }
         tracing::info!(
             trees = roots.len(),
@@ -199,27 +204,50 @@ impl Paused {
 }
 
 /// Reads events until the checker goes away.
+///
+/// While the checker is busy (the channel is full), events go on being read into one batch, up
+/// to [`MAX_HELD`] events, rather than left in the kernel's queue: that queue holds only
+/// `fs.inotify.max_queued_events` (16,384 by default) before it overflows and forces a rescan,
+/// and reads made of a few events each filled the channel long before memory was a concern.
 fn read_loop(mut inotify: Inotify, tx: SyncSender<Vec<RawEvent>>) {
     let mut buf = vec![0u8; READ_BUF];
+    let mut held: Vec<RawEvent> = Vec::new();
     loop {
-        match inotify.read_events_blocking(&mut buf) {
-            Ok(events) => {
-                let v: Vec<RawEvent> = events
-                    .map(|e| RawEvent {
-                        wd: e.wd.get_watch_descriptor_id(),
-                        mask: e.mask,
-                        name: e.name.map(|n| n.to_os_string()),
-                    })
-                    .collect();
-                if tx.send(v).is_err() {
+        // Block for the first event; with events held, only take what is already there.
+        let read = if held.is_empty() {
+            inotify.read_events_blocking(&mut buf)
+        } else {
+            inotify.read_events(&mut buf)
+        };
+        match read {
+            Ok(events) => held.extend(events.map(|e| RawEvent {
+                wd: e.wd.get_watch_descriptor_id(),
+                mask: e.mask,
+                name: e.name.map(|n| n.to_os_string()),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Nothing more to read: wait for the checker to take what is held.
+                if tx.send(std::mem::take(&mut held)).is_err() {
                     return;
                 }
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::error!("real-time FIM stopped: cannot read inotify events: {e}");
                 return;
             }
+        }
+        if held.len() >= MAX_HELD {
+            if tx.send(std::mem::take(&mut held)).is_err() {
+                return;
+            }
+            continue;
+        }
+        match tx.try_send(std::mem::take(&mut held)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(v)) => held = v,
+            Err(TrySendError::Disconnected(_)) => return,
         }
     }
 }
@@ -265,17 +293,6 @@ impl Checker {
         while let Some(dir) = stack.pop() {
             let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
             if !is_dir {
-                // A configured single file (or a root not there yet): its parent directory is
-                // watched for that one name, since a file replaced by a rename (`/etc/passwd` by
-                // useradd) is a new inode that a watch on the file itself would not follow.
-                if dir == top && !scan_new {
-                    if let Some(parent) = dir.parent().filter(|p| !self.wants_watch(p)) {
-                        if let Some(id) = self.add_watch(parent) {
-                            self.parent_wds.insert(id);
-                            self.file_roots.insert(dir.clone());
-                        }
-                    }
-                }
                 continue;
             }
             if !self.wants_watch(&dir) {
@@ -293,6 +310,99 @@ impl Checker {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(path);
                 }
+            }
+        }
+    }
+
+    /// Watches the nearest existing ancestor of the configured path `root` for it (see
+    /// `waits`), unless that directory is inside a watched tree already (then the tree's watch
+    /// sees it). Called at start, and when the directory watched for it goes away.
+    fn await_root(&mut self, root: &Path) {
+        let mut dir = root.parent();
+        while let Some(d) = dir {
+            if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
+                break;
+            }
+            dir = d.parent();
+        }
+        let Some(dir) = dir else {
+            return;
+        };
+        if self.wants_watch(dir) {
+            return;
+        }
+        if let Some(id) = self.add_watch(dir) {
+            self.waits.entry(id).or_default().insert(root.to_path_buf());
+        }
+    }
+
+    /// An event in a directory watched for configured paths (see `waits`).
+    fn handle_wait(&mut self, wd: i32, base: &Path, ev: &RawEvent) {
+        let Some(roots) = self.waits.get(&wd) else {
+            return;
+        };
+        let Some(name) = &ev.name else {
+            // The directory itself moved or went: wait from further up.
+            if ev
+                .mask
+                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+            {
+                let roots: Vec<PathBuf> = roots.iter().cloned().collect();
+                self.forget_wait(wd);
+                for r in roots {
+                    self.touch(&r);
+                    self.await_root(&r);
+                }
+            }
+            return;
+        };
+        let path = base.join(name);
+        let appeared = ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
+        let mut found = Vec::new();
+        let mut closer = Vec::new();
+        for r in roots {
+            if *r == path {
+                found.push(r.clone());
+            } else if appeared && r.starts_with(&path) {
+                closer.push(r.clone());
+            }
+        }
+        for r in found {
+            self.touch(&r);
+            // A configured directory (back again): watch it and look at what it holds.
+            if appeared && ev.mask.contains(EventMask::ISDIR) {
+                self.watch_tree(&r, true);
+            }
+        }
+        // A directory on the way to a configured path appeared: wait from there (it may hold
+        // the configured path already: `mkdir -p`).
+        for r in closer {
+            if let Some(set) = self.waits.get_mut(&wd) {
+                set.remove(&r);
+            }
+            self.await_root(&r);
+            if std::fs::symlink_metadata(&r).is_ok_and(|m| m.is_dir()) {
+                self.touch(&r);
+                self.watch_tree(&r, true);
+            } else if r.exists() {
+                self.touch(&r);
+            }
+        }
+        if self.waits.get(&wd).is_some_and(|s| s.is_empty()) {
+            self.forget_wait(wd);
+        }
+    }
+
+    /// Drops a wait watch (and the inotify watch, unless a tree uses the same directory).
+    fn forget_wait(&mut self, wd: i32) {
+        self.waits.remove(&wd);
+        let in_tree = self
+            .by_wd
+            .get(&wd)
+            .is_some_and(|(_, p)| self.wants_watch(p));
+        if !in_tree {
+            if let Some((w, _)) = self.by_wd.remove(&wd) {
+                let _ = self.watches.remove(w);
             }
         }
     }
@@ -326,7 +436,9 @@ impl Checker {
             .map(|(id, _)| *id)
             .collect();
         for id in gone {
-            self.parent_wds.remove(&id);
+            if self.waits.contains_key(&id) {
+                continue;
+            }
             if let Some((wd, _)) = self.by_wd.remove(&id) {
                 // Fails when the kernel already dropped it (inode gone): nothing to do then.
                 let _ = self.watches.remove(wd);
@@ -371,7 +483,13 @@ impl Checker {
         }
         if ev.mask.contains(EventMask::IGNORED) {
             self.by_wd.remove(&ev.wd);
-            self.parent_wds.remove(&ev.wd);
+            // A directory waited on went away without a DELETE_SELF we saw: wait from further up.
+            if let Some(roots) = self.waits.remove(&ev.wd) {
+                for r in roots {
+                    self.touch(&r);
+                    self.await_root(&r);
+                }
+            }
             return;
         }
         let Some((_, base)) = self.by_wd.get(&ev.wd) else {
@@ -379,14 +497,11 @@ impl Checker {
             return;
         };
         let base = base.clone();
-        if self.parent_wds.contains(&ev.wd) {
-            // The parent of a configured single file: only that file's events count.
-            if let Some(path) = ev.name.map(|n| base.join(n)) {
-                if self.file_roots.contains(&path) {
-                    self.touch(&path);
-                }
+        if self.waits.contains_key(&ev.wd) {
+            self.handle_wait(ev.wd, &base, &ev);
+            if !self.wants_watch(&base) {
+                return;
             }
-            return;
         }
         let Some(name) = ev.name else {
             // The watched directory (or file) itself.
@@ -464,7 +579,7 @@ impl Checker {
     fn check_due(&mut self, b: &mut Baseline, out: &Sender<Notice>) -> bool {
         let now = Instant::now();
         let settle = self.cfg.settle;
-        let mut due: Vec<PathBuf> = self
+        let due: Vec<PathBuf> = self
             .pending
             .iter()
             .filter(|(_, &(first, last))| {
@@ -472,16 +587,20 @@ impl Checker {
             })
             .map(|(p, _)| p.clone())
             .collect();
-        due.sort();
+        for p in &due {
+            self.pending.remove(p);
+        }
+        if due.is_empty() {
+            return true;
+        }
+        // One call (one transaction per batch) for every settled path: a flood settles
+        // thousands of paths at once.
         let mut alive = true;
-        for p in due {
-            self.pending.remove(&p);
-            let r = super::check_path(b, &self.cfg, &self.plan, &p, &mut |c| {
-                alive &= out.send(Notice::Change(Box::new(c.clone()))).is_ok();
-            });
-            if let Err(e) = r {
-                tracing::error!(path = %display_path(&p).0, "real-time FIM check failed: {e}");
-            }
+        let r = super::check_paths(b, &self.cfg, &self.plan, &due, &mut |c| {
+            alive &= out.send(Notice::Change(Box::new(c.clone()))).is_ok();
+        });
+        if let Err(e) = r {
+            tracing::error!(paths = due.len(), "real-time FIM check failed: {e}");
         }
         alive
     }
@@ -491,6 +610,7 @@ impl Checker {
         tracing::warn!("inotify event queue overflowed: events were lost; rescanning");
         for r in self.realtime_roots() {
             self.watch_tree(&r, false);
+            self.await_root(&r);
         }
         self.pending.clear();
         let mut alive = true;
@@ -561,7 +681,12 @@ mod tests {
         .unwrap();
         let w = Watcher::start(&cfg, &state).unwrap().unwrap();
         let mut c = w.state;
-        assert_eq!(c.by_wd.len(), 2, "the tree and sub/ are watched");
+        assert_eq!(
+            c.by_wd.len() - c.waits.len(),
+            2,
+            "the tree and sub/ are watched"
+        );
+        assert_eq!(c.waits.len(), 1, "the tree's parent is watched for it");
         fs::write(tree.join("sub/f"), "22").unwrap();
         let mut overflow = false;
         c.handle(
@@ -607,12 +732,13 @@ mod tests {
             .unwrap()
             .unwrap();
         let mut c = w.state;
-        assert_eq!(c.by_wd.len(), 3);
+        let trees = |c: &Checker| c.by_wd.len() - c.waits.len();
+        assert_eq!(trees(&c), 3);
         c.drop_under(&tree.join("a"));
-        assert_eq!(c.by_wd.len(), 1);
+        assert_eq!(trees(&c), 1);
         fs::create_dir_all(tree.join("n/m")).unwrap();
         c.watch_tree(&tree.join("n"), true);
-        assert_eq!(c.by_wd.len(), 3);
+        assert_eq!(trees(&c), 3);
         assert!(c.pending.contains_key(&tree.join("n/m")));
     }
 
