@@ -337,6 +337,8 @@ struct Out {
     host: Arc<str>,
     format: crate::event::LogFormat,
     batch: BatchWriter,
+    /// The file (slot, generation) of the last delivery written.
+    last_run: (u32, u32),
     /// Of the batch being filled: lines cut, lines with invalid UTF-8.
     truncated: u64,
     lossy: u64,
@@ -354,6 +356,10 @@ impl Out {
         line: Line<'_>,
         now: SystemTime,
     ) {
+        if self.last_run != (t_slot, generation) {
+            self.batch.end_run();
+            self.last_run = (t_slot, generation);
+        }
         let (host, format) = (&self.host, self.format);
         let d = self.batch.next(|| Delivery {
             event: Event {
@@ -436,6 +442,7 @@ pub fn run(ctx: SourceContext, known: KnownFiles) {
         host: ctx.host.clone(),
         format: ctx.config.format,
         batch: BatchWriter::new(),
+        last_run: (u32::MAX, 0),
         truncated: 0,
         lossy: 0,
         tx: ctx.tx.clone(),

@@ -90,6 +90,9 @@ pub struct Batch {
     bytes: usize,
     /// Where the batch goes back to once dropped.
     home: Option<Arc<Pool>>,
+    /// The index of the last delivery of each run of one file (generation), when the source
+    /// recorded them: acknowledging needs those positions only.
+    run_ends: Vec<u32>,
 }
 
 impl Batch {
@@ -100,6 +103,7 @@ impl Batch {
             items,
             bytes: 0,
             home: None,
+            run_ends: Vec::new(),
         }
     }
 }
@@ -185,6 +189,7 @@ pub(crate) struct BatchWriter {
     len: usize,
     bytes: usize,
     pool: Arc<Pool>,
+    run_ends: Vec<u32>,
 }
 
 impl BatchWriter {
@@ -194,6 +199,14 @@ impl BatchWriter {
             len: 0,
             bytes: 0,
             pool: Arc::new(Pool::default()),
+            run_ends: Vec::new(),
+        }
+    }
+
+    /// The next delivery starts another run (another file, or generation of it).
+    pub fn end_run(&mut self) {
+        if self.len > 0 {
+            self.run_ends.push(self.len as u32 - 1);
         }
     }
 
@@ -229,11 +242,13 @@ impl BatchWriter {
         if self.len == 0 {
             return None;
         }
+        self.end_run();
         let b = Batch {
             items: std::mem::take(&mut self.items),
             len: std::mem::take(&mut self.len),
             bytes: std::mem::take(&mut self.bytes),
             home: Some(self.pool.clone()),
+            run_ends: std::mem::take(&mut self.run_ends),
         };
         Some(b)
     }
@@ -389,6 +404,20 @@ impl Acker {
                 if let Some(l) = self.ledgers.get(*source as usize) {
                     l.ack_cursor(cursor);
                 }
+            }
+        }
+    }
+
+    /// Acknowledges a batch taken in order, like [`Acker::ack_all`], looking only at the last
+    /// delivery of each run where the source recorded them (the consumer then does not touch the
+    /// other deliveries, which the source fills again once the batch is back).
+    pub fn ack_batch(&self, batch: &Batch) {
+        if batch.run_ends.is_empty() {
+            return self.ack_all(batch);
+        }
+        for &i in &batch.run_ends {
+            if let Some(d) = batch.get(i as usize) {
+                self.ack(&d.position);
             }
         }
     }
@@ -739,9 +768,12 @@ mod tests {
         for t in ["a", "b", "c"] {
             w.next(|| delivery(t));
         }
+        w.end_run();
+        w.next(|| delivery("d"));
         let b = w.take().unwrap();
         assert!(w.take().is_none());
-        assert_eq!(b.len(), 3);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.run_ends, [2, 3]);
         let first = b[0].event.full_log.as_ptr();
         drop(b);
         // The spent batch is handed out again, its deliveries (and strings) in place.
