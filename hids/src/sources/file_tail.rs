@@ -718,17 +718,18 @@ impl Tail {
             .filter_map(|p| fs::metadata(p).ok())
             .map(|m| (m.dev(), m.ino()))
             .collect();
-        let mut by_dir: HashMap<PathBuf, Vec<(u64, PathBuf)>> = HashMap::new();
+        let mut by_dir: HashMap<PathBuf, Vec<(u64, bool, PathBuf)>> = HashMap::new();
         for s in self.known.values() {
             if named.contains(&(s.identity.dev, s.identity.ino)) {
                 continue;
             }
             let was = PathBuf::from(&s.path);
             if let Some(dir) = was.parent() {
-                by_dir
-                    .entry(dir.to_path_buf())
-                    .or_default()
-                    .push((s.identity.ino, was.clone()));
+                by_dir.entry(dir.to_path_buf()).or_default().push((
+                    s.identity.ino,
+                    s.identity.head_len == 0,
+                    was.clone(),
+                ));
             }
         }
         let mut found = Vec::new();
@@ -736,7 +737,17 @@ impl Tail {
             let Ok(rd) = fs::read_dir(&dir) else { continue };
             for e in rd.flatten() {
                 use std::os::unix::fs::DirEntryExt;
-                if let Some((_, was)) = wanted.iter().find(|(ino, _)| *ino == e.ino()) {
+                let Some((_, empty, was)) = wanted.iter().find(|(ino, ..)| *ino == e.ino()) else {
+                    continue;
+                };
+                // A file saved while empty has no first bytes to tell it from another file that
+                // got its inode since: it is taken only under a rotated form of its name.
+                let rotated_name = was.file_name().is_some_and(|n| {
+                    e.file_name()
+                        .as_encoded_bytes()
+                        .starts_with(n.as_encoded_bytes())
+                });
+                if !*empty || rotated_name {
                     found.push((e.path(), was.clone()));
                 }
             }

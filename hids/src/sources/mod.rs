@@ -849,6 +849,24 @@ mod tests {
     }
 
     #[test]
+    fn a_file_saved_empty_is_finished_only_under_a_rotated_form_of_its_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("a.log");
+        std::fs::write(&log, "").unwrap();
+        let cfg = config_for(tmp.path(), &log);
+        assert!(read_once(&cfg, 99).is_empty());
+        std::fs::write(&log, "e1\n").unwrap();
+        std::fs::rename(&log, tmp.path().join("a.log-20261122")).unwrap();
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(read_once(&cfg, 99), ["e1"]);
+        // Nothing tells this one from an unrelated file that took over its inode.
+        std::fs::write(&log, "u1\n").unwrap();
+        std::fs::rename(&log, tmp.path().join("unrelated.txt")).unwrap();
+        std::fs::write(&log, "r1\n").unwrap();
+        assert_eq!(read_once(&cfg, 99), ["r1"]);
+    }
+
+    #[test]
     fn first_start_at_end_skips_old_lines_but_remembers_the_file() {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("a.log");
