@@ -60,9 +60,10 @@ impl LineSplitter {
             Ok(s) => s,
             Err(e) => std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default(),
         };
+        let newline = Newline::new();
         let mut rest = data;
         while !rest.is_empty() {
-            match memchr::memchr(b'\n', rest) {
+            match newline.find(rest) {
                 Some(i) => {
                     let seg = &rest[..i];
                     self.read_offset += i as u64 + 1;
@@ -132,6 +133,31 @@ impl LineSplitter {
             });
             self.buf.clear();
         }
+    }
+}
+
+/// Finds the next `\n`. With AVX2, memchr's searcher is built once per block and called directly:
+/// `memchr::memchr` would dispatch (and build it) again for every line.
+struct Newline {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+}
+
+impl Newline {
+    fn new() -> Newline {
+        Newline {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+        }
+    }
+
+    #[inline]
+    fn find(&self, haystack: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(one) = &self.avx2 {
+            return one.find(haystack);
+        }
+        memchr::memchr(b'\n', haystack)
     }
 }
 
