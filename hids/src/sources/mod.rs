@@ -157,27 +157,49 @@ impl Drop for Batch {
 }
 
 /// How many spent batches a file source keeps for reuse.
-const POOL_BATCHES: usize = 4;
+///
+/// As many as the channel holds: when a slow consumer catches up, the batches that were waiting
+/// in the channel come back together, and freeing them only to allocate them again at the next
+/// slowdown would bring back the cost per line.
+const POOL_BATCHES: usize = CHANNEL_BATCHES;
 /// A spent batch whose strings hold more than this is freed rather than kept.
 const POOL_BATCH_BYTES: usize = 4 << 20;
+/// The memory the spent batches of one source may hold while they wait.
+const POOL_BYTES: usize = 16 << 20;
 
 /// Spent batches on their way back to the source that filled them.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    spent: Mutex<Vec<(Vec<Delivery>, usize)>>,
+    spent: Mutex<PoolInner>,
+}
+
+#[derive(Debug, Default)]
+struct PoolInner {
+    batches: Vec<(Vec<Delivery>, usize)>,
+    /// What `batches` hold, deliveries and strings.
+    bytes: usize,
+}
+
+fn held(items: &Vec<Delivery>, bytes: usize) -> usize {
+    items.capacity() * std::mem::size_of::<Delivery>() + bytes
 }
 
 impl Pool {
     fn put(&self, items: Vec<Delivery>, bytes: usize) {
+        let size = held(&items, bytes);
         let mut g = self.spent.lock().unwrap_or_else(|e| e.into_inner());
-        if g.len() < POOL_BATCHES {
-            g.push((items, bytes));
+        if g.batches.len() < POOL_BATCHES && g.bytes + size <= POOL_BYTES {
+            g.bytes += size;
+            g.batches.push((items, bytes));
         }
         // Else freed here, when `items` goes out of scope after the lock is released.
     }
 
     fn take(&self) -> Option<(Vec<Delivery>, usize)> {
-        self.spent.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        let mut g = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let (items, bytes) = g.batches.pop()?;
+        g.bytes -= held(&items, bytes);
+        Some((items, bytes))
     }
 }
 
