@@ -324,7 +324,7 @@ fn analysis_loop(
                     .events
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 if !hold_acks {
-                    acker.ack_all(&batch);
+                    acker.ack_batch(&batch);
                 }
             }
             Work::Fim(event) => {

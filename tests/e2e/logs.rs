@@ -764,3 +764,112 @@ fn journald_first_start_at_the_end_reads_only_new_entries() {
     let (ev, _) = tail.stop();
     assert_eq!(ev.len(), 1, "{ev:?}");
 }
+
+/// Runs `hids tail --once` and returns the lines it printed for `location`.
+fn once_lines(env: &Env, location: &Path) -> (Vec<String>, String) {
+    let o = env.cmd().args(["tail", "--once"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let loc = location.display().to_string();
+    let lines = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .inspect(|v| assert_eq!(v["location"], loc.as_str(), "{v}"))
+        .map(|v| v["full_log"].as_str().unwrap().to_string())
+        .collect();
+    (lines, stderr(&o))
+}
+
+#[test]
+fn rotated_while_stopped_the_old_file_is_finished_before_the_new_one() {
+    let env = Env::new();
+    let log = env.path().join("app.log");
+    append(&log, 0, 100);
+    file_source(&env, &log, "");
+    let (lines, _) = once_lines(&env, &log);
+    assert_numbered(&lines, 100);
+
+    // Written after the saved position, then rotated by date (a name the path does not match).
+    append(&log, 100, 150);
+    fs::rename(&log, env.path().join("app.log-20261122")).unwrap();
+    append(&log, 150, 200);
+    let (lines, err) = once_lines(&env, &log);
+    let expected: Vec<String> = (100..200).map(numbered).collect();
+    assert_eq!(lines, expected, "{err}");
+    assert!(
+        err.contains("finishing a file rotated while stopped"),
+        "{err}"
+    );
+    let (lines, _) = once_lines(&env, &log);
+    assert!(lines.is_empty(), "{lines:?}");
+
+    // The same while following: stopped hard once its position was saved, rotated by number.
+    let mut tail = Tail::start(&env);
+    append(&log, 200, 230);
+    tail.wait_for_line(&numbered(229));
+    // A checkpoint passes (every second) before the kill.
+    tail.settle(Duration::from_millis(2500));
+    tail.kill9();
+    append(&log, 230, 260);
+    fs::rename(&log, log.with_extension("log.1")).unwrap();
+    append(&log, 260, 300);
+    let mut tail = Tail::start(&env);
+    tail.wait_for_line(&numbered(299));
+    tail.settle(Duration::from_millis(500));
+    let (events, err) = tail.stop();
+    let lines: Vec<&str> = events
+        .iter()
+        .map(|e| e["full_log"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (230..300).map(numbered).collect();
+    assert_eq!(lines, expected, "{err}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["location"] == log.display().to_string()),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn double_star_in_a_glob_matches_files_at_any_depth() {
+    let env = Env::new();
+    let dir = env.path().join("logs");
+    fs::create_dir_all(dir.join("a")).unwrap();
+    fs::write(dir.join("x.log"), "").unwrap();
+    fs::write(dir.join("a/x.log"), "").unwrap();
+    env.config(&format!(
+        "[[logs]]\npath = \"{}/**/x.log\"\nformat = \"plain\"\n",
+        dir.display()
+    ));
+    let mut tail = Tail::start_following(&env, 2);
+    append_text(&dir.join("a/x.log"), "in a\n");
+    tail.wait_for_line("in a");
+    // A file that appears later, deeper, in new directories: read from its beginning.
+    fs::create_dir_all(dir.join("b/c")).unwrap();
+    fs::write(dir.join("b/c/y.log"), "not matched\n").unwrap();
+    fs::write(dir.join("b/c/x.log"), "deep and new\n").unwrap();
+    tail.wait_for_line("deep and new");
+    append_text(&dir.join("x.log"), "at the top\n");
+    tail.wait_for_line("at the top");
+    tail.settle(Duration::from_millis(500));
+    let (events, _) = tail.stop();
+    let got: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["location"].as_str().unwrap(),
+                e["full_log"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let loc = |p: &str| dir.join(p).display().to_string();
+    let (a, c, top) = (loc("a/x.log"), loc("b/c/x.log"), loc("x.log"));
+    assert_eq!(
+        got,
+        vec![
+            (a.as_str(), "in a"),
+            (c.as_str(), "deep and new"),
+            (top.as_str(), "at the top")
+        ]
+    );
+}

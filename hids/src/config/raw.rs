@@ -129,7 +129,7 @@ pub struct RawFimPath {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
-    /// A file, or a glob of files (`/var/log/nginx/*.log`). Not for journald and command.
+    /// A file, or a glob of files (`/var/log/nginx/*.log`; `**` for any depth). Not for journald and command.
     pub path: Option<String>,
     /// syslog, json, nginx, apache, audit, plain, journald or command.
     pub format: Option<String>,

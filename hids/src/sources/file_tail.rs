@@ -14,7 +14,13 @@
 //!
 //! A file is known by its identity (device, inode, hash of its first bytes), which is what positions
 //! are saved under; a restart resumes a known file at its acknowledged offset and reads a file it
-//! does not know (created while hids was down) from the beginning.
+//! does not know (created while hids was down) from the beginning. A known file the path no longer
+//! names (rotated while hids was down) is looked for by inode in its directory and read to its end
+//! first.
+//!
+//! The reading path allocates nothing per line once running: blocks of 256 KiB are split with
+//! `memchr`, validated as UTF-8 once per block, and written into the deliveries of batches that
+//! came back from the consumer (see [`super::Batch`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -27,9 +33,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use globset::GlobMatcher;
 
-use super::lines::{to_text, Line, LineSplitter};
+use super::lines::{set_text, Line, LineSplitter};
 use super::positions::{KnownFiles, SavedFile};
-use super::{Batch, Delivery, FileIdentity, Position, SourceContext};
+use super::{Batch, BatchWriter, Delivery, FileIdentity, Position, SourceContext};
 use crate::config::StartAt;
 use crate::event::{Event, LineFlags};
 
@@ -71,8 +77,15 @@ enum Pattern {
 #[derive(Debug)]
 enum Part {
     Literal(std::ffi::OsString),
+    /// A pattern for one name, and whether it may match names that start with a dot.
     Glob(GlobMatcher, bool),
+    /// `**`: the directory itself and every directory below it (or, as the last component, every
+    /// file below it).
+    AnyDepth,
 }
+
+/// How deep `**` descends: deep enough for any log tree, and a bound on a runaway walk.
+const ANY_DEPTH_MAX: usize = 32;
 
 fn has_meta(s: &str) -> bool {
     s.contains(['*', '?', '[', '{'])
@@ -87,7 +100,11 @@ impl Pattern {
         for c in Path::new(path).components() {
             if let Component::Normal(os) = c {
                 let s = os.to_string_lossy();
-                if has_meta(&s) {
+                if s == "**" {
+                    if !matches!(parts.last(), Some(Part::AnyDepth)) {
+                        parts.push(Part::AnyDepth);
+                    }
+                } else if has_meta(&s) {
                     match globset::GlobBuilder::new(&s)
                         .literal_separator(true)
                         .build()
@@ -124,9 +141,24 @@ impl Pattern {
                         dirs.clone_from(&current);
                     }
                     let mut next = Vec::new();
+                    if let Part::AnyDepth = part {
+                        let mut below = Vec::new();
+                        for dir in &current {
+                            descend(dir, 0, &mut below, &mut next);
+                        }
+                        if last {
+                            // Watch every directory the files may appear in.
+                            dirs.extend(below);
+                        } else {
+                            next = below;
+                        }
+                        current = next;
+                        continue;
+                    }
                     for dir in &current {
                         match part {
                             Part::Literal(name) => next.push(dir.join(name)),
+                            Part::AnyDepth => {}
                             Part::Glob(m, dots) => {
                                 let Ok(rd) = fs::read_dir(dir) else { continue };
                                 let mut found: Vec<PathBuf> = rd
@@ -148,6 +180,32 @@ impl Pattern {
                 }
                 (current, dirs)
             }
+        }
+    }
+}
+
+/// Collects `dir` (if it is a directory) and every directory below it into `dirs`, and the other
+/// entries below it into `files`, in name order. Symbolic links to directories are not descended
+/// (no loops, and no walking out of the log tree); hidden entries are skipped, as `*` skips them.
+fn descend(dir: &Path, depth: usize, dirs: &mut Vec<PathBuf>, files: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    dirs.push(dir.to_path_buf());
+    let mut entries: Vec<(PathBuf, Option<fs::FileType>)> = rd
+        .flatten()
+        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
+        .map(|e| (e.path(), e.file_type().ok()))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (p, t) in entries {
+        match t {
+            Some(t) if t.is_dir() => {
+                if depth < ANY_DEPTH_MAX {
+                    descend(&p, depth + 1, dirs, files);
+                }
+            }
+            // A link to a directory is neither descended nor a file to follow.
+            Some(t) if t.is_symlink() && p.is_dir() => {}
+            _ => files.push(p),
         }
     }
 }
@@ -276,16 +334,20 @@ impl Watcher {
 
 /// What the reading side needs to turn lines into deliveries.
 ///
-/// The `Arc<str>`s that events share (host, location) are copied once per batch: the events of one
-/// batch share a copy that only this thread touches until the batch is sent, instead of every event
-/// bouncing one reference count between this thread and the consumer's.
+/// Lines are written into the deliveries of spent batches that came back from the consumer
+/// ([`BatchWriter`]): the strings keep their allocations, and the shared host and location are
+/// only cloned into a delivery that does not hold them already, so that in the steady state a
+/// line costs no allocation and no reference count shared with the consumer's thread.
 struct Out {
     index: u32,
     host: Arc<str>,
-    /// The location last used in this batch: (the file's, this batch's copy).
-    location: Option<(Arc<str>, Arc<str>)>,
     format: crate::event::LogFormat,
-    batch: Batch,
+    batch: BatchWriter,
+    /// The file (slot, generation) of the last delivery written.
+    last_run: (u32, u32),
+    /// Of the batch being filled: lines cut, lines with invalid UTF-8.
+    truncated: u64,
+    lossy: u64,
     tx: mpsc::SyncSender<Batch>,
     counters: Arc<super::Counters>,
     closed: bool,
@@ -300,45 +362,61 @@ impl Out {
         line: Line<'_>,
         now: SystemTime,
     ) {
-        let (full_log, lossy) = to_text(line.bytes);
-        let location = match &self.location {
-            Some((orig, copy)) if Arc::ptr_eq(orig, location) => copy.clone(),
-            _ => {
-                let copy: Arc<str> = Arc::from(&**location);
-                self.location = Some((location.clone(), copy.clone()));
-                copy
-            }
-        };
-        self.batch.push(Delivery {
+        if self.last_run != (t_slot, generation) {
+            self.batch.end_run();
+            self.last_run = (t_slot, generation);
+        }
+        let (host, format) = (&self.host, self.format);
+        let d = self.batch.next(|| Delivery {
             event: Event {
                 time: now,
-                host: self.host.clone(),
-                location,
-                format: self.format,
-                full_log,
-                flags: LineFlags {
-                    truncated: line.truncated,
-                    lossy_utf8: lossy,
-                },
+                host: host.clone(),
+                location: location.clone(),
+                format,
+                full_log: String::new(),
+                flags: LineFlags::default(),
                 fim: None,
             },
-            position: Position::File {
-                source: self.index,
-                slot: t_slot,
-                generation,
-                offset: line.end,
-            },
+            position: Position::None,
         });
+        let e = &mut d.event;
+        let before = e.full_log.capacity();
+        let lossy = set_text(&mut e.full_log, &line);
+        let grew = e.full_log.capacity() - before;
+        e.time = now;
+        if !Arc::ptr_eq(&e.host, host) {
+            e.host = host.clone();
+        }
+        if !Arc::ptr_eq(&e.location, location) {
+            e.location = location.clone();
+        }
+        e.format = format;
+        e.flags = LineFlags {
+            truncated: line.truncated,
+            lossy_utf8: lossy,
+        };
+        e.fim = None;
+        d.position = Position::File {
+            source: self.index,
+            slot: t_slot,
+            generation,
+            offset: line.end,
+        };
+        self.batch.grew(grew);
+        self.truncated += u64::from(line.truncated);
+        self.lossy += u64::from(lossy);
     }
 
     fn send(&mut self) {
-        if self.batch.is_empty() || self.closed {
+        let Some(b) = self.batch.take() else { return };
+        let (t, l) = (
+            std::mem::take(&mut self.truncated),
+            std::mem::take(&mut self.lossy),
+        );
+        if self.closed {
             return;
         }
-        let b = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_MAX));
-        self.host = Arc::from(&*self.host);
-        self.location = None;
-        self.counters.count(&b);
+        self.counters.add(b.len() as u64, t, l);
         if self.tx.send(b).is_err() {
             self.closed = true;
         }
@@ -368,9 +446,11 @@ pub fn run(ctx: SourceContext, known: KnownFiles) {
     let out = Out {
         index: ctx.index,
         host: ctx.host.clone(),
-        location: None,
         format: ctx.config.format,
-        batch: Vec::new(),
+        batch: BatchWriter::new(),
+        last_run: (u32::MAX, 0),
+        truncated: 0,
+        lossy: 0,
         tx: ctx.tx.clone(),
         counters: ctx.counters.clone(),
         closed: false,
@@ -407,6 +487,9 @@ impl Tail {
                 self.flush_partial(t);
             }
             self.out.send();
+            for t in files.iter().filter(|t| t.rotated.is_some()) {
+                self.ctx.ledger.retire(t.slot);
+            }
             return;
         }
         let mut next_glob = Instant::now() + GLOB_EVERY;
@@ -535,7 +618,6 @@ impl Tail {
             self.refresh_head(t, size);
             self.ctx.ledger.update_head(t.slot, t.head_len, t.head_hash);
         }
-        let now = SystemTime::now();
         loop {
             let n = match t.file.read(&mut self.chunk) {
                 Ok(0) => break,
@@ -547,6 +629,8 @@ impl Tail {
                     break;
                 }
             };
+            // One clock read per block: the lines of a block were read at the same moment.
+            let now = SystemTime::now();
             t.last_data = Instant::now();
             let (slot, generation, loc) = (t.slot, t.generation, t.location.clone());
             let out = &mut self.out;
@@ -578,6 +662,9 @@ impl Tail {
                 w.watch(d);
             }
         }
+        if at_startup {
+            self.recover_rotated(&paths);
+        }
         for p in paths {
             if self.out.closed {
                 return;
@@ -594,7 +681,7 @@ impl Tail {
                     continue;
                 }
             }
-            match self.open(&p, at_startup) {
+            match self.open(&p, at_startup, None) {
                 Ok(Some(mut t)) => {
                     if let Some(f) = self.failures.remove(&p) {
                         tracing::info!(path = %p.display(), "log file is readable again (was: {})", f.message);
@@ -615,6 +702,68 @@ impl Tail {
                     self.failures.remove(&p);
                 }
                 Err(msg) => self.failed(&p, msg),
+            }
+        }
+    }
+
+    /// Finds the files followed at the last stop that the pattern no longer names because they
+    /// were rotated while hids was stopped (`app.log` renamed to `app.log.1`, `app.log-20261122`
+    /// ...), and follows them from their saved position as rotated-away files: what was written
+    /// to them after the last saved position is read before the file now at the path. A file is
+    /// looked for in the directory it was in, by its inode, and taken only if its device and first
+    /// bytes match too.
+    fn recover_rotated(&mut self, paths: &[PathBuf]) {
+        let named: HashSet<(u64, u64)> = paths
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect();
+        let mut by_dir: HashMap<PathBuf, Vec<(u64, bool, PathBuf)>> = HashMap::new();
+        for s in self.known.values() {
+            if named.contains(&(s.identity.dev, s.identity.ino)) {
+                continue;
+            }
+            let was = PathBuf::from(&s.path);
+            if let Some(dir) = was.parent() {
+                by_dir.entry(dir.to_path_buf()).or_default().push((
+                    s.identity.ino,
+                    s.identity.head_len == 0,
+                    was.clone(),
+                ));
+            }
+        }
+        let mut found = Vec::new();
+        for (dir, wanted) in by_dir {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                use std::os::unix::fs::DirEntryExt;
+                let Some((_, empty, was)) = wanted.iter().find(|(ino, ..)| *ino == e.ino()) else {
+                    continue;
+                };
+                // A file saved while empty has no first bytes to tell it from another file that
+                // got its inode since: it is taken only under a rotated form of its name.
+                let rotated_name = was.file_name().is_some_and(|n| {
+                    e.file_name()
+                        .as_encoded_bytes()
+                        .starts_with(n.as_encoded_bytes())
+                });
+                if !*empty || rotated_name {
+                    found.push((e.path(), was.clone()));
+                }
+            }
+        }
+        // The file last written longest ago first (`path.2` before `path.1`).
+        found.sort_by_cached_key(|(p, _)| fs::metadata(p).and_then(|m| m.modified()).ok());
+        for (now_at, was) in found {
+            match self.open(&now_at, true, Some(&was)) {
+                Ok(Some(t)) => {
+                    tracing::info!(path = %now_at.display(), was = %was.display(), "finishing a file rotated while stopped");
+                    self.files.push(t);
+                }
+                Ok(None) => {}
+                Err(msg) => {
+                    tracing::warn!(path = %now_at.display(), "cannot finish a file rotated while stopped: {msg}");
+                }
             }
         }
     }
@@ -646,12 +795,24 @@ impl Tail {
 
     /// Opens a file the pattern names. Ok(None): nothing to follow (it does not exist, or it is a
     /// followed file under a new name). Err: a problem to report and retry.
-    fn open(&mut self, p: &Path, at_startup: bool) -> Result<Option<Tracked>, String> {
+    ///
+    /// `rotated_from`: the file is one saved last time under that path and since rotated away; it
+    /// is followed only if it is that file (else Ok(None)), from its saved offset, to its end.
+    fn open(
+        &mut self,
+        p: &Path,
+        at_startup: bool,
+        rotated_from: Option<&Path>,
+    ) -> Result<Option<Tracked>, String> {
         let lmeta = match fs::symlink_metadata(p) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
+        if rotated_from.is_some() && !lmeta.is_file() {
+            // Not a rotated log (and never a symbolic link planted under a rotated name).
+            return Ok(None);
+        }
         let file = fs::OpenOptions::new()
             .read(true)
             // Non-blocking: opening a FIFO must not wait for a writer.
@@ -688,10 +849,14 @@ impl Tail {
         }
         let head = read_head(&file, (size as usize).min(HEAD_BYTES)).map_err(|e| e.to_string())?;
         let hash = head_hash(&head);
-        let saved = self.known.remove(&(dev, ino)).filter(|s| {
+        let same = |s: &SavedFile| {
             let n = s.identity.head_len as usize;
             n <= head.len() && head_hash(&head[..n]) == s.identity.head_hash
-        });
+        };
+        if rotated_from.is_some() && !self.known.get(&(dev, ino)).is_some_and(same) {
+            return Ok(None);
+        }
+        let saved = self.known.remove(&(dev, ino)).filter(same);
         let offset = match saved {
             Some(s) if s.offset <= size => s.offset,
             Some(_) => 0,
@@ -705,7 +870,12 @@ impl Tail {
         self.next_slot += 1;
         let location: Arc<str> = match &self.ctx.config.alias {
             Some(_) => self.ctx.location.clone(),
-            None => Arc::from(crate::event::display_path(p).0.as_str()),
+            // A rotated file's lines keep the location of the log they were written to.
+            None => Arc::from(
+                crate::event::display_path(rotated_from.unwrap_or(p))
+                    .0
+                    .as_str(),
+            ),
         };
         let t = Tracked {
             slot,
@@ -719,7 +889,7 @@ impl Tail {
             head_hash: hash,
             splitter: LineSplitter::new(self.ctx.config.max_line, offset),
             last_data: Instant::now(),
-            rotated: None,
+            rotated: rotated_from.map(|_| Instant::now()),
         };
         self.ctx.ledger.register(
             slot,
@@ -793,5 +963,53 @@ mod tests {
         let pat = Pattern::parse(&format!("{}/a/x.log", root.display()));
         assert!(matches!(pat, Pattern::Literal(_)));
         assert_eq!(pat.expand().1, vec![root.join("a")]);
+    }
+
+    #[test]
+    fn double_star_matches_any_depth() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for p in [
+            "x.log",
+            "a/x.log",
+            "a/y.log",
+            "a/b/c/x.log",
+            "a/.hidden/x.log",
+            "d/x.log.1",
+        ] {
+            let p = root.join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, "").unwrap();
+        }
+        // A link back up the tree is not descended.
+        std::os::unix::fs::symlink(root.join("a"), root.join("a/b/loop")).unwrap();
+        let pat = Pattern::parse(&format!("{}/**/x.log", root.display()));
+        let (mut files, dirs) = pat.expand();
+        // A literal name is a candidate in every directory (followed once it exists).
+        assert!(files.contains(&root.join("d/x.log")));
+        files.retain(|p| p.exists());
+        assert_eq!(
+            files,
+            vec![
+                root.join("x.log"),
+                root.join("a/x.log"),
+                root.join("a/b/c/x.log")
+            ]
+        );
+        for d in ["", "a", "a/b", "a/b/c", "d"] {
+            assert!(dirs.contains(&root.join(d)), "{d} not watched: {dirs:?}");
+        }
+        // `**` between globs, repeated, and last.
+        let pat = Pattern::parse(&format!("{}/a/**/**/*.log", root.display()));
+        assert_eq!(
+            pat.expand().0,
+            vec![
+                root.join("a/x.log"),
+                root.join("a/y.log"),
+                root.join("a/b/c/x.log")
+            ]
+        );
+        let pat = Pattern::parse(&format!("{}/a/b/**", root.display()));
+        assert_eq!(pat.expand().0, vec![root.join("a/b/c/x.log")]);
     }
 }

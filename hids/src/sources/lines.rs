@@ -14,6 +14,9 @@ pub struct Line<'a> {
     pub end: u64,
     /// The line was cut at the maximum length.
     pub truncated: bool,
+    /// The same bytes as text, when they are already known to be valid UTF-8 (validated with
+    /// the whole block they came in, which costs less than line by line).
+    pub text: Option<&'a str>,
 }
 
 /// The line splitter of one file (one generation of it: a truncated file gets a new one).
@@ -51,9 +54,16 @@ impl LineSplitter {
     /// Feeds the next bytes of the stream; `emit` is called for each complete (or cut) line.
     pub fn feed<F: FnMut(Line<'_>)>(&mut self, data: &[u8], mut emit: F) {
         let max = self.max_line;
+        // The block's longest valid UTF-8 prefix: the lines in it need no validation of their own
+        // (a `\n` never falls inside a character, so they are valid text each).
+        let valid = match std::str::from_utf8(data) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        let newline = Newline::new();
         let mut rest = data;
         while !rest.is_empty() {
-            match memchr::memchr(b'\n', rest) {
+            match newline.find(rest) {
                 Some(i) => {
                     let seg = &rest[..i];
                     self.read_offset += i as u64 + 1;
@@ -61,10 +71,14 @@ impl LineSplitter {
                         self.discarding = false;
                     } else if self.buf.is_empty() {
                         let cut = seg.len() > max;
+                        let bytes = strip_cr(&seg[..seg.len().min(max)], cut);
+                        let at = data.len() - rest.len();
                         emit(Line {
-                            bytes: strip_cr(&seg[..seg.len().min(max)], cut),
+                            bytes,
                             end: self.read_offset,
                             truncated: cut,
+                            // None where a cut fell inside a character: that line is made lossy.
+                            text: valid.get(at..at + bytes.len()),
                         });
                     } else {
                         let room = max - self.buf.len();
@@ -74,6 +88,7 @@ impl LineSplitter {
                             bytes: strip_cr(&self.buf, cut),
                             end: self.read_offset,
                             truncated: cut,
+                            text: None,
                         });
                         self.buf.clear();
                     }
@@ -92,6 +107,7 @@ impl LineSplitter {
                                 bytes: &self.buf,
                                 end: line_start,
                                 truncated: true,
+                                text: None,
                             });
                             self.buf.clear();
                             self.discarding = true;
@@ -113,9 +129,35 @@ impl LineSplitter {
                 bytes: strip_cr(&self.buf, false),
                 end: self.read_offset,
                 truncated: false,
+                text: None,
             });
             self.buf.clear();
         }
+    }
+}
+
+/// Finds the next `\n`. With AVX2, memchr's searcher is built once per block and called directly:
+/// `memchr::memchr` would dispatch (and build it) again for every line.
+struct Newline {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+}
+
+impl Newline {
+    fn new() -> Newline {
+        Newline {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+        }
+    }
+
+    #[inline]
+    fn find(&self, haystack: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(one) = &self.avx2 {
+            return one.find(haystack);
+        }
+        memchr::memchr(b'\n', haystack)
     }
 }
 
@@ -132,6 +174,27 @@ pub fn to_text(bytes: &[u8]) -> (String, bool) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (s.to_owned(), false),
         Err(_) => (String::from_utf8_lossy(bytes).into_owned(), true),
+    }
+}
+
+/// Replaces the contents of `out` with the text of a line, as [`to_text`] makes it, reusing the
+/// string's allocation; true when invalid UTF-8 had to be replaced.
+pub fn set_text(out: &mut String, line: &Line<'_>) -> bool {
+    out.clear();
+    if let Some(t) = line.text {
+        out.push_str(t);
+        return false;
+    }
+    let bytes = line.bytes;
+    match std::str::from_utf8(bytes) {
+        Ok(s) => {
+            out.push_str(s);
+            false
+        }
+        Err(_) => {
+            out.push_str(&String::from_utf8_lossy(bytes));
+            true
+        }
     }
 }
 
@@ -189,6 +252,35 @@ mod tests {
     }
 
     #[test]
+    fn lines_of_a_valid_block_come_as_text_and_the_others_do_not() {
+        let text = |s: &mut LineSplitter, data: &[u8]| {
+            let mut out = Vec::new();
+            s.feed(data, |l| out.push(l.text.map(str::to_owned)));
+            out
+        };
+        let mut s = LineSplitter::new(100, 0);
+        assert_eq!(
+            text(&mut s, "caf\u{e9}\r\nok\n".as_bytes()),
+            [Some("caf\u{e9}".to_string()), Some("ok".to_string())]
+        );
+        // After an invalid byte, the lines are validated by whoever takes them.
+        assert_eq!(
+            text(&mut s, b"a\nb\xff\nc\npar"),
+            [Some("a".to_string()), None, None]
+        );
+        // A line continued from the previous block.
+        assert_eq!(text(&mut s, b"tial\n"), [None]);
+        // Cut inside a two-byte character: no text, so that it is made lossy.
+        let mut s = LineSplitter::new(4, 0);
+        assert_eq!(text(&mut s, "abc\u{e9}\n".as_bytes()), [None]);
+        let mut s = LineSplitter::new(4, 0);
+        assert_eq!(
+            text(&mut s, "ab\u{e9}x\n".as_bytes()),
+            [Some("ab\u{e9}".to_string())]
+        );
+    }
+
+    #[test]
     fn nul_bytes_and_invalid_utf8_are_kept() {
         let mut s = LineSplitter::new(100, 0);
         let out = collect(&mut s, b"a\0b\xffc\n");
@@ -197,5 +289,16 @@ mod tests {
         assert!(lossy);
         assert_eq!(text, "a\0b\u{fffd}c");
         assert_eq!(to_text(b"caf\xc3\xa9"), ("caf\u{e9}".to_string(), false));
+        let mut reused = String::from("a longer previous line");
+        let line = |bytes| Line {
+            bytes,
+            end: 0,
+            truncated: false,
+            text: None,
+        };
+        assert!(set_text(&mut reused, &line(b"x\xffy")));
+        assert_eq!(reused, "x\u{fffd}y");
+        assert!(!set_text(&mut reused, &line(b"ok")));
+        assert_eq!(reused, "ok");
     }
 }

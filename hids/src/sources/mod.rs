@@ -75,7 +75,206 @@ pub struct Delivery {
 }
 
 /// What the sources send: the deliveries read in one go, in order.
-pub type Batch = Vec<Delivery>;
+///
+/// It reads as a slice of [`Delivery`]. A file source's batch goes back to its source when the
+/// consumer drops it, and is filled again there: the vector and the events' strings are reused,
+/// so reading a line allocates nothing once the first batches have come back. A batch is only
+/// kept while its strings are small (a burst of huge lines does not stay pinned in memory), and
+/// only a few batches wait to be reused.
+#[derive(Default)]
+pub struct Batch {
+    /// The deliveries; those past `len` are spent ones kept for their allocations.
+    items: Vec<Delivery>,
+    len: usize,
+    /// The bytes held by the strings of every item (spent ones too).
+    bytes: usize,
+    /// Where the batch goes back to once dropped.
+    home: Option<Arc<Pool>>,
+    /// The index of the last delivery of each run of one file (generation), when the source
+    /// recorded them: acknowledging needs those positions only.
+    run_ends: Vec<u32>,
+}
+
+impl Batch {
+    /// A batch of these deliveries, not reused after it is dropped.
+    pub fn new(items: Vec<Delivery>) -> Batch {
+        Batch {
+            len: items.len(),
+            items,
+            bytes: 0,
+            home: None,
+            run_ends: Vec::new(),
+        }
+    }
+}
+
+impl From<Vec<Delivery>> for Batch {
+    fn from(items: Vec<Delivery>) -> Batch {
+        Batch::new(items)
+    }
+}
+
+impl std::ops::Deref for Batch {
+    type Target = [Delivery];
+    fn deref(&self) -> &[Delivery] {
+        &self.items[..self.len]
+    }
+}
+
+impl<'a> IntoIterator for &'a Batch {
+    type Item = &'a Delivery;
+    type IntoIter = std::slice::Iter<'a, Delivery>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl IntoIterator for Batch {
+    type Item = Delivery;
+    type IntoIter = std::vec::IntoIter<Delivery>;
+    /// Takes the deliveries out; the batch is then not reused.
+    fn into_iter(mut self) -> Self::IntoIter {
+        let mut items = std::mem::take(&mut self.items);
+        items.truncate(self.len);
+        items.into_iter()
+    }
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(home) = &self.home {
+            if self.bytes <= POOL_BATCH_BYTES && !self.items.is_empty() {
+                home.put(std::mem::take(&mut self.items), self.bytes);
+            }
+        }
+    }
+}
+
+/// How many spent batches a file source keeps for reuse.
+///
+/// As many as the channel holds: when a slow consumer catches up, the batches that were waiting
+/// in the channel come back together, and freeing them only to allocate them again at the next
+/// slowdown would bring back the cost per line.
+const POOL_BATCHES: usize = CHANNEL_BATCHES;
+/// A spent batch whose strings hold more than this is freed rather than kept.
+const POOL_BATCH_BYTES: usize = 4 << 20;
+/// The memory the spent batches of one source may hold while they wait.
+const POOL_BYTES: usize = 16 << 20;
+
+/// Spent batches on their way back to the source that filled them.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    spent: Mutex<PoolInner>,
+}
+
+#[derive(Debug, Default)]
+struct PoolInner {
+    batches: Vec<(Vec<Delivery>, usize)>,
+    /// What `batches` hold, deliveries and strings.
+    bytes: usize,
+}
+
+fn held(items: &Vec<Delivery>, bytes: usize) -> usize {
+    items.capacity() * std::mem::size_of::<Delivery>() + bytes
+}
+
+impl Pool {
+    fn put(&self, items: Vec<Delivery>, bytes: usize) {
+        let size = held(&items, bytes);
+        let mut g = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        if g.batches.len() < POOL_BATCHES && g.bytes + size <= POOL_BYTES {
+            g.bytes += size;
+            g.batches.push((items, bytes));
+        }
+        // Else freed here, when `items` goes out of scope after the lock is released.
+    }
+
+    fn take(&self) -> Option<(Vec<Delivery>, usize)> {
+        let mut g = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let (items, bytes) = g.batches.pop()?;
+        g.bytes -= held(&items, bytes);
+        Some((items, bytes))
+    }
+}
+
+/// Fills batches for one source, reusing spent ones: each [`BatchWriter::next`] hands out the
+/// delivery to overwrite (a spent one when there is one, so its string keeps its allocation).
+#[derive(Debug)]
+pub(crate) struct BatchWriter {
+    items: Vec<Delivery>,
+    len: usize,
+    bytes: usize,
+    pool: Arc<Pool>,
+    run_ends: Vec<u32>,
+}
+
+impl BatchWriter {
+    pub fn new() -> BatchWriter {
+        BatchWriter {
+            items: Vec::new(),
+            len: 0,
+            bytes: 0,
+            pool: Arc::new(Pool::default()),
+            run_ends: Vec::new(),
+        }
+    }
+
+    /// The next delivery starts another run (another file, or generation of it).
+    pub fn end_run(&mut self) {
+        if self.len > 0 {
+            self.run_ends.push(self.len as u32 - 1);
+        }
+    }
+
+    /// How many deliveries the batch being filled holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The next delivery: a spent one to overwrite (every field of it), or `fresh()`.
+    #[inline]
+    pub fn next(&mut self, fresh: impl FnOnce() -> Delivery) -> &mut Delivery {
+        if self.len == self.items.len() {
+            if self.len == 0 {
+                if let Some((items, bytes)) = self.pool.take() {
+                    self.items = items;
+                    self.bytes = bytes;
+                    return self.next(fresh);
+                }
+            }
+            self.items.push(fresh());
+        }
+        self.len += 1;
+        &mut self.items[self.len - 1]
+    }
+
+    /// Counts `n` more bytes held by the strings (those a written delivery's string grew by).
+    pub fn grew(&mut self, n: usize) {
+        self.bytes += n;
+    }
+
+    /// The filled batch, if any; the writer starts a new one.
+    pub fn take(&mut self) -> Option<Batch> {
+        if self.len == 0 {
+            return None;
+        }
+        self.end_run();
+        let b = Batch {
+            items: std::mem::take(&mut self.items),
+            len: std::mem::take(&mut self.len),
+            bytes: std::mem::take(&mut self.bytes),
+            home: Some(self.pool.clone()),
+            run_ends: std::mem::take(&mut self.run_ends),
+        };
+        Some(b)
+    }
+}
 
 /// A file's identity: where it lives and what it starts with, so that a renamed, replaced or
 /// truncated file is told apart from the one whose offset we saved.
@@ -231,6 +430,20 @@ impl Acker {
         }
     }
 
+    /// Acknowledges a batch taken in order, like [`Acker::ack_all`], looking only at the last
+    /// delivery of each run where the source recorded them (the consumer then does not touch the
+    /// other deliveries, which the source fills again once the batch is back).
+    pub fn ack_batch(&self, batch: &Batch) {
+        if batch.run_ends.is_empty() {
+            return self.ack_all(batch);
+        }
+        for &i in &batch.run_ends {
+            if let Some(d) = batch.get(i as usize) {
+                self.ack(&d.position);
+            }
+        }
+    }
+
     /// Acknowledges a run of deliveries taken in order: only the last position of each run of the
     /// same file or source is written, which keeps the cost per event low.
     pub fn ack_all<'a>(&self, deliveries: impl IntoIterator<Item = &'a Delivery>) {
@@ -289,12 +502,18 @@ impl Counters {
             t += u64::from(d.event.flags.truncated);
             l += u64::from(d.event.flags.lossy_utf8);
         }
-        self.events.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if t > 0 {
-            self.truncated.fetch_add(t, Ordering::Relaxed);
+        self.add(batch.len() as u64, t, l);
+    }
+
+    /// Counts `events` about to be sent, of which `truncated` were cut and `lossy` had invalid
+    /// UTF-8.
+    pub fn add(&self, events: u64, truncated: u64, lossy: u64) {
+        self.events.fetch_add(events, Ordering::Relaxed);
+        if truncated > 0 {
+            self.truncated.fetch_add(truncated, Ordering::Relaxed);
         }
-        if l > 0 {
-            self.lossy_utf8.fetch_add(l, Ordering::Relaxed);
+        if lossy > 0 {
+            self.lossy_utf8.fetch_add(lossy, Ordering::Relaxed);
         }
     }
 }
@@ -332,9 +551,9 @@ impl SourceContext {
     }
 
     /// Counts and sends a batch; false when the consumer is gone.
-    pub fn send(&self, batch: Batch) -> bool {
+    pub fn send(&self, batch: Vec<Delivery>) -> bool {
         self.counters.count(&batch);
-        self.tx.send(batch).is_ok()
+        self.tx.send(Batch::new(batch)).is_ok()
     }
 }
 
@@ -550,6 +769,50 @@ mod tests {
         assert_eq!(l.lock().files[&1].offset, 3);
     }
 
+    fn delivery(text: &str) -> Delivery {
+        Delivery {
+            event: Event {
+                time: std::time::SystemTime::now(),
+                host: Arc::from("h"),
+                location: Arc::from("l"),
+                format: LogFormat::Plain,
+                full_log: text.to_string(),
+                flags: Default::default(),
+                fim: None,
+            },
+            position: Position::None,
+        }
+    }
+
+    #[test]
+    fn spent_batches_come_back_to_be_filled_again() {
+        let mut w = BatchWriter::new();
+        for t in ["a", "b", "c"] {
+            w.next(|| delivery(t));
+        }
+        w.end_run();
+        w.next(|| delivery("d"));
+        let b = w.take().unwrap();
+        assert!(w.take().is_none());
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.run_ends, [2, 3]);
+        let first = b[0].event.full_log.as_ptr();
+        drop(b);
+        // The spent batch is handed out again, its deliveries (and strings) in place.
+        let d = w.next(|| panic!("a spent delivery was expected"));
+        assert_eq!(d.event.full_log, "a");
+        assert_eq!(d.event.full_log.as_ptr(), first);
+        let b = w.take().unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.iter().count(), 1);
+        assert_eq!(b.into_iter().count(), 1);
+        // A batch holding much memory is not kept.
+        w.next(|| delivery("x"));
+        w.grew(POOL_BATCH_BYTES + 1);
+        drop(w.take());
+        assert!(w.pool.take().is_none());
+    }
+
     fn config_for(dir: &std::path::Path, log: &std::path::Path) -> Config {
         let text = format!(
             "[agent]\nstate_dir = \"{}\"\nhostname = \"t\"\n[[logs]]\npath = \"{}\"\nformat = \"plain\"\nstart = \"beginning\"\n",
@@ -599,10 +862,30 @@ mod tests {
         // Rewritten (another identity at the same path would be too): read from the start.
         std::fs::write(&log, "n1\n").unwrap();
         assert_eq!(read_once(&cfg, 99), ["n1"]);
-        // Rotated while stopped: the new file is unknown, so all of it is new.
+        // Rotated while stopped: the rest of the old file, then all of the new one (unknown).
+        std::fs::write(&log, "n1\nn2\n").unwrap();
         std::fs::rename(&log, tmp.path().join("a.log.1")).unwrap();
         std::fs::write(&log, "r1\nr2\n").unwrap();
-        assert_eq!(read_once(&cfg, 99), ["r1", "r2"]);
+        assert_eq!(read_once(&cfg, 99), ["n2", "r1", "r2"]);
+        assert!(read_once(&cfg, 99).is_empty());
+    }
+
+    #[test]
+    fn a_file_saved_empty_is_finished_only_under_a_rotated_form_of_its_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("a.log");
+        std::fs::write(&log, "").unwrap();
+        let cfg = config_for(tmp.path(), &log);
+        assert!(read_once(&cfg, 99).is_empty());
+        std::fs::write(&log, "e1\n").unwrap();
+        std::fs::rename(&log, tmp.path().join("a.log-20261122")).unwrap();
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(read_once(&cfg, 99), ["e1"]);
+        // Nothing tells this one from an unrelated file that took over its inode.
+        std::fs::write(&log, "u1\n").unwrap();
+        std::fs::rename(&log, tmp.path().join("unrelated.txt")).unwrap();
+        std::fs::write(&log, "r1\n").unwrap();
+        assert_eq!(read_once(&cfg, 99), ["r1"]);
     }
 
     #[test]

@@ -11,10 +11,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{FileIdentity, Ledger};
 
 /// A file position saved by an earlier run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedFile {
     pub identity: FileIdentity,
     pub offset: u64,
+    /// Where the file was when saved (where to look for it if it was rotated while stopped).
+    pub path: String,
 }
 
 /// What a file source knew when it last ran.
@@ -75,7 +77,7 @@ impl Store {
             )
             .optional()?;
         let mut st = self.conn.prepare(
-            "SELECT dev, ino, head_len, head_hash, offset FROM log_files WHERE source = ?1",
+            "SELECT dev, ino, head_len, head_hash, offset, path FROM log_files WHERE source = ?1",
         )?;
         let rows = st.query_map([source], |r| {
             Ok(SavedFile {
@@ -86,6 +88,7 @@ impl Store {
                     head_hash: r.get::<_, i64>(3)? as u64,
                 },
                 offset: r.get::<_, i64>(4)?.max(0) as u64,
+                path: r.get(5)?,
             })
         })?;
         let mut files = HashMap::new();
@@ -255,6 +258,7 @@ mod tests {
         assert!(!k.first_start);
         assert_eq!(k.files[&(7, 1)].offset, 100);
         assert_eq!(k.files[&(7, 1)].identity, id(1));
+        assert_eq!(k.files[&(7, 1)].path, "/var/log/x");
         assert_eq!(k.files.len(), 2);
         // Slot 1 retired: saved once, then forgotten by the ledger; pruning drops its row.
         l.retire(1);

@@ -105,7 +105,7 @@ pub fn run(config: &Config, opts: TailOptions) -> Result<u64, TailError> {
                 break;
             }
         }
-        running.acker.ack_all(&batch);
+        running.acker.ack_batch(&batch);
     }
     if opts.count {
         let _ = writeln!(w, "{count}");
