@@ -17,6 +17,7 @@
 //! positions and give the outputs the rest of a 5 s budget; a second signal exits at once.
 //! SIGHUP reloads the configuration's decoders and rules (a reload that fails keeps what runs).
 
+pub mod metrics;
 mod notify;
 pub mod status;
 
@@ -257,6 +258,8 @@ pub struct Stats {
     pub reloads: AtomicU64,
     /// Seconds since the epoch when the analysis last took work or waited idle.
     pub heartbeat: AtomicU64,
+    /// inotify watches held by real-time FIM.
+    pub fim_watches: Arc<AtomicU64>,
 }
 
 impl Stats {
@@ -392,11 +395,11 @@ fn log_summary(what: &str, s: &Summary) {
 }
 
 /// The FIM thread: the scan at start (or the silent baseline on first start), then the schedule.
-fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
+fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>, watches: Arc<AtomicU64>) {
     let fimc = &cfg.fim;
     // Real-time FIM: watches added before the scan at start (so nothing changed during it is
     // missed), its thread spawned before the priority is lowered; checking starts after the scan.
-    let realtime = start_realtime(fimc, &cfg.agent.state_dir);
+    let realtime = start_realtime(fimc, &cfg.agent.state_dir, watches);
     if fimc.low_priority {
         // This thread (and the hashing threads it starts) only: the log analysis keeps its pace.
         match crate::sys::lower_priority() {
@@ -579,8 +582,16 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     let output_names = outputs.names();
     let mut running = sources::spawn(cfg, &state, sources::RunOptions::default())?;
     let mut status = status::StatusWriter::new(state.connect()?);
-    drop(state);
     let stats = Arc::new(Stats::default());
+    let live = Arc::new(metrics::Live {
+        started: now_secs(),
+        stats: stats.clone(),
+        sources: running.counters.clone(),
+        deliveries: outputs.delivery_counters(),
+        spool: crate::outputs::spool::Spool::open(&state.db_path, cfg.alerts.spool_max).ok(),
+    });
+    drop(state);
+    let metrics_server = start_metrics(cfg, &live);
     let (tx, rx) = sync_channel::<Work>(WORK_QUEUE);
 
     // The log sources' channel feeds the analysis channel, so that the analysis waits on one queue.
@@ -607,7 +618,8 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         let tx = tx.clone();
         let stop = stop.clone();
         let cfg = cfg.clone();
-        spawn("fim", move || fim_loop(cfg, tx, stop))?
+        let watches = stats.fim_watches.clone();
+        spawn("fim", move || fim_loop(cfg, tx, stop, watches))?
     };
     tracing::info!(
         fim_paths = cfg.fim.paths.len(),
@@ -628,7 +640,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     let mut last_watchdog = Instant::now();
     let mut last_status = Instant::now();
     let mut last_row = Instant::now();
-    status.write(&stats, &running.counters);
+    status.write(&live);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
@@ -656,7 +668,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         }
         if last_row.elapsed() >= status::WRITE_EVERY {
             last_row = Instant::now();
-            status.write(&stats, &running.counters);
+            status.write(&live);
         }
         if last_status.elapsed() >= Duration::from_secs(10) {
             last_status = Instant::now();
@@ -672,6 +684,9 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
 
     tracing::info!("stopping: signal received");
     notifier.send("STOPPING=1");
+    if let Some(m) = metrics_server {
+        m.stop();
+    }
     let deadline = Instant::now() + STOP_BUDGET;
     running.stop();
     drop(tx);
@@ -687,7 +702,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
             None
         }
     };
-    status.write(&stats, &running.counters);
+    status.write(&live);
     running.finish();
     if let Some(outputs) = outputs {
         let left = deadline
@@ -712,15 +727,42 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Starts the Prometheus endpoint if configured; a failure to bind is logged, not fatal (the
+/// detection matters more than its graphs).
+fn start_metrics(cfg: &Config, live: &Arc<metrics::Live>) -> Option<metrics::Server> {
+    for w in metrics::config_warnings(cfg) {
+        tracing::warn!("{w}");
+    }
+    let addr = cfg.agent.metrics_listen?;
+    match metrics::Server::start(addr, live.clone()) {
+        Ok(s) => {
+            tracing::info!(listen = %s.addr(), "metrics served at /metrics");
+            Some(s)
+        }
+        Err(e) => {
+            tracing::error!(listen = %addr, "cannot serve the metrics: {e}");
+            None
+        }
+    }
+}
+
 // --- Real-time FIM: the watcher's changes enter the analysis exactly like a scan's. ---
 
 fn start_realtime(
     fimc: &crate::config::FimConfig,
     state_dir: &std::path::Path,
+    watches: Arc<AtomicU64>,
 ) -> Option<fim::watch::Paused> {
     let started = fim::watch::Watcher::start(fimc, state_dir)
         .map_err(|e| e.to_string())
-        .and_then(|w| w.map(|w| w.spawn().map_err(|e| e.to_string())).transpose());
+        .and_then(|w| {
+            w.map(|w| {
+                w.count_watches_in(watches)
+                    .spawn()
+                    .map_err(|e| e.to_string())
+            })
+            .transpose()
+        });
     match started {
         Ok(p) => p,
         Err(e) => {

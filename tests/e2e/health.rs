@@ -61,3 +61,108 @@ fn regression_status_row_stopped_advancing_after_hids_status_ran() {
     );
     assert_eq!(agent.stop(), 0);
 }
+
+/// A port free on 127.0.0.1 a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET /metrics`, or "" while the endpoint is not up.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    out.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of one sample line (`name{labels}`) in a scrape.
+fn sample(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Adds `metrics_listen` to the `[agent]` table of the config `setup` wrote.
+fn listen_on(env: &Env, port: u16) {
+    let p = env.path().join("config.toml");
+    let text = fs::read_to_string(&p).unwrap().replacen(
+        "hostname = \"testhost\"\n",
+        &format!("hostname = \"testhost\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+        1,
+    );
+    fs::write(p, text).unwrap();
+}
+
+#[test]
+fn metrics_endpoint_serves_rule_hits_and_event_counters() {
+    let env = Env::new();
+    let (_tree, log, _local) = setup(&env);
+    let port = free_port();
+    listen_on(&env, port);
+    let agent = Agent::start(&env, "run.log");
+    wait_for(
+        &|| agent.stderr().contains("metrics served at /metrics"),
+        "the endpoint",
+        &agent,
+    );
+    append(
+        &log,
+        &(0..3)
+            .map(|i| format!("stream-line {i}"))
+            .collect::<Vec<_>>(),
+    );
+    let hits = "hids_rule_hits_total{rule_id=\"100041\"}";
+    wait_for(
+        &|| sample(&scrape(port), hits) == Some(3),
+        "three rule hits in the metrics",
+        &agent,
+    );
+    let body = scrape(port);
+    assert_eq!(
+        sample(&body, "hids_events_analysed_total{kind=\"log\"}"),
+        Some(3),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("hids_source_events_total{{source=\"{}\"}}", log.display())
+        ),
+        Some(3),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "hids_alerts_total{level=\"3\"}"),
+        Some(3),
+        "{body}"
+    );
+    assert!(body.contains("hids_uptime_seconds "), "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn check_config_warns_when_metrics_are_not_on_loopback() {
+    let env = Env::new();
+    env.config("metrics_listen = \"0.0.0.0:9108\"\n");
+    let o = env.cmd().arg("check-config").output().unwrap();
+    assert!(
+        crate::util::stderr(&o).contains("not a loopback address"),
+        "{}",
+        crate::util::stderr(&o)
+    );
+    env.config("metrics_listen = \"localhost\"\n");
+    let o = env.cmd().arg("check-config").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(crate::util::stderr(&o).contains("metrics_listen"));
+}
