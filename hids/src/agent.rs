@@ -19,6 +19,7 @@
 
 pub mod metrics;
 mod notify;
+pub mod protect;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -558,6 +559,8 @@ fn reload(cfg: &Config, tx: &WorkSender) -> Result<(usize, usize), String> {
 /// Runs the agent in the foreground until SIGINT or SIGTERM.
 pub fn run(cfg: &Config) -> Result<(), AgentError> {
     let started = Instant::now();
+    let (cfg, own) = protect::with_own_files(cfg);
+    let cfg = &cfg;
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -630,6 +633,9 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         state = %cfg.agent.state_dir.display(),
         "hids agent started"
     );
+    for p in &own {
+        tracing::info!(path = %p.display(), "the agent's own file is under FIM");
+    }
     notifier.send("READY=1");
     notifier.status(&format!(
         "running: {} log source(s), {} FIM path(s), {nrules} rule(s)",

@@ -25,8 +25,8 @@ fn regression_status_row_stopped_advancing_after_hids_status_ran() {
     let (_tree, log, _local) = setup(&env);
     let agent = Agent::start(&env, "run1.log");
     wait_for(
-        &|| agent.stderr().contains("hids agent started"),
-        "the start",
+        &|| agent.stderr().contains("FIM baseline recorded"),
+        "the first start",
         &agent,
     );
     assert_eq!(agent.stop(), 0);
@@ -165,4 +165,56 @@ fn check_config_warns_when_metrics_are_not_on_loopback() {
     let o = env.cmd().arg("check-config").output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(crate::util::stderr(&o).contains("metrics_listen"));
+}
+
+#[test]
+fn tampering_with_a_loaded_rules_file_raises_a_fim_alert() {
+    let env = Env::new();
+    let (_tree, _log, _local) = setup(&env);
+    let rules = env.path().join("rules.xml").canonicalize().unwrap();
+    let agent = Agent::start(&env, "run.log");
+    wait_for(
+        &|| agent.stderr().contains("FIM baseline recorded"),
+        "the baseline",
+        &agent,
+    );
+    let err = agent.stderr();
+    for own in [rules.clone(), env.path().join("config.toml")] {
+        assert!(
+            err.contains(&format!("own file is under FIM path={}", own.display())),
+            "{}: {err}",
+            own.display()
+        );
+    }
+    // The binary under test is watched too (it cannot be modified here).
+    assert!(err.contains(&format!(
+        "path={}",
+        std::fs::canonicalize(env!("CARGO_BIN_EXE_hids"))
+            .unwrap()
+            .display()
+    )));
+    let mut text = fs::read_to_string(&rules).unwrap();
+    text.push_str("\n<!-- planted -->\n");
+    fs::write(&rules, text).unwrap();
+    let is_rules_alert = |a: &Value| a["fim"]["path"] == rules.display().to_string();
+    wait_for(
+        &|| crate::agent::alerts(&env).iter().any(is_rules_alert),
+        "the FIM alert for the rules file",
+        &agent,
+    );
+    let all = crate::agent::alerts(&env);
+    let a = all.iter().find(|a| is_rules_alert(a)).unwrap();
+    assert_eq!(a["fim"]["event"], "modified", "{a}");
+    assert!(
+        a["fim"]["diff"].as_str().unwrap_or("").contains("planted"),
+        "{a}"
+    );
+    // The state database is never reported, however often it changes.
+    assert!(
+        !all.iter().any(|a| a["fim"]["path"]
+            .as_str()
+            .is_some_and(|p| p.contains("hids.db"))),
+        "{all:#?}"
+    );
+    assert_eq!(agent.stop(), 0);
 }

@@ -27,6 +27,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// The name of the database file in the state directory.
 pub const DB_FILE: &str = "hids.db";
 
+/// The database and the files SQLite keeps beside it, in `state_dir`.
+pub fn db_files(state_dir: &Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|s| state_dir.join(format!("{DB_FILE}{s}")))
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot create state directory {}: {source}", path.display())]
