@@ -19,6 +19,7 @@
 
 pub mod metrics;
 mod notify;
+pub mod privileges;
 pub mod protect;
 pub mod status;
 
@@ -559,6 +560,8 @@ fn reload(cfg: &Config, tx: &WorkSender) -> Result<(usize, usize), String> {
 /// Runs the agent in the foreground until SIGINT or SIGTERM.
 pub fn run(cfg: &Config) -> Result<(), AgentError> {
     let started = Instant::now();
+    // Before the first thread: capabilities are per thread, and threads inherit them.
+    privileges::drop_privileges(cfg);
     let (cfg, own) = protect::with_own_files(cfg);
     let cfg = &cfg;
     let stop = Arc::new(AtomicBool::new(false));

@@ -218,3 +218,48 @@ fn tampering_with_a_loaded_rules_file_raises_a_fim_alert() {
     );
     assert_eq!(agent.stop(), 0);
 }
+
+/// A field of /proc/<pid>/status.
+fn proc_status(pid: u32, field: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| Some(l.strip_prefix(field)?.strip_prefix(':')?.trim().to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_running_agent_has_no_new_privs_and_as_root_only_the_capabilities_it_needs() {
+    let env = Env::new();
+    let (_tree, log, _local) = setup(&env);
+    let agent = Agent::start(&env, "run.log");
+    wait_for(
+        &|| agent.stderr().contains("hids agent started"),
+        "the start",
+        &agent,
+    );
+    let pid = agent.child.id();
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
+    if proc_status(std::process::id(), "Uid").starts_with("0\t") {
+        // CAP_DAC_READ_SEARCH (bit 2) only, in every thread and in the bounding set; no
+        // inheritable or ambient capability for children.
+        for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let tid: u32 = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+            let status = fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+            assert!(status.contains("CapEff:\t0000000000000004"), "{status}");
+        }
+        assert_eq!(proc_status(pid, "CapPrm"), "0000000000000004");
+        assert_eq!(proc_status(pid, "CapBnd"), "0000000000000004");
+        assert_eq!(proc_status(pid, "CapInh"), "0000000000000000");
+        assert_eq!(proc_status(pid, "CapAmb"), "0000000000000000");
+        assert!(agent.stderr().contains("reduced capabilities"));
+    }
+    // And it still works: a line is read and alerted.
+    append(&log, &["stream-line after-drop".to_string()]);
+    wait_for(
+        &|| crate::agent::count(&env, 100041) == 1,
+        "the alert",
+        &agent,
+    );
+    assert_eq!(agent.stop(), 0);
+}
