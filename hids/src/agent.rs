@@ -19,6 +19,7 @@
 
 pub mod metrics;
 mod notify;
+pub mod outbox;
 pub mod privileges;
 pub mod protect;
 pub mod status;
@@ -299,6 +300,7 @@ fn analysis_loop(
     acker: Acker,
     stats: Arc<Stats>,
     stopping: Arc<AtomicBool>,
+    outbox: Option<outbox::Outbox>,
 ) -> Outputs {
     let mut cache = DecodeCache::default();
     // Once an alert could not be spooled during a stop, no later position may be acknowledged.
@@ -326,8 +328,13 @@ fn analysis_loop(
             }
             Work::Fim(event) => {
                 stats.fim_changes.fetch_add(1, Ordering::Relaxed);
-                if let Some(alert) = analysis.analyse(&event, &mut cache) {
-                    submit(&outputs, &alert, &stats, &stopping);
+                let spooled = match analysis.analyse(&event, &mut cache) {
+                    Some(alert) => submit(&outputs, &alert, &stats, &stopping),
+                    None => true,
+                };
+                // Only now may the change leave the outbox (see outbox.rs).
+                if let (true, Some(o)) = (spooled, &outbox) {
+                    o.done(&event);
                 }
             }
             Work::Notice(alert) => {
@@ -472,9 +479,12 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>, watches: Arc<Ato
             report_warnings(&s);
             log_summary("FIM baseline recorded", &s);
         }
-    } else if let Some(s) = scan(&mut b, Mode::Check, fimc.check_mode == CheckMode::Full) {
-        report_warnings(&s);
-        log_summary("FIM scan at start done", &s);
+    } else {
+        report_left(state_dir, &tx, &host);
+        if let Some(s) = scan(&mut b, Mode::Check, fimc.check_mode == CheckMode::Full) {
+            report_warnings(&s);
+            log_summary("FIM scan at start done", &s);
+        }
     }
     let realtime = realtime.map(|w| {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -616,8 +626,13 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         let acker = running.acker.clone();
         let stats = stats.clone();
         let stopping = stop.clone();
+        let outbox = crate::state::State::open(&cfg.agent.state_dir)
+            .map(|s| s.conn)
+            .map(outbox::Outbox::new)
+            .map_err(|e| tracing::error!("cannot open the FIM outbox: {e}"))
+            .ok();
         spawn("analysis", move || {
-            analysis_loop(rx, analysis, outputs, acker, stats, stopping)
+            analysis_loop(rx, analysis, outputs, acker, stats, stopping, outbox)
         })?
     };
     let fim_thread = {
@@ -734,6 +749,36 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         "hids agent stopped"
     );
     Ok(())
+}
+
+/// Reports the FIM changes a crash left in the outbox (absorbed by the baseline, alert not
+/// spooled), before the first scan.
+fn report_left(state_dir: &std::path::Path, tx: &WorkSender, host: &Arc<str>) {
+    let left = crate::state::State::open(state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            outbox::Outbox::new(s.conn)
+                .left()
+                .map_err(|e| e.to_string())
+        });
+    match left {
+        Ok(changes) if changes.is_empty() => {}
+        Ok(changes) => {
+            tracing::warn!(
+                changes = changes.len(),
+                "reporting FIM changes whose alerts a stop or crash left unspooled"
+            );
+            for c in changes {
+                if tx
+                    .send(Work::Fim(fim::change_event(&c, Arc::clone(host))))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        Err(e) => tracing::error!("cannot read the FIM outbox: {e}"),
+    }
 }
 
 /// Starts the Prometheus endpoint if configured; a failure to bind is logged, not fatal (the

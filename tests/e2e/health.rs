@@ -263,3 +263,46 @@ fn the_running_agent_has_no_new_privs_and_as_root_only_the_capabilities_it_needs
     );
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn a_change_absorbed_by_the_baseline_without_its_alert_is_alerted_at_the_next_start() {
+    // The state a crash leaves between a scan's baseline commit and the alert's spooling is the
+    // one `hids fim check` leaves: the baseline has the change, the spool has no alert.
+    let env = Env::new();
+    let (tree, _log, _local) = setup(&env);
+    let agent = Agent::start(&env, "run1.log");
+    wait_for(
+        &|| agent.stderr().contains("FIM baseline recorded"),
+        "the baseline",
+        &agent,
+    );
+    assert_eq!(agent.stop(), 0);
+    fs::write(tree.join("bin/api"), "#!/bin/sh\necho evil\n").unwrap();
+    let o = env.cmd().args(["fim", "check", "--json"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", crate::util::stderr(&o));
+    assert!(crate::util::stdout(&o).contains("/bin/api"));
+
+    let agent = Agent::start(&env, "run2.log");
+    wait_for(
+        &|| crate::agent::count(&env, 100030) == 1,
+        "the alert of the absorbed change",
+        &agent,
+    );
+    assert!(
+        agent.stderr().contains("left unspooled"),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(agent.stop(), 0);
+    // Reported once: the next start has nothing left.
+    let agent = Agent::start(&env, "run3.log");
+    wait_for(
+        &|| agent.stderr().contains("FIM scan at start done"),
+        "the third start",
+        &agent,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(crate::agent::count(&env, 100030), 1);
+    assert!(!agent.stderr().contains("left unspooled"));
+    assert_eq!(agent.stop(), 0);
+}

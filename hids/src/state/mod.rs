@@ -22,6 +22,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("0004_spool", include_str!("migrations/0004_spool.sql")),
     ("0005_agent", include_str!("migrations/0005_agent.sql")),
+    (
+        "0007_fim_outbox",
+        include_str!("migrations/0007_fim_outbox.sql"),
+    ),
 ];
 
 /// The name of the database file in the state directory.
