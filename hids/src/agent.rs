@@ -19,7 +19,11 @@
 //! keeps what runs). The active response worker (the `response` module) takes each spooled alert
 //! from the analysis without ever making it wait, and sends its own alerts back as notices.
 
+pub mod metrics;
 mod notify;
+pub mod outbox;
+pub mod privileges;
+pub mod protect;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -260,6 +264,8 @@ pub struct Stats {
     pub reloads: AtomicU64,
     /// Seconds since the epoch when the analysis last took work or waited idle.
     pub heartbeat: AtomicU64,
+    /// inotify watches held by real-time FIM.
+    pub fim_watches: Arc<AtomicU64>,
 }
 
 impl Stats {
@@ -298,6 +304,7 @@ fn analysis_loop(
     stats: Arc<Stats>,
     stopping: Arc<AtomicBool>,
     responder: Responder,
+    outbox: Option<outbox::Outbox>,
 ) -> Outputs {
     let mut cache = DecodeCache::default();
     // Once an alert could not be spooled during a stop, no later position may be acknowledged.
@@ -329,10 +336,19 @@ fn analysis_loop(
             }
             Work::Fim(event) => {
                 stats.fim_changes.fetch_add(1, Ordering::Relaxed);
-                if let Some(alert) = analysis.analyse(&event, &mut cache) {
-                    if submit(&outputs, &alert, &stats, &stopping) {
-                        responder.offer(&alert);
+                let spooled = match analysis.analyse(&event, &mut cache) {
+                    Some(alert) => {
+                        let spooled = submit(&outputs, &alert, &stats, &stopping);
+                        if spooled {
+                            responder.offer(&alert);
+                        }
+                        spooled
                     }
+                    None => true,
+                };
+                // Only now may the change leave the outbox (see outbox.rs).
+                if let (true, Some(o)) = (spooled, &outbox) {
+                    o.done(&event);
                 }
             }
             Work::Notice(alert) => {
@@ -402,11 +418,11 @@ fn log_summary(what: &str, s: &Summary) {
 }
 
 /// The FIM thread: the scan at start (or the silent baseline on first start), then the schedule.
-fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
+fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>, watches: Arc<AtomicU64>) {
     let fimc = &cfg.fim;
     // Real-time FIM: watches added before the scan at start (so nothing changed during it is
     // missed), its thread spawned before the priority is lowered; checking starts after the scan.
-    let realtime = start_realtime(fimc, &cfg.agent.state_dir);
+    let realtime = start_realtime(fimc, &cfg.agent.state_dir, watches);
     let host: Arc<str> = Arc::from(cfg.agent.hostname.as_str());
     // Real-time notices reach the analysis through a thread of their own, also started before
     // the priority is lowered: they never wait for a scheduled scan running on this thread.
@@ -495,9 +511,12 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>) {
             report_warnings(&s);
             log_summary("FIM baseline recorded", &s);
         }
-    } else if let Some(s) = scan(&mut b, Mode::Check, fimc.check_mode == CheckMode::Full) {
-        report_warnings(&s);
-        log_summary("FIM scan at start done", &s);
+    } else {
+        report_left(state_dir, &tx, &host);
+        if let Some(s) = scan(&mut b, Mode::Check, fimc.check_mode == CheckMode::Full) {
+            report_warnings(&s);
+            log_summary("FIM scan at start done", &s);
+        }
     }
     if let Some((w, ntx)) = realtime {
         w.resume(ntx);
@@ -580,6 +599,10 @@ fn reload(cfg: &Config, tx: &WorkSender, responder: &Responder) -> Result<(usize
 /// Runs the agent in the foreground until SIGINT or SIGTERM.
 pub fn run(cfg: &Config) -> Result<(), AgentError> {
     let started = Instant::now();
+    // Before the first thread: capabilities are per thread, and threads inherit them.
+    privileges::drop_privileges(cfg);
+    let (cfg, own) = protect::with_own_files(cfg);
+    let cfg = &cfg;
     let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -604,8 +627,16 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     let output_names = outputs.names();
     let mut running = sources::spawn(cfg, &state, sources::RunOptions::default())?;
     let mut status = status::StatusWriter::new(state.connect()?);
-    drop(state);
     let stats = Arc::new(Stats::default());
+    let live = Arc::new(metrics::Live {
+        started: now_secs(),
+        stats: stats.clone(),
+        sources: running.counters.clone(),
+        deliveries: outputs.delivery_counters(),
+        spool: crate::outputs::spool::Spool::open(&state.db_path, cfg.alerts.spool_max).ok(),
+    });
+    drop(state);
+    let metrics_server = start_metrics(cfg, &live);
     let (tx, rx) = sync_channel::<Work>(WORK_QUEUE);
 
     // The log sources' channel feeds the analysis channel, so that the analysis waits on one queue.
@@ -636,16 +667,24 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         let acker = running.acker.clone();
         let stats = stats.clone();
         let stopping = stop.clone();
+        let outbox = crate::state::State::open(&cfg.agent.state_dir)
+            .map(|s| s.conn)
+            .map(outbox::Outbox::new)
+            .map_err(|e| tracing::error!("cannot open the FIM outbox: {e}"))
+            .ok();
         let responder = responder.clone();
         spawn("analysis", move || {
-            analysis_loop(rx, analysis, outputs, acker, stats, stopping, responder)
+            analysis_loop(
+                rx, analysis, outputs, acker, stats, stopping, responder, outbox,
+            )
         })?
     };
     let fim_thread = {
         let tx = tx.clone();
         let stop = stop.clone();
         let cfg = cfg.clone();
-        spawn("fim", move || fim_loop(cfg, tx, stop))?
+        let watches = stats.fim_watches.clone();
+        spawn("fim", move || fim_loop(cfg, tx, stop, watches))?
     };
     tracing::info!(
         fim_paths = cfg.fim.paths.len(),
@@ -656,6 +695,9 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         state = %cfg.agent.state_dir.display(),
         "hids agent started"
     );
+    for p in &own {
+        tracing::info!(path = %p.display(), "the agent's own file is under FIM");
+    }
     notifier.send("READY=1");
     notifier.status(&format!(
         "running: {} log source(s), {} FIM path(s), {nrules} rule(s)",
@@ -666,7 +708,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     let mut last_watchdog = Instant::now();
     let mut last_status = Instant::now();
     let mut last_row = Instant::now();
-    status.write(&stats, &running.counters);
+    status.write(&live);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
@@ -694,7 +736,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         }
         if last_row.elapsed() >= status::WRITE_EVERY {
             last_row = Instant::now();
-            status.write(&stats, &running.counters);
+            status.write(&live);
         }
         if last_status.elapsed() >= Duration::from_secs(10) {
             last_status = Instant::now();
@@ -710,6 +752,9 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
 
     tracing::info!("stopping: signal received");
     notifier.send("STOPPING=1");
+    if let Some(m) = metrics_server {
+        m.stop();
+    }
     let deadline = Instant::now() + STOP_BUDGET;
     running.stop();
     drop(tx);
@@ -726,7 +771,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
             None
         }
     };
-    status.write(&stats, &running.counters);
+    status.write(&live);
     running.finish();
     if let Some(outputs) = outputs {
         let left = deadline
@@ -751,15 +796,72 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Reports the FIM changes a crash left in the outbox (absorbed by the baseline, alert not
+/// spooled), before the first scan.
+fn report_left(state_dir: &std::path::Path, tx: &WorkSender, host: &Arc<str>) {
+    let left = crate::state::State::open(state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            outbox::Outbox::new(s.conn)
+                .left()
+                .map_err(|e| e.to_string())
+        });
+    match left {
+        Ok(changes) if changes.is_empty() => {}
+        Ok(changes) => {
+            tracing::warn!(
+                changes = changes.len(),
+                "reporting FIM changes whose alerts a stop or crash left unspooled"
+            );
+            for c in changes {
+                if tx
+                    .send(Work::Fim(fim::change_event(&c, Arc::clone(host))))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        Err(e) => tracing::error!("cannot read the FIM outbox: {e}"),
+    }
+}
+
+/// Starts the Prometheus endpoint if configured; a failure to bind is logged, not fatal (the
+/// detection matters more than its graphs).
+fn start_metrics(cfg: &Config, live: &Arc<metrics::Live>) -> Option<metrics::Server> {
+    for w in metrics::config_warnings(cfg) {
+        tracing::warn!("{w}");
+    }
+    let addr = cfg.agent.metrics_listen?;
+    match metrics::Server::start(addr, live.clone()) {
+        Ok(s) => {
+            tracing::info!(listen = %s.addr(), "metrics served at /metrics");
+            Some(s)
+        }
+        Err(e) => {
+            tracing::error!(listen = %addr, "cannot serve the metrics: {e}");
+            None
+        }
+    }
+}
+
 // --- Real-time FIM: the watcher's changes enter the analysis exactly like a scan's. ---
 
 fn start_realtime(
     fimc: &crate::config::FimConfig,
     state_dir: &std::path::Path,
+    watches: Arc<AtomicU64>,
 ) -> Option<fim::watch::Paused> {
     let started = fim::watch::Watcher::start(fimc, state_dir)
         .map_err(|e| e.to_string())
-        .and_then(|w| w.map(|w| w.spawn().map_err(|e| e.to_string())).transpose());
+        .and_then(|w| {
+            w.map(|w| {
+                w.count_watches_in(watches)
+                    .spawn()
+                    .map_err(|e| e.to_string())
+            })
+            .transpose()
+        });
     match started {
         Ok(p) => p,
         Err(e) => {

@@ -229,6 +229,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "off"
                         }
                     );
+                    for w in hids::agent::metrics::config_warnings(&cfg) {
+                        eprintln!("warning: {w}");
+                    }
                     let report = hids::decode::check_configured(&cfg);
                     for w in &report.warnings {
                         eprintln!("warning: {w}");

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::util::Env;
 
 /// Decoders written for this test: sshd's failed password line and an API access log line.
-const DECODERS: &str = r#"
+pub(crate) const DECODERS: &str = r#"
 <decoder name="t-sshd">
   <program_name>^sshd</program_name>
 </decoder>
@@ -33,7 +33,7 @@ const DECODERS: &str = r#"
 "#;
 
 /// Rules written for this test: single events, two bursts and the API binary.
-const RULES: &str = r#"
+pub(crate) const RULES: &str = r#"
 <group name="test,">
   <rule id="100001" level="5">
     <decoded_as>t-sshd</decoded_as>
@@ -92,13 +92,13 @@ const NEW_RULE: &str = r#"
 </group>
 "#;
 
-struct Agent {
-    child: Child,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
     log: PathBuf,
 }
 
 impl Agent {
-    fn start(env: &Env, name: &str) -> Agent {
+    pub(crate) fn start(env: &Env, name: &str) -> Agent {
         let log = env.path().join(name);
         let child = env
             .cmd()
@@ -110,11 +110,11 @@ impl Agent {
         Agent { child, log }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let s = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -122,12 +122,12 @@ impl Agent {
         assert!(s.success());
     }
 
-    fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
     /// SIGTERM, then the exit status; fails if the agent does not stop.
-    fn stop(mut self) -> i32 {
+    pub(crate) fn stop(mut self) -> i32 {
         self.signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -150,7 +150,7 @@ impl Drop for Agent {
     }
 }
 
-fn wait_for(what: &dyn Fn() -> bool, label: &str, agent: &Agent) {
+pub(crate) fn wait_for(what: &dyn Fn() -> bool, label: &str, agent: &Agent) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !what() {
         assert!(
@@ -162,7 +162,7 @@ fn wait_for(what: &dyn Fn() -> bool, label: &str, agent: &Agent) {
     }
 }
 
-fn alerts(env: &Env) -> Vec<Value> {
+pub(crate) fn alerts(env: &Env) -> Vec<Value> {
     fs::read_to_string(env.state_dir().join("alerts.json"))
         .unwrap_or_default()
         .lines()
@@ -170,14 +170,14 @@ fn alerts(env: &Env) -> Vec<Value> {
         .collect()
 }
 
-fn count(env: &Env, rule: u64) -> usize {
+pub(crate) fn count(env: &Env, rule: u64) -> usize {
     alerts(env)
         .iter()
         .filter(|a| a["rule"]["id"] == rule)
         .count()
 }
 
-fn append(path: &Path, lines: &[String]) {
+pub(crate) fn append(path: &Path, lines: &[String]) {
     let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
     for l in lines {
         writeln!(f, "{l}").unwrap();
@@ -185,7 +185,7 @@ fn append(path: &Path, lines: &[String]) {
 }
 
 /// The temp config: a tree with a "binary", a log, our decoders and rules.
-fn setup(env: &Env) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn setup(env: &Env) -> (PathBuf, PathBuf, PathBuf) {
     let tree = env.path().join("tree");
     fs::create_dir_all(tree.join("bin")).unwrap();
     fs::write(tree.join("bin/api"), "#!/bin/sh\necho v1\n").unwrap();

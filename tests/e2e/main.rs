@@ -5,6 +5,7 @@ mod util;
 mod agent;
 mod cli;
 mod fim;
+mod health;
 mod logs;
 mod logtest;
 mod outputs;

@@ -10,10 +10,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
 
+use super::metrics::Live;
 use super::{now_secs, Stats};
 use crate::config::Config;
-use crate::sources::Counters;
-use std::sync::Arc;
 
 /// How often the running agent writes its status row.
 pub const WRITE_EVERY: Duration = Duration::from_secs(5);
@@ -88,6 +87,7 @@ fn window(samples: &VecDeque<Sample>, now: &Sample, secs: u64) -> Value {
 }
 
 impl StatusWriter {
+    /// A writer on its own connection to the state database.
     pub fn new(conn: Connection) -> StatusWriter {
         StatusWriter {
             conn,
@@ -97,7 +97,8 @@ impl StatusWriter {
     }
 
     /// The status as JSON: what the row holds.
-    fn body(&mut self, stats: &Stats, sources: &[(Arc<str>, Arc<Counters>)]) -> Value {
+    fn body(&mut self, live: &Live) -> Value {
+        let (stats, sources) = (&*live.stats, &live.sources);
         let now = sample(stats);
         self.samples.push_back(now.clone());
         while self
@@ -124,12 +125,19 @@ impl StatusWriter {
                 "lossy_utf8": c.lossy_utf8.load(Ordering::Relaxed),
             })).collect::<Vec<_>>(),
             "rule_hits": hits.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<_, _>>(),
+            "fim_watches": stats.fim_watches.load(Ordering::Relaxed),
+            "fim_watches_limit": crate::fim::watch::max_user_watches(),
+            "deliveries": live.deliveries.iter().map(|(o, c)| (o.clone(), json!({
+                "delivered": c.delivered.load(Ordering::Relaxed),
+                "errors": c.errors.load(Ordering::Relaxed),
+                "last_error": c.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            }))).collect::<Map<_, _>>(),
         })
     }
 
     /// Rewrites the row; a failure is logged, never fatal.
-    pub fn write(&mut self, stats: &Stats, sources: &[(Arc<str>, Arc<Counters>)]) {
-        let body = self.body(stats, sources).to_string();
+    pub fn write(&mut self, live: &Live) {
+        let body = self.body(live).to_string();
         let r = self.conn.execute(
             "INSERT INTO agent_status (id, pid, started, updated, body) VALUES (1, ?1, ?2, ?3, ?4)
              ON CONFLICT(id) DO UPDATE SET pid = ?1, started = ?2, updated = ?3, body = ?4",
@@ -269,6 +277,31 @@ pub fn print(cfg: &Config, as_json: bool, out: &mut dyn Write) -> Result<bool, S
                     crate::diag::escape_control(s["location"].as_str().unwrap_or("")),
                     s["events"]
                 )?;
+            }
+        }
+        if a["fim_watches"].as_u64().is_some_and(|n| n > 0) {
+            writeln!(
+                out,
+                "real-time FIM: {} inotify watch(es), limit {}",
+                a["fim_watches"],
+                a["fim_watches_limit"]
+                    .as_u64()
+                    .map_or("unknown".to_string(), |l| l.to_string())
+            )?;
+        }
+        if let Some(d) = a["deliveries"].as_object() {
+            for (o, c) in d {
+                write!(
+                    out,
+                    "output {}: {} delivered, {} failed attempt(s)",
+                    crate::diag::escape_control(o),
+                    c["delivered"],
+                    c["errors"]
+                )?;
+                match c["last_error"].as_str() {
+                    Some(e) => writeln!(out, ", last: {}", crate::diag::escape_control(e))?,
+                    None => writeln!(out)?,
+                }
             }
         }
     }

@@ -166,15 +166,25 @@ pub struct PathMatcher {
     full: GlobSet,
     name: GlobSet,
     regexes: Option<RegexSet>,
+    /// Exact paths hids itself leaves out (its state database), not written by the operator.
+    exact: Vec<PathBuf>,
 }
 
 impl PathMatcher {
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
+        self.patterns.is_empty() && self.exact.is_empty()
+    }
+
+    /// Also matches these exact paths.
+    pub fn add_exact(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.exact.extend(paths);
     }
 
     /// Whether `path` matches any pattern.
     pub fn matches(&self, path: &Path) -> bool {
+        if !self.exact.is_empty() && self.exact.iter().any(|p| p == path) {
+            return true;
+        }
         if self.full.is_match(path) {
             return true;
         }

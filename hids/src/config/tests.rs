@@ -334,3 +334,17 @@ fn active_response_placeholders_and_hosts_deny_path() {
         ]
     );
 }
+
+#[test]
+fn the_state_database_is_never_part_of_fim() {
+    let text = "[agent]\nstate_dir = \"/var/lib/hids\"\n[fim]\n\
+                [[fim.paths]]\npath = \"/var/lib\"\n[[fim.paths]]\npath = \"/etc\"\n";
+    let cfg = parse(Path::new("t.toml"), text).unwrap_or_else(|e| panic!("{e}"));
+    let var = &cfg.fim.paths[0].ignore;
+    for f in ["hids.db", "hids.db-wal", "hids.db-shm"] {
+        assert!(var.matches(&Path::new("/var/lib/hids").join(f)), "{f}");
+    }
+    assert!(!var.matches(Path::new("/var/lib/hids/fim.key")));
+    assert!(!var.matches(Path::new("/var/lib/dpkg/hids.db")));
+    assert!(cfg.fim.paths[1].ignore.is_empty());
+}

@@ -186,6 +186,7 @@ impl V<'_> {
             } else {
                 RegexSet::new(&ok_res).ok()
             },
+            ..PathMatcher::default()
         }
     }
 }
@@ -417,13 +418,18 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> (Config, Errors) 
             }
         }
         let here = path!["fim", "paths", i];
-        let ignore = v.matcher(
+        let mut ignore = v.matcher(
             here.clone(),
             "ignore",
             &p.ignore,
             "ignore_regex",
             &p.ignore_regex,
         );
+        // The state database changes all the time, and a descriptor of it opened and closed by
+        // the hashing would drop the SQLite locks this process holds on it: never part of FIM.
+        if state_dir.starts_with(&fpath) {
+            ignore.add_exact(crate::state::db_files(&state_dir));
+        }
         let restrict = v.matcher(
             here.clone(),
             "restrict",

@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -99,6 +101,8 @@ struct Checker {
     exhausted: bool,
     /// Directories that could not be watched for lack of watches (this walk).
     unwatched: u64,
+    /// How many watches are held, for the agent's status and metrics.
+    gauge: Arc<AtomicU64>,
 }
 
 /// `fs.inotify.max_user_watches`, if readable.
@@ -141,6 +145,7 @@ impl Watcher {
             pending: HashMap::new(),
             exhausted: false,
             unwatched: 0,
+            gauge: Arc::default(),
         };
         // Bounded: under a flood the kernel queue fills and overflows (then a rescan catches
         // up) rather than this process's memory growing without end.
@@ -159,7 +164,17 @@ impl Watcher {
             watches = state.by_wd.len(),
             "real-time FIM watching"
         );
+        state
+            .gauge
+            .store(state.by_wd.len() as u64, Ordering::Relaxed);
         Ok(Some(Watcher { state, events: rx }))
+    }
+
+    /// Keeps `gauge` at the number of inotify watches held while the watcher runs.
+    pub fn count_watches_in(mut self, gauge: Arc<AtomicU64>) -> Watcher {
+        gauge.store(self.state.by_wd.len() as u64, Ordering::Relaxed);
+        self.state.gauge = gauge;
+        self
     }
 
     /// Starts the checking thread, paused until [`Paused::resume`]. Spawned before the agent
@@ -560,6 +575,7 @@ impl Checker {
                     }
                 }
             }
+            self.gauge.store(self.by_wd.len() as u64, Ordering::Relaxed);
             if self.exhausted {
                 self.report_exhausted(out);
             }

@@ -225,11 +225,23 @@ pub enum Submitted {
     Ignored,
 }
 
+/// One output's delivery counters since the start, for `hids status` and the metrics.
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    /// Alerts delivered.
+    pub delivered: std::sync::atomic::AtomicU64,
+    /// Delivery attempts that failed (each is retried).
+    pub errors: std::sync::atomic::AtomicU64,
+    /// The last failure, as logged.
+    pub last_error: Mutex<Option<String>>,
+}
+
 /// The running outputs: the handle the agent submits alerts to.
 pub struct Outputs {
     spooler: Spooler,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    counters: Vec<(String, Arc<DeliveryCounters>)>,
     /// Held while delivering, so that a second process does not deliver the same rows.
     lock: Option<std::fs::File>,
 }
@@ -437,14 +449,17 @@ impl Outputs {
         });
         let mut outputs = Vec::new();
         let mut threads = Vec::new();
+        let mut counters = Vec::new();
         for out in list {
             outputs.push((out.name().to_string(), out.selector()));
             let sp = spool.clone();
             let sh = shared.clone();
             let o = opts.clone();
+            let c = Arc::new(DeliveryCounters::default());
+            counters.push((out.name().to_string(), c.clone()));
             let h = std::thread::Builder::new()
                 .name(format!("output {}", out.name()))
-                .spawn(move || deliver_loop(out, sp, sh, o))
+                .spawn(move || deliver_loop(out, sp, sh, o, c))
                 .map_err(OutputError::Thread)?;
             threads.push(h);
         }
@@ -458,8 +473,14 @@ impl Outputs {
             },
             shared,
             threads,
+            counters,
             lock: None,
         })
+    }
+
+    /// Each output's delivery counters, by name.
+    pub fn delivery_counters(&self) -> Vec<(String, Arc<DeliveryCounters>)> {
+        self.counters.clone()
     }
 
     /// The names of the running outputs.
@@ -567,7 +588,13 @@ pub fn internal_record(
 
 /// One output's delivery. It shares the submitters' connection (behind the spool's mutex): within
 /// one process that is a short wait on a mutex instead of SQLite's sleeping busy handler.
-fn deliver_loop(mut out: Box<dyn Output>, spool: Arc<Spool>, sh: Arc<Shared>, opts: Options) {
+fn deliver_loop(
+    mut out: Box<dyn Output>,
+    spool: Arc<Spool>,
+    sh: Arc<Shared>,
+    opts: Options,
+    counters: Arc<DeliveryCounters>,
+) {
     let name = out.name().to_string();
     let mut backoff = opts.backoff_min;
     loop {
@@ -621,12 +648,14 @@ fn deliver_loop(mut out: Box<dyn Output>, spool: Arc<Spool>, sh: Arc<Shared>, op
                     outcome: Outcome::Failed("the output panicked".into()),
                 })
         };
+        let delivered = d.delivered.len() as u64;
         let mut acked: Vec<i64> = d.delivered;
         acked.extend(unreadable);
         if let Err(e) = spool.ack(&name, &acked) {
             tracing::error!(output = %name, error = %e, "cannot record deliveries in the spool");
         }
         let progress = !acked.is_empty();
+        counters.delivered.fetch_add(delivered, Ordering::Relaxed);
         match d.outcome {
             // An output that took nothing and gave no reason: do not spin on it.
             Outcome::Done if !progress => sh.sleep(Duration::from_secs(1), seen, false),
@@ -637,6 +666,11 @@ fn deliver_loop(mut out: Box<dyn Output>, spool: Arc<Spool>, sh: Arc<Shared>, op
             }
             Outcome::Failed(e) => {
                 tracing::warn!(output = %name, error = %e, retry_in = ?backoff, "delivery failed");
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                *counters
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e);
                 sh.sleep(backoff, seen, false);
                 backoff = (backoff * 2).min(opts.backoff_max);
             }

@@ -26,10 +26,22 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_response",
         include_str!("migrations/0006_response.sql"),
     ),
+    (
+        "0007_fim_outbox",
+        include_str!("migrations/0007_fim_outbox.sql"),
+    ),
 ];
 
 /// The name of the database file in the state directory.
 pub const DB_FILE: &str = "hids.db";
+
+/// The database and the files SQLite keeps beside it, in `state_dir`.
+pub fn db_files(state_dir: &Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|s| state_dir.join(format!("{DB_FILE}{s}")))
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -123,28 +135,49 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
 
 /// Creates (if missing) a file with mode 0600 without following a symlink, and tightens an
 /// existing one to 0600.
+///
+/// An existing file is never opened, only looked at and chmodded by path: this runs on the
+/// database while the same process holds SQLite connections to it, and closing *any* descriptor
+/// of a file drops every POSIX (fcntl) lock the process holds on it. Without its shared lock, the
+/// agent looked absent to the next `hids status`, which then checkpointed and deleted the WAL
+/// under the agent's open connections: every later write (status, positions, spool, baseline)
+/// went to an unlinked file.
 pub fn ensure_private_file(path: &Path) -> Result<(), StateError> {
     let io_err = |source| StateError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(io_err)?;
-    let meta = f.metadata().map_err(io_err)?;
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+            {
+                // Nothing of ours can hold a lock on a file that did not exist.
+                Ok(_) => return Ok(()),
+                // Created meanwhile by another process: check it like any existing file.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    fs::symlink_metadata(path).map_err(io_err)?
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        Err(e) => return Err(io_err(e)),
+    };
     if !meta.is_file() {
         return Err(StateError::Unsafe {
             path: path.to_path_buf(),
-            reason: "not a regular file".into(),
+            reason: "not a regular file (a symlink is refused)".into(),
         });
     }
     if meta.mode() & 0o077 != 0 {
-        f.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err)?;
+        // The directory is ours and 0700 (ensure_dir), so the path cannot be swapped for a
+        // symlink between the check above and this chmod.
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
     }
     Ok(())
 }
@@ -309,6 +342,57 @@ mod tests {
         drop(st);
         // Reopening applies nothing twice.
         State::open(&dir).unwrap();
+    }
+
+    /// The POSIX locks this process holds on `path`'s inode, as /proc/locks lists them.
+    fn my_locks(path: &Path) -> usize {
+        let ino = fs::metadata(path).unwrap().ino();
+        let pid = std::process::id().to_string();
+        fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&"POSIX")
+                    && f.get(4) == Some(&pid.as_str())
+                    && f.get(5).is_some_and(|d| d.ends_with(&format!(":{ino}")))
+            })
+            .count()
+    }
+
+    #[test]
+    fn reopening_the_state_keeps_sqlite_locks_on_the_database() {
+        // Regression: opening and closing hids.db outside SQLite dropped the running agent's
+        // shared lock, and the next `hids status` deleted the WAL under it.
+        let tmp = tempfile::tempdir().unwrap();
+        let st = State::open(tmp.path()).unwrap();
+        let _: i64 = st
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        let held = my_locks(&st.db_path);
+        assert!(held > 0, "a WAL connection holds a shared lock");
+        let again = State::open(tmp.path()).unwrap();
+        drop(again);
+        ensure_private_file(&st.db_path).unwrap();
+        assert_eq!(my_locks(&st.db_path), held);
+    }
+
+    #[test]
+    fn private_file_is_created_tightened_and_symlink_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        ensure_private_file(&f).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        ensure_private_file(&f).unwrap();
+        assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
+        let link = tmp.path().join("l");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(matches!(
+            ensure_private_file(&link),
+            Err(StateError::Unsafe { .. })
+        ));
     }
 
     #[test]
