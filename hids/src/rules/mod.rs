@@ -76,6 +76,7 @@ pub struct RuleSet {
     lists: usize,
     uses_clock: bool,
     top_set: Option<SiblingSets>,
+    top_index: TopIndex,
     child_sets: Vec<Option<SiblingSets>>,
     /// The files loaded, in order.
     pub files: Vec<PathBuf>,
@@ -160,6 +161,7 @@ impl RuleSet {
     /// rule (fed by every rule whose group matches), one for `if_matched_regex`.
     fn link(tree: Tree, errors: &mut Vec<Diagnostic>, files: Vec<PathBuf>) -> RuleSet {
         let top_set = sibling_sets(&tree, &tree.top);
+        let top_index = TopIndex::new(&tree);
         let child_sets: Vec<Option<SiblingSets>> = (0..tree.nodes.len())
             .map(|n| sibling_sets(&tree, &tree.nodes[n].children))
             .collect();
@@ -224,6 +226,7 @@ impl RuleSet {
             lists,
             uses_clock,
             top_set,
+            top_index,
             child_sets,
             files,
         }
@@ -269,6 +272,59 @@ impl RuleSet {
             .filter(|r| c(r))
             .map(|r| r.id)
             .collect()
+    }
+}
+
+/// The top-level rules an event can reach, by its category and decoder, as positions in
+/// [`Tree::top`] (in order): a top-level rule sees only events of its category, and one with
+/// `decoded_as` only its decoder's, so most are never tried.
+#[derive(Debug, Default)]
+struct TopIndex {
+    /// For each decoder some top-level rule names in `decoded_as`, per category.
+    by_decoder: HashMap<Box<str>, [Box<[u32]>; CATEGORIES]>,
+    /// For any other decoder (or none), per category: the rules without `decoded_as`.
+    other: [Box<[u32]>; CATEGORIES],
+}
+
+const CATEGORIES: usize = Category::NAMES.len();
+
+impl TopIndex {
+    fn new(tree: &Tree) -> TopIndex {
+        let list = |cat: usize, dec: Option<&str>| -> Box<[u32]> {
+            tree.top
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| {
+                    let r = &tree.rules[tree.nodes[n].rule];
+                    r.category as usize == cat
+                        && r.cond
+                            .decoded_as
+                            .as_deref()
+                            .map_or(true, |d| Some(d) == dec)
+                })
+                .map(|(pos, _)| pos as u32)
+                .collect()
+        };
+        let mut by_decoder = HashMap::new();
+        for &n in &tree.top {
+            if let Some(d) = &tree.rules[tree.nodes[n].rule].cond.decoded_as {
+                by_decoder
+                    .entry(d.as_str().into())
+                    .or_insert_with(|| std::array::from_fn(|c| list(c, Some(d))));
+            }
+        }
+        TopIndex {
+            by_decoder,
+            other: std::array::from_fn(|c| list(c, None)),
+        }
+    }
+
+    fn candidates(&self, category: Category, decoder: Option<&str>) -> &[u32] {
+        let c = category as usize;
+        match decoder.and_then(|d| self.by_decoder.get(d)) {
+            Some(lists) => &lists[c],
+            None => &self.other[c],
+        }
     }
 }
 
@@ -601,10 +657,9 @@ impl Engine {
         };
         let mut fired = None;
         let mut scratch = Scratch::default();
-        for (pos, &n) in set.tree.top.iter().enumerate() {
-            if set.tree.rules[set.tree.nodes[n].rule].category != input.category {
-                continue;
-            }
+        for &pos in set.top_index.candidates(input.category, w.view.decoder) {
+            let pos = pos as usize;
+            let n = set.tree.top[pos];
             let known = set.top_set.as_ref().map(|s| Known {
                 sets: s,
                 pos,
