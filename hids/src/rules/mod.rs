@@ -751,18 +751,20 @@ impl Engine {
                 same: r.same,
             };
             let now = w.view.time;
+            // The keys are borrowed, not cloned: a search runs for most events of a busy
+            // decoder, and cloning them allocated once per key field.
             let found = match s {
                 SearchIn::Sid(l) | SearchIn::Group(l) => {
-                    let keys = w.keys().clone();
-                    self.state.search(l, &keys, now, &search, None)
+                    self.state.search(l, w.keys(), now, &search, None)
                 }
                 SearchIn::Events(l) => {
-                    let keys = w.keys().clone();
+                    let keys = w.keys();
+                    let category = keys.category;
                     let re = r.if_matched_regex.as_ref();
                     let filter = |log: &str, cat: u8| {
-                        cat == keys.category && re.map_or(true, |p| p.is_match(log))
+                        cat == category && re.map_or(true, |p| p.is_match(log))
                     };
-                    self.state.search(l, &keys, now, &search, Some(&filter))
+                    self.state.search(l, keys, now, &search, Some(&filter))
                 }
             }?;
             w.matched = r.level;
