@@ -76,6 +76,11 @@ enum Engine {
     /// Matches every text (an empty OS_Match alternative).
     Always,
     Linear(regex::bytes::Regex),
+    /// A linear pattern whose syntax was checked but whose automaton is built on first use: rule
+    /// patterns that a multi-pattern set answers for are never searched on their own, and a
+    /// compiled regex costs tens of kilobytes. Built lean (see [`build_lean`]). `None` inside when the build failed (see
+    /// [`Pattern::compile_deferred`], which reports it at load time).
+    Deferred(Box<std::sync::OnceLock<Option<regex_automata::meta::Regex>>>),
     Backtrack(Box<fancy_regex::Regex>),
 }
 
@@ -116,15 +121,67 @@ impl Captures {
 impl Pattern {
     /// Compiles `source` in `dialect`.
     pub fn new(dialect: Dialect, source: &str) -> Result<Pattern, PatternError> {
+        Pattern::build(dialect, source, false)
+    }
+
+    fn build(dialect: Dialect, source: &str, defer: bool) -> Result<Pattern, PatternError> {
         match dialect {
-            Dialect::OsMatch => Pattern::os_match(source),
-            Dialect::OsRegex => Pattern::os_regex(source),
-            Dialect::Pcre2 => Pattern::pcre2(source),
+            Dialect::OsMatch => Pattern::os_match_in(source, defer),
+            Dialect::OsRegex => Pattern::os_regex_in(source, defer),
+            Dialect::Pcre2 => Pattern::pcre2_in(source, defer),
+        }
+    }
+
+    /// Like [`Pattern::new`], but a linear pattern only has its syntax checked: its automaton is
+    /// built the first time it is searched, or by [`Pattern::compile_deferred`]. For patterns that
+    /// a [`regex::bytes::RegexSet`] usually answers for.
+    pub fn new_deferred(dialect: Dialect, source: &str) -> Result<Pattern, PatternError> {
+        Pattern::build(dialect, source, true)
+    }
+
+    /// Builds a deferred pattern's automaton now, reporting what would stop it from ever
+    /// matching (an expression too large for the size limits).
+    pub fn compile_deferred(&self) -> Result<(), PatternError> {
+        if let Engine::Deferred(cell) = &self.engine {
+            let mut error = None;
+            cell.get_or_init(|| match build_lean(&self.translated) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    error = Some(e);
+                    None
+                }
+            });
+            if let Some(e) = error {
+                return Err(err(
+                    self.dialect,
+                    &self.source,
+                    format!("cannot be compiled: {}", first_line(&e.to_string())),
+                    None,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The linear automaton, built now if it was deferred.
+    #[inline]
+    fn regex(&self) -> Option<Lin<'_>> {
+        match &self.engine {
+            Engine::Linear(re) => Some(Lin::Full(re)),
+            Engine::Deferred(cell) => cell
+                .get_or_init(|| build_lean(&self.translated).ok())
+                .as_ref()
+                .map(Lin::Lean),
+            _ => None,
         }
     }
 
     /// OS_Match: literal alternatives with `^`/`$`, case-insensitive; a leading `!` negates.
     pub fn os_match(source: &str) -> Result<Pattern, PatternError> {
+        Pattern::os_match_in(source, false)
+    }
+
+    fn os_match_in(source: &str, defer: bool) -> Result<Pattern, PatternError> {
         let (negate, body) = match source.strip_prefix('!') {
             Some(rest) => (true, rest),
             None => (false, source),
@@ -162,7 +219,7 @@ impl Pattern {
             alts.push(s);
         }
         let translated = format!("(?i){}", alts.join("|"));
-        let engine = linear(Dialect::OsMatch, source, &translated)?;
+        let engine = linear(Dialect::OsMatch, source, &translated, defer)?;
         Ok(Pattern {
             source: source.to_string(),
             dialect: Dialect::OsMatch,
@@ -174,8 +231,12 @@ impl Pattern {
 
     /// OS_Regex with OSSEC's classes and rules (see the module documentation).
     pub fn os_regex(source: &str) -> Result<Pattern, PatternError> {
+        Pattern::os_regex_in(source, false)
+    }
+
+    fn os_regex_in(source: &str, defer: bool) -> Result<Pattern, PatternError> {
         let translated = translate_os_regex(source)?;
-        let engine = linear(Dialect::OsRegex, source, &translated)?;
+        let engine = linear(Dialect::OsRegex, source, &translated, defer)?;
         Ok(Pattern {
             source: source.to_string(),
             dialect: Dialect::OsRegex,
@@ -187,6 +248,10 @@ impl Pattern {
 
     /// PCRE2, compiled as OSSEC does (caseless, byte semantics).
     pub fn pcre2(source: &str) -> Result<Pattern, PatternError> {
+        Pattern::pcre2_in(source, false)
+    }
+
+    fn pcre2_in(source: &str, defer: bool) -> Result<Pattern, PatternError> {
         let t = translate_pcre2(source)?;
         let translated = format!("(?i){}", t.regex);
         let engine = if t.needs_backtracking {
@@ -196,7 +261,7 @@ impl Pattern {
                 .map_err(|e| err(Dialect::Pcre2, source, e.to_string(), None))?;
             Engine::Backtrack(Box::new(re))
         } else {
-            linear(Dialect::Pcre2, source, &translated)?
+            linear(Dialect::Pcre2, source, &translated, defer)?
         };
         Ok(Pattern {
             source: source.to_string(),
@@ -236,7 +301,9 @@ impl Pattern {
     pub fn is_match(&self, text: &str) -> bool {
         let m = match &self.engine {
             Engine::Always => true,
-            Engine::Linear(re) => re.is_match(text.as_bytes()),
+            Engine::Linear(_) | Engine::Deferred(_) => {
+                self.regex().is_some_and(|re| re.is_match(text.as_bytes()))
+            }
             // A pattern that exceeds its backtrack limit counts as not matching.
             Engine::Backtrack(re) => re.is_match(text).unwrap_or(false),
         };
@@ -248,7 +315,9 @@ impl Pattern {
     pub fn find_end(&self, text: &str) -> Option<usize> {
         let end = match &self.engine {
             Engine::Always => Some(0),
-            Engine::Linear(re) => re.find(text.as_bytes()).map(|m| m.end()),
+            Engine::Linear(_) | Engine::Deferred(_) => {
+                self.regex().and_then(|re| re.find_end(text.as_bytes()))
+            }
             Engine::Backtrack(re) => re.find(text).ok().flatten().map(|m| m.end()),
         };
         match (self.negate, end) {
@@ -262,8 +331,8 @@ impl Pattern {
     /// have left inside a multi-byte character. The backtracking engine needs text; there the
     /// bytes are read lossily.
     pub fn find_end_bytes(&self, hay: &[u8]) -> Option<usize> {
-        if let Engine::Linear(re) = &self.engine {
-            let end = re.find(hay).map(|m| m.end());
+        if let Some(re) = self.regex() {
+            let end = re.find_end(hay);
             return match (self.negate, end) {
                 (false, e) => e,
                 (true, Some(_)) => None,
@@ -278,11 +347,8 @@ impl Pattern {
 
     /// [`Pattern::captures`] on bytes (see [`Pattern::find_end_bytes`]); the ranges index `hay`.
     pub fn captures_bytes(&self, hay: &[u8]) -> Option<Captures> {
-        if let (Engine::Linear(re), false) = (&self.engine, self.negate) {
-            let caps = re.captures(hay)?;
-            let end = caps.get(0).map_or(0, |m| m.end());
-            let groups = caps.iter().skip(1).flatten().map(|m| m.range()).collect();
-            return Some(Captures { end, groups });
+        if let (Some(re), false) = (self.regex(), self.negate) {
+            return re.captures(hay);
         }
         match std::str::from_utf8(hay) {
             Ok(text) => self.captures(text),
@@ -313,12 +379,7 @@ impl Pattern {
                 end: 0,
                 groups: Vec::new(),
             }),
-            Engine::Linear(re) => {
-                let caps = re.captures(text.as_bytes())?;
-                let end = caps.get(0).map_or(0, |m| m.end());
-                let groups = caps.iter().skip(1).flatten().map(|m| m.range()).collect();
-                Some(Captures { end, groups })
-            }
+            Engine::Linear(_) | Engine::Deferred(_) => self.regex()?.captures(text.as_bytes()),
             Engine::Backtrack(re) => {
                 let caps = re.captures(text).ok().flatten()?;
                 let end = caps.get(0).map_or(0, |m| m.end());
@@ -332,7 +393,9 @@ impl Pattern {
     pub fn group_count(&self) -> usize {
         match &self.engine {
             Engine::Always => 0,
-            Engine::Linear(re) => re.captures_len() - 1,
+            Engine::Linear(_) | Engine::Deferred(_) => {
+                self.regex().map_or(0, |re| re.group_count())
+            }
             Engine::Backtrack(re) => re.captures_len() - 1,
         }
     }
@@ -377,21 +440,122 @@ fn err(dialect: Dialect, pattern: &str, message: String, offset: Option<usize>) 
     }
 }
 
-fn linear(dialect: Dialect, source: &str, translated: &str) -> Result<Engine, PatternError> {
+/// A linear automaton: the regex crate's, or the lean one deferred patterns get.
+#[derive(Clone, Copy)]
+enum Lin<'a> {
+    Full(&'a regex::bytes::Regex),
+    Lean(&'a regex_automata::meta::Regex),
+}
+
+impl Lin<'_> {
+    #[inline]
+    fn is_match(self, hay: &[u8]) -> bool {
+        match self {
+            Lin::Full(re) => re.is_match(hay),
+            Lin::Lean(re) => re.is_match(hay),
+        }
+    }
+
+    fn find_end(self, hay: &[u8]) -> Option<usize> {
+        match self {
+            Lin::Full(re) => re.find(hay).map(|m| m.end()),
+            Lin::Lean(re) => re.find(hay).map(|m| m.end()),
+        }
+    }
+
+    fn captures(self, hay: &[u8]) -> Option<Captures> {
+        match self {
+            Lin::Full(re) => {
+                let caps = re.captures(hay)?;
+                let end = caps.get(0).map_or(0, |m| m.end());
+                let groups = caps.iter().skip(1).flatten().map(|m| m.range()).collect();
+                Some(Captures { end, groups })
+            }
+            Lin::Lean(re) => {
+                let mut caps = re.create_captures();
+                re.captures(hay, &mut caps);
+                let end = caps.get_match()?.end();
+                let groups = (1..caps.group_len())
+                    .filter_map(|i| caps.get_group(i))
+                    .map(|s| s.range())
+                    .collect();
+                Some(Captures { end, groups })
+            }
+        }
+    }
+
+    fn group_count(self) -> usize {
+        match self {
+            Lin::Full(re) => re.captures_len() - 1,
+            Lin::Lean(re) => re.group_info().group_len(regex_automata::PatternID::ZERO) - 1,
+        }
+    }
+}
+
+/// The automaton of a deferred pattern: the regex crate's engine minus the parts that trade
+/// memory for speed (the full and one-pass DFAs, the literal prefilter, whose Aho-Corasick
+/// automaton for a case-insensitive alternation outweighs the rest); the lazy DFA stays. A rule's
+/// own pattern is searched for a yes or no, on short texts.
+fn build_lean(translated: &str) -> Result<regex_automata::meta::Regex, String> {
+    regex_automata::meta::Regex::builder()
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
+        )
+        .configure(
+            regex_automata::meta::Config::new()
+                .utf8_empty(false)
+                .nfa_size_limit(Some(16 << 20))
+                .hybrid_cache_capacity(2 << 20)
+                .dfa(false)
+                .onepass(false)
+                .auto_prefilter(false),
+        )
+        .build(translated)
+        .map_err(|e| e.to_string())
+}
+
+fn build_linear(translated: &str) -> Result<regex::bytes::Regex, regex::Error> {
     regex::bytes::RegexBuilder::new(translated)
         .unicode(false)
         .size_limit(16 << 20)
         .dfa_size_limit(8 << 20)
         .build()
-        .map(Engine::Linear)
-        .map_err(|e| {
-            err(
-                dialect,
-                source,
-                format!("cannot be compiled: {}", first_line(&e.to_string())),
-                None,
-            )
-        })
+}
+
+fn linear(
+    dialect: Dialect,
+    source: &str,
+    translated: &str,
+    defer: bool,
+) -> Result<Engine, PatternError> {
+    if defer {
+        // The syntax is checked now, as the regex crate's builder would check it, so that errors
+        // still name the pattern at load time; only the automaton waits.
+        return regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(translated)
+            .map(|_| Engine::Deferred(Box::default()))
+            .map_err(|e| {
+                err(
+                    dialect,
+                    source,
+                    format!("cannot be compiled: {}", first_line(&e.to_string())),
+                    None,
+                )
+            });
+    }
+    build_linear(translated).map(Engine::Linear).map_err(|e| {
+        err(
+            dialect,
+            source,
+            format!("cannot be compiled: {}", first_line(&e.to_string())),
+            None,
+        )
+    })
 }
 
 /// The regex crate's multi-line error message, reduced to its last line (the reason).

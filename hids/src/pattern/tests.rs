@@ -366,3 +366,45 @@ fn every_stock_ossec_pattern_compiles_linearly() {
     assert!(pcre2 > 1700, "{pcre2}");
     assert!(legacy > 0);
 }
+
+#[test]
+fn deferred_patterns_behave_like_compiled_ones() {
+    let cases: [(Dialect, &str, &[&str]); 4] = [
+        (
+            Dialect::OsMatch,
+            "Failed password|^Accepted",
+            &["x Failed password", "accepted y", "no"],
+        ),
+        (Dialect::OsMatch, "!root", &["user root", "user bob"]),
+        (
+            Dialect::OsRegex,
+            "(\\d+)x(\\w+)$",
+            &["a 12xab", "12x", "zz 3xq-"],
+        ),
+        (
+            Dialect::Pcre2,
+            "^(?:GET|POST) (\\S+)",
+            &["GET /a b", "post /x", "PUT /"],
+        ),
+    ];
+    for (d, src, texts) in cases {
+        let eager = Pattern::new(d, src).unwrap();
+        let lazy = Pattern::new_deferred(d, src).unwrap();
+        assert_eq!(lazy.translated(), eager.translated());
+        for t in texts {
+            assert_eq!(lazy.is_match(t), eager.is_match(t), "{src} on {t}");
+            assert_eq!(lazy.find_end(t), eager.find_end(t), "{src} on {t}");
+            assert_eq!(lazy.captures(t), eager.captures(t), "{src} on {t}");
+        }
+        assert_eq!(lazy.group_count(), eager.group_count());
+        assert!(lazy.compile_deferred().is_ok());
+    }
+    // Syntax errors are still found when the automaton waits.
+    assert!(Pattern::new_deferred(Dialect::Pcre2, "(abc").is_err());
+    // A pattern too large for the size limits is reported when it is built.
+    let big = "(?:(?:\\w{100}){100}){100}";
+    assert!(Pattern::new(Dialect::Pcre2, big).is_err());
+    let huge = Pattern::new_deferred(Dialect::Pcre2, big).unwrap();
+    assert!(huge.compile_deferred().is_err());
+    assert!(!huge.is_match("abc"));
+}

@@ -81,8 +81,7 @@ pub struct View<'a> {
     pub f: Fields<'a>,
 }
 
-/// The texts whose patterns a sibling list can answer with one [`regex::bytes::RegexSet`] scan
-/// each: the log (`match`/`regex`/`pcre2`), the URL and the id (a web status code).
+/// The texts whose patterns a sibling list can answer with one multi-pattern scan each: the log (`match`/`regex`/`pcre2`), the URL and the id (a web status code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Src {
     Log = 0,
@@ -96,7 +95,7 @@ pub const SOURCES: usize = 3;
 /// A sibling list's patterns, per source, in one set each.
 #[derive(Debug, Clone, Default)]
 pub struct SiblingSets {
-    pub sets: [Option<regex::bytes::RegexSet>; SOURCES],
+    pub sets: [Option<regex_automata::meta::Regex>; SOURCES],
     /// Per source, per sibling (in list order), per pattern of that source: its index in the set.
     pub maps: [Vec<Box<[Option<u32>]>>; SOURCES],
 }
@@ -104,7 +103,7 @@ pub struct SiblingSets {
 /// Per-evaluation scratch space for [`Known`].
 #[derive(Debug, Default)]
 pub struct Scratch {
-    results: [Vec<bool>; SOURCES],
+    results: [Option<regex_automata::PatternSet>; SOURCES],
     done: [bool; SOURCES],
 }
 
@@ -123,14 +122,18 @@ impl Known<'_> {
         let s = src as usize;
         let si = (*self.sets.maps[s].get(self.pos)?.get(i)?)? as usize;
         let set = self.sets.sets[s].as_ref()?;
+        let r = self.scratch.results[s]
+            .get_or_insert_with(|| regex_automata::PatternSet::new(set.pattern_len()));
         if !self.scratch.done[s] {
-            let r = &mut self.scratch.results[s];
-            r.clear();
-            r.resize(set.len(), false);
-            set.matches_read_at(r, text.as_bytes(), 0);
+            if r.capacity() != set.pattern_len() {
+                *r = regex_automata::PatternSet::new(set.pattern_len());
+            } else {
+                r.clear();
+            }
+            set.which_overlapping_matches(&regex_automata::Input::new(text.as_bytes()), r);
             self.scratch.done[s] = true;
         }
-        self.scratch.results[s].get(si).copied()
+        Some(r.contains(regex_automata::PatternID::new(si).ok()?))
     }
 }
 

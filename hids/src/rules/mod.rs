@@ -76,6 +76,7 @@ pub struct RuleSet {
     lists: usize,
     uses_clock: bool,
     top_set: Option<SiblingSets>,
+    top_index: TopIndex,
     child_sets: Vec<Option<SiblingSets>>,
     /// The files loaded, in order.
     pub files: Vec<PathBuf>,
@@ -160,9 +161,11 @@ impl RuleSet {
     /// rule (fed by every rule whose group matches), one for `if_matched_regex`.
     fn link(tree: Tree, errors: &mut Vec<Diagnostic>, files: Vec<PathBuf>) -> RuleSet {
         let top_set = sibling_sets(&tree, &tree.top);
-        let child_sets = (0..tree.nodes.len())
+        let top_index = TopIndex::new(&tree);
+        let child_sets: Vec<Option<SiblingSets>> = (0..tree.nodes.len())
             .map(|n| sibling_sets(&tree, &tree.nodes[n].children))
             .collect();
+        build_uncovered(&tree, &top_set, &child_sets, errors);
         let n = tree.rules.len();
         let mut search = vec![None; n];
         let mut sid_list: Vec<Option<ListId>> = vec![None; n];
@@ -223,6 +226,7 @@ impl RuleSet {
             lists,
             uses_clock,
             top_set,
+            top_index,
             child_sets,
             files,
         }
@@ -271,10 +275,65 @@ impl RuleSet {
     }
 }
 
+/// The top-level rules an event can reach, by its category and decoder, as positions in
+/// [`Tree::top`] (in order): a top-level rule sees only events of its category, and one with
+/// `decoded_as` only its decoder's, so most are never tried.
+#[derive(Debug, Default)]
+struct TopIndex {
+    /// For each decoder some top-level rule names in `decoded_as`, per category.
+    by_decoder: HashMap<Box<str>, [Box<[u32]>; CATEGORIES]>,
+    /// For any other decoder (or none), per category: the rules without `decoded_as`.
+    other: [Box<[u32]>; CATEGORIES],
+}
+
+const CATEGORIES: usize = Category::NAMES.len();
+
+impl TopIndex {
+    fn new(tree: &Tree) -> TopIndex {
+        let list = |cat: usize, dec: Option<&str>| -> Box<[u32]> {
+            tree.top
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| {
+                    let r = &tree.rules[tree.nodes[n].rule];
+                    r.category as usize == cat
+                        && r.cond
+                            .decoded_as
+                            .as_deref()
+                            .map_or(true, |d| Some(d) == dec)
+                })
+                .map(|(pos, _)| pos as u32)
+                .collect()
+        };
+        let mut by_decoder = HashMap::new();
+        for &n in &tree.top {
+            if let Some(d) = &tree.rules[tree.nodes[n].rule].cond.decoded_as {
+                by_decoder
+                    .entry(d.as_str().into())
+                    .or_insert_with(|| std::array::from_fn(|c| list(c, Some(d))));
+            }
+        }
+        TopIndex {
+            by_decoder,
+            other: std::array::from_fn(|c| list(c, None)),
+        }
+    }
+
+    fn candidates(&self, category: Category, decoder: Option<&str>) -> &[u32] {
+        let c = category as usize;
+        match decoder.and_then(|d| self.by_decoder.get(d)) {
+            Some(lists) => &lists[c],
+            None => &self.other[c],
+        }
+    }
+}
+
 /// Sibling lists with fewer patterns of a source than this check them one by one.
 const MIN_SET_PATTERNS: usize = 4;
 
-/// The patterns of a sibling list, per source, in one [`regex::bytes::RegexSet`] each.
+/// The patterns of a sibling list, per source, in one multi-pattern regex each. Built without
+/// a literal prefilter: every such scan reads the whole text anyway, and the prefilters of
+/// case-insensitive alternations took more memory than the automata.
 fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
     let mut out = SiblingSets::default();
     let mut any = false;
@@ -282,12 +341,7 @@ fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
         let mut sources: Vec<&str> = Vec::new();
         let mut maps = Vec::with_capacity(list.len());
         for &n in list {
-            let c = &tree.rules[tree.nodes[n].rule].cond;
-            let pats: Vec<&pat::Pat> = match src {
-                Src::Log => c.matches.iter().chain(c.regex.iter()).collect(),
-                Src::Url => c.url.iter().collect(),
-                Src::Id => c.id.iter().collect(),
-            };
+            let pats = patterns_of(&tree.rules[tree.nodes[n].rule].cond, src);
             let map: Box<[Option<u32>]> = pats
                 .iter()
                 .map(|p| {
@@ -302,11 +356,22 @@ fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
         if sources.len() < MIN_SET_PATTERNS {
             continue;
         }
-        let Ok(set) = regex::bytes::RegexSetBuilder::new(&sources)
-            .unicode(false)
-            .size_limit(32 << 20)
-            .dfa_size_limit(2 << 20)
-            .build()
+        let Ok(set) = regex_automata::meta::Regex::builder()
+            .syntax(
+                regex_automata::util::syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false),
+            )
+            .configure(
+                regex_automata::meta::Config::new()
+                    .match_kind(regex_automata::MatchKind::All)
+                    .which_captures(regex_automata::nfa::thompson::WhichCaptures::None)
+                    .utf8_empty(false)
+                    .nfa_size_limit(Some(32 << 20))
+                    .hybrid_cache_capacity(2 << 20)
+                    .auto_prefilter(false),
+            )
+            .build_many(&sources)
         else {
             continue;
         };
@@ -315,6 +380,60 @@ fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
         any = true;
     }
     any.then_some(out)
+}
+
+/// A rule's patterns of one [`Src`], in the order [`matcher::Conditions::check`] numbers them.
+fn patterns_of(c: &matcher::Conditions, src: Src) -> Vec<&pat::Pat> {
+    match src {
+        Src::Log => c.matches.iter().chain(c.regex.iter()).collect(),
+        Src::Url => c.url.iter().collect(),
+        Src::Id => c.id.iter().collect(),
+    }
+}
+
+/// Builds the deferred patterns that some sibling list cannot answer from its set (a rule can sit
+/// in several lists), so that they are ready and a pattern too large to build is a load error
+/// rather than a silent mismatch. The others are never searched on their own in the engine.
+fn build_uncovered(
+    tree: &Tree,
+    top_set: &Option<SiblingSets>,
+    child_sets: &[Option<SiblingSets>],
+    errors: &mut Vec<Diagnostic>,
+) {
+    const SRCS: [Src; 3] = [Src::Log, Src::Url, Src::Id];
+    let mut needed: Vec<[Vec<bool>; 3]> = tree
+        .rules
+        .iter()
+        .map(|r| SRCS.map(|s| vec![false; patterns_of(&r.cond, s).len()]))
+        .collect();
+    let mut mark = |list: &[NodeIdx], sets: Option<&SiblingSets>| {
+        for (pos, &n) in list.iter().enumerate() {
+            let need = &mut needed[tree.nodes[n].rule];
+            for s in SRCS {
+                let map = sets
+                    .filter(|x| x.sets[s as usize].is_some())
+                    .and_then(|x| x.maps[s as usize].get(pos));
+                for (i, flag) in need[s as usize].iter_mut().enumerate() {
+                    if !map.is_some_and(|m| m.get(i).copied().flatten().is_some()) {
+                        *flag = true;
+                    }
+                }
+            }
+        }
+    };
+    mark(&tree.top, top_set.as_ref());
+    for (n, node) in tree.nodes.iter().enumerate() {
+        mark(&node.children, child_sets[n].as_ref());
+    }
+    for (r, need) in tree.rules.iter().zip(&needed) {
+        for s in SRCS {
+            for (p, &n) in patterns_of(&r.cond, s).iter().zip(&need[s as usize]) {
+                if let (true, Err(e)) = (n, p.compile_now()) {
+                    errors.push(rule_diag(r, format!("rule {}: {e}", r.id)));
+                }
+            }
+        }
+    }
 }
 
 fn rule_diag(r: &Rule, msg: String) -> Diagnostic {
@@ -538,10 +657,9 @@ impl Engine {
         };
         let mut fired = None;
         let mut scratch = Scratch::default();
-        for (pos, &n) in set.tree.top.iter().enumerate() {
-            if set.tree.rules[set.tree.nodes[n].rule].category != input.category {
-                continue;
-            }
+        for &pos in set.top_index.candidates(input.category, w.view.decoder) {
+            let pos = pos as usize;
+            let n = set.tree.top[pos];
             let known = set.top_set.as_ref().map(|s| Known {
                 sets: s,
                 pos,
@@ -633,18 +751,20 @@ impl Engine {
                 same: r.same,
             };
             let now = w.view.time;
+            // The keys are borrowed, not cloned: a search runs for most events of a busy
+            // decoder, and cloning them allocated once per key field.
             let found = match s {
                 SearchIn::Sid(l) | SearchIn::Group(l) => {
-                    let keys = w.keys().clone();
-                    self.state.search(l, &keys, now, &search, None)
+                    self.state.search(l, w.keys(), now, &search, None)
                 }
                 SearchIn::Events(l) => {
-                    let keys = w.keys().clone();
+                    let keys = w.keys();
+                    let category = keys.category;
                     let re = r.if_matched_regex.as_ref();
                     let filter = |log: &str, cat: u8| {
-                        cat == keys.category && re.map_or(true, |p| p.is_match(log))
+                        cat == category && re.map_or(true, |p| p.is_match(log))
                     };
-                    self.state.search(l, &keys, now, &search, Some(&filter))
+                    self.state.search(l, keys, now, &search, Some(&filter))
                 }
             }?;
             w.matched = r.level;

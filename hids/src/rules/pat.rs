@@ -24,6 +24,21 @@ impl Pat {
         })
     }
 
+    /// Like [`Pat::compile`], with the automaton built on first use (see
+    /// [`Pattern::new_deferred`]): for the patterns sibling sets answer for.
+    pub fn compile_deferred(dialect: Dialect, text: &str) -> Result<Pat, PatternError> {
+        Ok(Pat {
+            pattern: Pattern::new_deferred(dialect, text)?,
+            negate: false,
+            source: text.to_string(),
+        })
+    }
+
+    /// Builds a deferred automaton now (see [`Pattern::compile_deferred`]).
+    pub fn compile_now(&self) -> Result<(), PatternError> {
+        self.pattern.compile_deferred()
+    }
+
     /// The same pattern with its sense inverted.
     pub fn negated(mut self) -> Pat {
         self.negate = !self.negate;

@@ -942,3 +942,16 @@ fn own_rules_correlate_bursts() {
     assert!(got[..9].iter().all(|g| g.starts_with("100220")), "{got:?}");
     assert!(got[9].starts_with("100230:10"), "{got:?}");
 }
+
+#[test]
+fn a_pattern_too_large_to_build_is_a_load_error_even_when_deferred() {
+    let e = load_err(
+        r#"<group name="g,"><rule id="100" level="3">
+             <pcre2>(?:(?:\w{100}){100}){100}</pcre2><description>x</description>
+           </rule></group>"#,
+    );
+    assert!(
+        e.contains("rule 100") && e.contains("cannot be compiled"),
+        "{e}"
+    );
+}

@@ -620,7 +620,15 @@ fn parse_rule(
             None if key == "regex" || key == "if_matched_regex" => (Dialect::OsRegex, key),
             None => (Dialect::OsMatch, key),
         };
-        let pat = match compile(dialect, &text, false) {
+        // The patterns sibling sets can answer for are built only when needed (RuleSet::link
+        // builds those that a set does not cover).
+        let deferred = matches!(base, "match" | "regex" | "url" | "id");
+        let compiled = if deferred {
+            Pat::compile_deferred(dialect, &text).map_err(|e| e.to_string())
+        } else {
+            compile(dialect, &text, false)
+        };
+        let pat = match compiled {
             Ok(p) => p,
             Err(m) => {
                 f.err(span, m);
