@@ -295,6 +295,12 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// What follows a spooled alert: the active response, and the FIM outbox that lets a change go.
+struct AfterSpool {
+    responder: Responder,
+    outbox: Option<outbox::Outbox>,
+}
+
 /// The analysis thread's loop: runs until every sender is gone, then hands the outputs back.
 fn analysis_loop(
     rx: Receiver<Work>,
@@ -303,9 +309,9 @@ fn analysis_loop(
     acker: Acker,
     stats: Arc<Stats>,
     stopping: Arc<AtomicBool>,
-    responder: Responder,
-    outbox: Option<outbox::Outbox>,
+    after: AfterSpool,
 ) -> Outputs {
+    let AfterSpool { responder, outbox } = after;
     let mut cache = DecodeCache::default();
     // Once an alert could not be spooled during a stop, no later position may be acknowledged.
     let mut hold_acks = false;
@@ -675,7 +681,13 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         let responder = responder.clone();
         spawn("analysis", move || {
             analysis_loop(
-                rx, analysis, outputs, acker, stats, stopping, responder, outbox,
+                rx,
+                analysis,
+                outputs,
+                acker,
+                stats,
+                stopping,
+                AfterSpool { responder, outbox },
             )
         })?
     };
