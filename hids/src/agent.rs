@@ -634,15 +634,8 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     let mut running = sources::spawn(cfg, &state, sources::RunOptions::default())?;
     let mut status = status::StatusWriter::new(state.connect()?);
     let stats = Arc::new(Stats::default());
-    let live = Arc::new(metrics::Live {
-        started: now_secs(),
-        stats: stats.clone(),
-        sources: running.counters.clone(),
-        deliveries: outputs.delivery_counters(),
-        spool: crate::outputs::spool::Spool::open(&state.db_path, cfg.alerts.spool_max).ok(),
-    });
+    let spool = crate::outputs::spool::Spool::open(&state.db_path, cfg.alerts.spool_max).ok();
     drop(state);
-    let metrics_server = start_metrics(cfg, &live);
     let (tx, rx) = sync_channel::<Work>(WORK_QUEUE);
 
     // The log sources' channel feeds the analysis channel, so that the analysis waits on one queue.
@@ -668,6 +661,15 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
             move |a| tx.send(Work::Notice(Box::new(a))).is_ok(),
         )?
     };
+    let live = Arc::new(metrics::Live {
+        started: now_secs(),
+        stats: stats.clone(),
+        sources: running.counters.clone(),
+        deliveries: outputs.delivery_counters(),
+        spool,
+        response: Some(responder.shared_counters()),
+    });
+    let metrics_server = start_metrics(cfg, &live);
     let response_thread = spawn("active response", move || response_worker.run())?;
     let analysis_thread = {
         let acker = running.acker.clone();

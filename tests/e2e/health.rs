@@ -11,7 +11,7 @@ use crate::agent::{append, setup, wait_for, Agent};
 use crate::util::Env;
 
 /// `hids status --json`, parsed.
-fn status(env: &Env) -> Value {
+pub(crate) fn status(env: &Env) -> Value {
     let o = env.cmd().args(["status", "--json"]).output().unwrap();
     serde_json::from_str(crate::util::stdout(&o).trim()).unwrap()
 }
@@ -63,7 +63,7 @@ fn regression_status_row_stopped_advancing_after_hids_status_ran() {
 }
 
 /// A port free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -72,7 +72,7 @@ fn free_port() -> u16 {
 }
 
 /// The body of `GET /metrics`, or "" while the endpoint is not up.
-fn scrape(port: u16) -> String {
+pub(crate) fn scrape(port: u16) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
@@ -87,13 +87,13 @@ fn scrape(port: u16) -> String {
 }
 
 /// The value of one sample line (`name{labels}`) in a scrape.
-fn sample(body: &str, series: &str) -> Option<u64> {
+pub(crate) fn sample(body: &str, series: &str) -> Option<u64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Adds `metrics_listen` to the `[agent]` table of the config `setup` wrote.
-fn listen_on(env: &Env, port: u16) {
+pub(crate) fn listen_on(env: &Env, port: u16) {
     let p = env.path().join("config.toml");
     let text = fs::read_to_string(&p).unwrap().replacen(
         "hostname = \"testhost\"\n",

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::health;
 use crate::util::{repo, Env};
 
 struct Agent {
@@ -194,9 +195,53 @@ fn response_brute_force_blocks_once_unblocks_after_timeout_and_reload_applies() 
     let responses = "[[active_response.response]]\ncommand = [\"SCRIPT\", \"brute\", \"{action}\", \"{srcip}\"]\nrules = [100150]\ntimeout = \"2s\"\n\
                      [[active_response.response]]\ncommand = [\"SCRIPT\", \"each\", \"{action}\", \"{srcip}\", \"{user}\"]\nrules = [100101]\ntimeout = 0\n";
     s.config(responses);
+    let port = health::free_port();
+    health::listen_on(&s.env, port);
     let agent = Agent::start(&s.env, "run1.log");
     s.failures("203.0.113.7", 10);
     agent.wait_for(&|| s.alerts(602).len() == 1, "the unblock alert");
+    // The counters, in `hids status` (its row is rewritten every 5 s) and in the metrics: two
+    // blocks, the timed one lifted, the one without timeout still in force, the repeats skipped.
+    agent.wait_for(
+        &|| health::status(&s.env)["agent"]["active_response"]["unblocked"] == 1,
+        "the unblock in the status",
+    );
+    let st = health::status(&s.env);
+    let ar = &st["agent"]["active_response"];
+    assert_eq!(ar["blocked"], 2, "{st}");
+    assert_eq!(ar["in_force"], 1, "{st}");
+    assert_eq!(ar["block_failed"], 0, "{st}");
+    assert_eq!(ar["unblock_failed"], 0, "{st}");
+    // Nine failures hit rule 100101 (the tenth is the brute force): one block, eight repeats.
+    assert_eq!(ar["repeated"], 8, "{st}");
+    let o = s.env.cmd().arg("status").output().unwrap();
+    let text = crate::util::stdout(&o);
+    assert!(
+        text.contains("active response: 1 address(es) blocked now; 2 block(s), 1 unblock(s), 0 failed block(s), 0 failed unblock(s); skipped: 8 already blocked\n"),
+        "{text}"
+    );
+    let m = health::scrape(port);
+    for (series, want) in [
+        (
+            "hids_active_response_total{action=\"block\",result=\"ok\"}",
+            2,
+        ),
+        (
+            "hids_active_response_total{action=\"unblock\",result=\"ok\"}",
+            1,
+        ),
+        (
+            "hids_active_response_total{action=\"block\",result=\"failed\"}",
+            0,
+        ),
+        (
+            "hids_active_response_skipped_total{reason=\"allowlisted\"}",
+            0,
+        ),
+        ("hids_active_response_blocked", 1),
+    ] {
+        assert_eq!(health::sample(&m, series), Some(want), "{series}\n{m}");
+    }
     std::thread::sleep(Duration::from_millis(500));
     let mut calls = s.calls();
     calls.sort();

@@ -50,6 +50,9 @@ pub struct Live {
     pub deliveries: Vec<(String, Arc<DeliveryCounters>)>,
     /// The spool, read for its depth per output at each scrape (its own connection).
     pub spool: Option<Spool>,
+    /// Active response's counters (also kept while responses are disabled: recorded blocks are
+    /// still lifted).
+    pub response: Option<Arc<crate::response::Counters>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Live {
             .field("stats", &self.stats)
             .field("sources", &self.sources)
             .field("deliveries", &self.deliveries)
+            .field("response", &self.response)
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +147,50 @@ fn encode_gauges(
         ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// Active response: actions by result, requests not acted on by reason, blocks in force.
+fn encode_response(
+    enc: &mut DescriptorEncoder,
+    c: &crate::response::CountersSnapshot,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(
+        "hids_active_response",
+        "Active response actions (block, unblock) by result (ok, failed); a failed unblock \
+         counts each try.",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (action, result, v) in [
+        ("block", "ok", c.blocked),
+        ("block", "failed", c.block_failed),
+        ("unblock", "ok", c.unblocked),
+        ("unblock", "failed", c.unblock_failed),
+    ] {
+        ConstCounter::new(v).encode(m.encode_family(&[("action", action), ("result", result)])?)?;
+    }
+    encode_counters(
+        enc,
+        "hids_active_response_skipped",
+        "Matching alerts not acted on, by reason: allowlisted (allowlist, loopback or own \
+         address), capped (max_per_minute), invalid (no valid address or user), repeated \
+         (already blocked), queue_full (dropped).",
+        "reason",
+        [
+            ("allowlisted", c.allowlisted),
+            ("capped", c.capped),
+            ("invalid", c.invalid),
+            ("repeated", c.repeated),
+            ("queue_full", c.dropped),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    )?;
+    encode_gauge(
+        enc,
+        "hids_active_response_blocked",
+        "Addresses blocked now by active response (per mechanism).",
+        clamp(c.in_force),
+    )
 }
 
 fn clamp(v: u64) -> i64 {
@@ -277,6 +325,9 @@ impl Collector for Live {
                 "fs.inotify.max_user_watches (shared by every process of the user).",
                 clamp(limit),
             )?;
+        }
+        if let Some(r) = &self.response {
+            encode_response(&mut enc, &r.snapshot())?;
         }
         Ok(())
     }
@@ -505,6 +556,14 @@ mod tests {
             sources: vec![(Arc::from("/var/log/a\"b\nc\r"), c)],
             deliveries: vec![("alerts.json".into(), Arc::default())],
             spool: None,
+            response: Some(Arc::new(crate::response::Counters {
+                blocked: 3.into(),
+                failed: 2.into(),
+                unblock_failed: 1.into(),
+                capped: 4.into(),
+                in_force: 2.into(),
+                ..Default::default()
+            })),
         })
     }
 
@@ -538,6 +597,15 @@ mod tests {
             r.contains("hids_source_events_total{source=\"/var/log/a\\\"b\\\\nc\\\\r\"} 12"),
             "{r}"
         );
+        for line in [
+            "hids_active_response_total{action=\"block\",result=\"ok\"} 3\n",
+            "hids_active_response_total{action=\"block\",result=\"failed\"} 1\n",
+            "hids_active_response_total{action=\"unblock\",result=\"failed\"} 1\n",
+            "hids_active_response_skipped_total{reason=\"capped\"} 4\n",
+            "hids_active_response_blocked 2\n",
+        ] {
+            assert!(r.contains(line), "{line} in {r}");
+        }
         assert!(r.ends_with("# EOF\n"), "{r}");
         assert!(get(addr, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(get(addr, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use super::metrics::Live;
 use super::{now_secs, Stats};
 use crate::config::Config;
+use crate::response::CountersSnapshot;
 
 /// How often the running agent writes its status row.
 pub const WRITE_EVERY: Duration = Duration::from_secs(5);
@@ -132,6 +133,7 @@ impl StatusWriter {
                 "errors": c.errors.load(Ordering::Relaxed),
                 "last_error": c.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             }))).collect::<Map<_, _>>(),
+            "active_response": live.response.as_ref().map(|r| r.snapshot()),
         })
     }
 
@@ -304,6 +306,11 @@ pub fn print(cfg: &Config, as_json: bool, out: &mut dyn Write) -> Result<bool, S
                 }
             }
         }
+        if let Ok(r) = serde_json::from_value::<CountersSnapshot>(a["active_response"].clone()) {
+            if r != CountersSnapshot::default() {
+                writeln!(out, "{}", response_line(&r))?;
+            }
+        }
     }
     for f in &files {
         writeln!(
@@ -325,6 +332,34 @@ pub fn print(cfg: &Config, as_json: bool, out: &mut dyn Write) -> Result<bool, S
         writeln!(out, "spool {o}: {n} waiting")?;
     }
     Ok(running)
+}
+
+/// The text status line of active response.
+fn response_line(r: &CountersSnapshot) -> String {
+    let skipped: Vec<String> = [
+        ("allowlisted", r.allowlisted),
+        ("capped", r.capped),
+        ("invalid", r.invalid),
+        ("already blocked", r.repeated),
+        ("queue full", r.dropped),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{n} {k}"))
+    .collect();
+    format!(
+        "active response: {} address(es) blocked now; {} block(s), {} unblock(s), {} failed block(s), {} failed unblock(s); skipped: {}",
+        r.in_force,
+        r.blocked,
+        r.unblocked,
+        r.block_failed,
+        r.unblock_failed,
+        if skipped.is_empty() {
+            "none".to_string()
+        } else {
+            skipped.join(", ")
+        }
+    )
 }
 
 fn human(secs: u64) -> String {
@@ -364,5 +399,22 @@ mod tests {
         assert_eq!(h["events_per_s"], 10.0);
         assert_eq!(human(59), "59s");
         assert_eq!(human(3 * 86_400 + 3600), "3d01h");
+    }
+
+    #[test]
+    fn response_line_names_what_happened() {
+        let r = CountersSnapshot {
+            blocked: 2,
+            unblocked: 1,
+            block_failed: 1,
+            capped: 3,
+            in_force: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            response_line(&r),
+            "active response: 1 address(es) blocked now; 2 block(s), 1 unblock(s), 1 failed \
+             block(s), 0 failed unblock(s); skipped: 3 capped"
+        );
     }
 }

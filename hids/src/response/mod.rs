@@ -73,8 +73,10 @@ pub struct Counters {
     /// Repeat alerts for an address already blocked (ignored: no second block, and the first
     /// keeps its unblock time, which the nftables kernel timeout could not follow anyway).
     pub repeated: AtomicU64,
-    /// Commands (or hosts.deny edits) that failed.
+    /// Commands (or hosts.deny edits) that failed, blocks and unblocks.
     pub failed: AtomicU64,
+    /// Of `failed`, the unblocks (each try counts).
+    pub unblock_failed: AtomicU64,
     /// Matching alerts without a usable address (or user, when one is wanted).
     pub invalid: AtomicU64,
     pub allowlisted: AtomicU64,
@@ -82,6 +84,44 @@ pub struct Counters {
     pub capped: AtomicU64,
     /// Dropped because the worker's queue was full.
     pub dropped: AtomicU64,
+    /// Addresses blocked now: the recorded timed blocks and this run's blocks without timeout
+    /// (a gauge, set by the worker after each change).
+    pub in_force: AtomicU64,
+}
+
+/// A plain copy of [`Counters`], for the status row and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CountersSnapshot {
+    pub blocked: u64,
+    pub unblocked: u64,
+    pub block_failed: u64,
+    pub unblock_failed: u64,
+    pub repeated: u64,
+    pub invalid: u64,
+    pub allowlisted: u64,
+    pub capped: u64,
+    pub dropped: u64,
+    pub in_force: u64,
+}
+
+impl Counters {
+    /// The counters now.
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let unblock_failed = n(&self.unblock_failed);
+        CountersSnapshot {
+            blocked: n(&self.blocked),
+            unblocked: n(&self.unblocked),
+            block_failed: n(&self.failed).saturating_sub(unblock_failed),
+            unblock_failed,
+            repeated: n(&self.repeated),
+            invalid: n(&self.invalid),
+            allowlisted: n(&self.allowlisted),
+            capped: n(&self.capped),
+            dropped: n(&self.dropped),
+            in_force: n(&self.in_force),
+        }
+    }
 }
 
 fn bump(c: &AtomicU64) -> u64 {
@@ -174,6 +214,11 @@ impl Responder {
         &self.counters
     }
 
+    /// The same counters, shared (for the status row and the metrics).
+    pub fn shared_counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
     /// Queues a request for each response `alert` matches. Never waits.
     pub fn offer(&self, alert: &Alert) {
         let cfg = self.current();
@@ -251,6 +296,7 @@ impl Worker {
             ),
             Err(e) => tracing::error!("active response: cannot read the recorded blocks: {e}"),
         }
+        self.count_in_force();
         let mut rx_open = true;
         while !self.stop.load(Ordering::Relaxed) {
             self.sync_config();
@@ -292,6 +338,17 @@ impl Worker {
                 waiting = self.store.count().unwrap_or(0),
                 "active response stopped"
             );
+        }
+    }
+
+    /// Sets the gauge of addresses blocked now.
+    fn count_in_force(&self) {
+        match self.store.count() {
+            Ok(n) => self
+                .counters
+                .in_force
+                .store(n + self.permanent.len() as u64, Ordering::Relaxed),
+            Err(e) => tracing::debug!("active response: cannot count the recorded blocks: {e}"),
         }
     }
 
@@ -437,6 +494,7 @@ impl Worker {
                         "without timeout".to_string()
                     }
                 };
+                self.count_in_force();
                 tracing::info!(srcip = %ip, rule = req.rule, response = %name, "blocked {until}: {detail}");
                 let text = format!(
                     "Active response: {ip} blocked ({name}) {until} after rule {}",
@@ -513,6 +571,7 @@ impl Worker {
                 Ok(detail) => {
                     forget(&self.store);
                     bump(&self.counters.unblocked);
+                    self.count_in_force();
                     tracing::info!(srcip = %ip, rule = p.rule, response = %name, "unblocked: {detail}");
                     let text = format!("Active response: {ip} unblocked ({name})");
                     self.raise(
@@ -528,9 +587,11 @@ impl Worker {
                 }
                 Err(detail) => {
                     bump(&self.counters.failed);
+                    bump(&self.counters.unblock_failed);
                     let tries = p.attempts + 1;
                     let text = if tries >= UNBLOCK_TRIES {
                         forget(&self.store);
+                        self.count_in_force();
                         tracing::error!(srcip = %ip, response = %name, "unblock failed {tries} times, given up (lift it by hand): {detail}");
                         format!("Active response failed: unblocking {ip} ({name}) given up after {tries} tries; lift it by hand")
                     } else {

@@ -177,13 +177,19 @@ fn blocks_once_then_unblocks_after_timeout() {
     assert_eq!(a.rule.id, RULE_BLOCK);
     assert_eq!(a.decoded.get("srcip"), Some("203.0.113.7"));
     assert!(a.rule.groups.iter().any(|g| g == GROUP));
+    assert_eq!(run.r.counters().snapshot().in_force, 1);
     // A repeat is not blocked twice; a rule no response names does nothing.
     run.r.offer(&alert(100150, "203.0.113.7"));
     run.r.offer(&alert(100101, "203.0.113.8"));
     let a = run.next_alert();
     assert_eq!(a.rule.id, RULE_UNBLOCK, "{a:?}");
     assert_eq!(rig.calls(), ["[add][203.0.113.7]", "[delete][203.0.113.7]"]);
-    assert_eq!(run.r.counters().repeated.load(Ordering::Relaxed), 1);
+    let c = run.r.counters().snapshot();
+    assert_eq!(
+        (c.blocked, c.unblocked, c.repeated, c.in_force),
+        (1, 1, 1, 0),
+        "{c:?}"
+    );
     // Our own alerts never trigger a response.
     run.r.offer(&a);
     run.stop();
@@ -235,6 +241,9 @@ fn cap_per_minute_skips_and_alerts_once() {
     assert_eq!(ids, [RULE_BLOCK, RULE_BLOCK, RULE_FAILED]);
     wait_until(|| run.r.counters().capped.load(Ordering::Relaxed) == 3);
     assert_eq!(rig.calls().len(), 2);
+    // Blocks without timeout stay in force.
+    let c = run.r.counters().snapshot();
+    assert_eq!((c.blocked, c.capped, c.in_force), (2, 3, 2), "{c:?}");
     assert!(run.alerts.try_recv().is_err());
     run.stop();
 }
