@@ -276,9 +276,10 @@ fn ignore_restrict_and_depth() {
                 .to_string()
         })
         .collect();
+    // The tree's entries (the baseline also holds the agent's own binary and config).
     let rel: Vec<String> = listed
         .iter()
-        .map(|p| p.strip_prefix(tree.to_str().unwrap()).unwrap().to_string())
+        .filter_map(|p| Some(p.strip_prefix(tree.to_str().unwrap())?.to_string()))
         .collect();
     // depth 1: the tree's entries, and one level below them.
     assert_eq!(rel, ["", "/a", "/a/b", "/a/one", "/z.conf"], "{rel:?}");
@@ -358,8 +359,9 @@ fn symlink_loops_terminate() {
     let o = wait_or_kill(child, "fim init over a symlink loop");
     assert!(o.status.success(), "{}", stderr(&o));
     let s: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    // tree, a, a/b, a/b/up (a directory seen again: not entered), a/f, self (dangling loop).
-    assert_eq!(s["entries"], 6, "{s}");
+    // tree, a, a/b, a/b/up (a directory seen again: not entered), a/f, self (dangling loop);
+    // and the agent's own binary and config.
+    assert_eq!(s["entries"], 8, "{s}");
     assert_eq!(check(&env), (0, vec![]));
 }
 
@@ -472,8 +474,12 @@ fn a_tampered_baseline_row_is_reported_not_trusted() {
     let db = rusqlite::Connection::open(env.state_dir().join("hids.db")).unwrap();
     let n = db
         .execute(
-            "UPDATE fim_entry SET hash = ?1, size = 8 WHERE type = 'file'",
-            [blake3::hash(b"trojaned").as_bytes().to_vec()],
+            // The row of `bin` (the baseline also holds the agent's own binary and config).
+            "UPDATE fim_entry SET hash = ?1, size = 8 WHERE type = 'file' AND hash = ?2",
+            [
+                blake3::hash(b"trojaned").as_bytes().to_vec(),
+                blake3::hash(b"original").as_bytes().to_vec(),
+            ],
         )
         .unwrap();
     assert_eq!(n, 1);
@@ -487,8 +493,13 @@ fn a_tampered_baseline_row_is_reported_not_trusted() {
     // The text form says so.
     fs::write(tree.join("bin"), "again").unwrap();
     let db = rusqlite::Connection::open(env.state_dir().join("hids.db")).unwrap();
-    db.execute("UPDATE fim_entry SET mode = 4095 WHERE type = 'file'", [])
+    let n = db
+        .execute(
+            "UPDATE fim_entry SET mode = 4095 WHERE type = 'file' AND size = 8",
+            [],
+        )
         .unwrap();
+    assert_eq!(n, 1);
     drop(db);
     let o = hids_in(&env, &["fim", "check"]);
     assert_eq!(o.status.code(), Some(1));
@@ -729,6 +740,51 @@ fn bind_mount_cycles_terminate() {
     let o = wait_or_kill(child, "fim init over a bind-mount cycle");
     assert!(o.status.success(), "{}", stderr(&o));
     let s: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    // tree, sub, sub/f, sub/loop (the tree again: recorded, not entered).
-    assert_eq!(s["entries"], 4, "{s}");
+    // tree, sub, sub/f, sub/loop (the tree again: recorded, not entered); and the agent's own
+    // binary and config.
+    assert_eq!(s["entries"], 6, "{s}");
+}
+
+/// `hids run` on `env` until its start-up FIM work is logged as `done`, then SIGTERM; its log.
+fn run_until(env: &Env, done: &str) -> String {
+    let agent = crate::agent::Agent::start(env, "run.log");
+    crate::agent::wait_for(&|| agent.stderr().contains(done), done, &agent);
+    let log = agent.stderr();
+    assert_eq!(agent.stop(), 0, "{log}");
+    log
+}
+
+#[test]
+fn fim_commands_and_the_agent_agree_on_the_agents_own_files() {
+    // `hids fim init`, then the agent: its scan at start finds nothing new (its binary and
+    // config are in the baseline already), and `hids fim check` afterwards finds nothing gone.
+    let (env, tree) = setup("");
+    fs::write(tree.join("app.conf"), "a=1\n").unwrap();
+    init(&env);
+    let log = run_until(&env, "FIM scan at start done");
+    assert!(log.contains("the agent's own file is under FIM"), "{log}");
+    let fim_alerts: Vec<Value> = crate::agent::alerts(&env)
+        .into_iter()
+        .filter(|a| a["location"] == "fim")
+        .collect();
+    assert!(fim_alerts.is_empty(), "{fim_alerts:#?}\n{log}");
+    assert_eq!(check(&env), (0, Vec::new()));
+
+    // The other way round: the agent records the baseline, `hids fim check` finds no change,
+    // and it does cover the agent's own files (an edit of the config is reported).
+    let (env, _tree) = setup("");
+    run_until(&env, "FIM baseline recorded");
+    assert_eq!(check(&env), (0, Vec::new()));
+    let config = env.path().join("config.toml").canonicalize().unwrap();
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str("# edited\n");
+    fs::write(&config, text).unwrap();
+    let (code, changes) = check(&env);
+    assert_eq!(code, 1, "{changes:#?}");
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+    assert_eq!(
+        find(&changes, &config)["change"],
+        "modified",
+        "{changes:#?}"
+    );
 }

@@ -2,8 +2,10 @@
 //! files are added to the running agent's FIM paths (real-time where inotify allows), so that
 //! tampering with the agent raises the same FIM alerts as tampering with anything else.
 //!
-//! Only `hids run` adds them: the `hids fim` commands keep to the configured paths (run by hand,
-//! `hids fim check` would report these entries deleted, and the agent's next scan added again).
+//! [`with_own_files`] is the one derivation of the effective FIM paths: `hids run` and the
+//! `hids fim init|check` commands both use it, so that a baseline made by either is what the
+//! other expects (otherwise a manual `hids fim check` would report the agent's own files deleted,
+//! and the agent's next scan report them added again).
 //! The state database is left out of every FIM path by the configuration itself (it changes all
 //! the time). The state directory as a whole is not watched: the outputs create, rotate and remove
 //! their files there (alerts.log, alerts.json and their rotations, the lock, SQLite's WAL) in

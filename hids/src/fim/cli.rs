@@ -49,13 +49,16 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
-/// `hids fim init`: records a new baseline.
+/// `hids fim init`: records a new baseline, of the paths the agent scans (the configured ones
+/// and the agent's own files), so that the agent and this command agree on what is there.
 pub fn init(
     cfg: &Config,
     json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, FimError> {
+    let (cfg, _) = crate::agent::protect::with_own_files(cfg);
+    let cfg = &cfg;
     let mut b = Baseline::open(&cfg.agent.state_dir, true)?;
     let s = scan(
         &mut b,
@@ -91,7 +94,8 @@ pub fn init(
     Ok(0)
 }
 
-/// `hids fim check`: compares, reports, updates. Exit 1 when something changed.
+/// `hids fim check`: compares, reports, updates, over the same paths as the agent (see
+/// [`init`]). Exit 1 when something changed.
 pub fn check(
     cfg: &Config,
     json: bool,
@@ -99,6 +103,8 @@ pub fn check(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, FimError> {
+    let (cfg, _) = crate::agent::protect::with_own_files(cfg);
+    let cfg = &cfg;
     let mut b = open_existing(cfg)?;
     let opts = ScanOptions {
         full,
