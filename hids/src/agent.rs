@@ -361,7 +361,8 @@ fn analysis_loop(
                 submit(&outputs, &alert, &stats, &stopping);
             }
             Work::Reload(new) => {
-                analysis = *new;
+                let old = std::mem::replace(&mut analysis, *new);
+                analysis.engine.inherit(old.engine);
                 cache = DecodeCache::default();
                 stats.reloads.fetch_add(1, Ordering::Relaxed);
             }
