@@ -161,7 +161,14 @@ impl Analysis {
         Ok(Analysis {
             decoders,
             fts,
-            engine: Engine::new(Arc::new(rules), Limits::default()),
+            engine: Engine::new(
+                Arc::new(rules),
+                Limits {
+                    max_events: cfg.rules.correlation_max_events,
+                    max_log_bytes: cfg.rules.correlation_max_log_bytes,
+                    max_keys: cfg.rules.correlation_max_keys,
+                },
+            ),
         })
     }
 
