@@ -161,7 +161,14 @@ impl Analysis {
         Ok(Analysis {
             decoders,
             fts,
-            engine: Engine::new(Arc::new(rules), Limits::default()),
+            engine: Engine::new(
+                Arc::new(rules),
+                Limits {
+                    max_events: cfg.rules.correlation_max_events,
+                    max_log_bytes: cfg.rules.correlation_max_log_bytes,
+                    max_keys: cfg.rules.correlation_max_keys,
+                },
+            ),
         })
     }
 
@@ -361,7 +368,8 @@ fn analysis_loop(
                 submit(&outputs, &alert, &stats, &stopping);
             }
             Work::Reload(new) => {
-                analysis = *new;
+                let old = std::mem::replace(&mut analysis, *new);
+                analysis.engine.inherit(old.engine);
                 cache = DecodeCache::default();
                 stats.reloads.fetch_add(1, Ordering::Relaxed);
             }

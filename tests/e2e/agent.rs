@@ -383,3 +383,38 @@ fn agent_sigterm_mid_stream_then_restart_loses_nothing() {
     let text = env.cmd().arg("status").output().unwrap();
     assert!(crate::util::stdout(&text).contains("agent: not running"));
 }
+
+#[test]
+fn sighup_keeps_correlation_state() {
+    let env = Env::new();
+    let (_tree, log, local) = setup(&env);
+    let agent = Agent::start(&env, "run1.log");
+    wait_for(
+        &|| agent.stderr().contains("FIM baseline recorded"),
+        "the baseline",
+        &agent,
+    );
+    let failure = |i: usize| {
+        format!(
+            "Nov 22 03:00:0{i} web1 sshd[4242]: Failed password for root from 203.0.113.7 port 5{i}022 ssh2"
+        )
+    };
+    // Half the brute force before the reload: frequency 4 fires on the 6th failure.
+    append(&log, &(0..3).map(failure).collect::<Vec<_>>());
+    wait_for(&|| count(&env, 100001) == 3, "the first failures", &agent);
+    // Reload with the same rules plus a new one: the brute-force rule is unchanged.
+    fs::write(&local, NEW_RULE).unwrap();
+    agent.signal("-HUP");
+    wait_for(
+        &|| agent.stderr().contains("reloaded decoders and rules"),
+        "the reload",
+        &agent,
+    );
+    append(&log, &(3..6).map(failure).collect::<Vec<_>>());
+    wait_for(
+        &|| count(&env, 100002) == 1,
+        "the brute force across the reload",
+        &agent,
+    );
+    assert_eq!(count(&env, 100001), 5, "{:#?}", alerts(&env));
+}

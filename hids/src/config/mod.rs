@@ -279,6 +279,10 @@ pub struct RulesConfig {
     pub lists: Vec<PathBuf>,
     pub local_decoders: Vec<PathBuf>,
     pub local_rules: Vec<PathBuf>,
+    /// Bounds on correlation memory (`rules::correlate::Limits`).
+    pub correlation_max_events: usize,
+    pub correlation_max_log_bytes: usize,
+    pub correlation_max_keys: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

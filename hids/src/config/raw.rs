@@ -174,6 +174,16 @@ pub struct RawRules {
     /// Local rule files, loaded after `rules` (they may `overwrite` stock rules).
     #[serde(default)]
     pub local_rules: Vec<String>,
+    /// Alerted events remembered for correlation (`frequency`, `if_matched_*`; OSSEC's
+    /// `memory_size`). Past it the oldest are dropped and counted. Default 8192, at most 16777216;
+    /// 0 turns correlation memory off.
+    pub correlation_max_events: Option<i64>,
+    /// Bytes of each remembered event's log kept for an alert's related events. Default "2KiB",
+    /// between 64 bytes and 1MiB.
+    pub correlation_max_log_bytes: Option<RawSize>,
+    /// Distinct first-time-seen keys and ignore keys remembered, each. Default 65536, at most
+    /// 16777216.
+    pub correlation_max_keys: Option<i64>,
 }
 
 /// `[alerts]`: what becomes an alert and where it goes.

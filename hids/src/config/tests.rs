@@ -281,6 +281,30 @@ fn duplicate_fim_path() {
 }
 
 #[test]
+fn correlation_limits_default_set_and_bounded() {
+    let cfg = parse(Path::new("/etc/hids/x.toml"), "").unwrap();
+    assert_eq!(cfg.rules.correlation_max_events, 8192);
+    assert_eq!(cfg.rules.correlation_max_log_bytes, 2048);
+    assert_eq!(cfg.rules.correlation_max_keys, 65536);
+    let cfg = parse(
+        Path::new("/etc/hids/x.toml"),
+        "[rules]\ncorrelation_max_events = 100\ncorrelation_max_log_bytes = \"4KiB\"\ncorrelation_max_keys = 0\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.rules.correlation_max_events, 100);
+    assert_eq!(cfg.rules.correlation_max_log_bytes, 4096);
+    assert_eq!(cfg.rules.correlation_max_keys, 0);
+    assert_eq!(
+        one_error("[rules]\ncorrelation_max_events = -1\n"),
+        "2:26: correlation_max_events -1 is out of range: 0 to 16777216"
+    );
+    assert_eq!(
+        one_error("[rules]\ncorrelation_max_log_bytes = 10\n"),
+        "2:29: correlation_max_log_bytes must be between 64 bytes and 1MiB"
+    );
+}
+
+#[test]
 fn partial_line_wait_defaults_and_is_bounded() {
     let cfg = parse(
         Path::new("/etc/hids/x.toml"),

@@ -618,7 +618,47 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> (Config, Errors) 
             None => vec![v.resolved(d)],
         }
     };
+    let count = |v: &mut V, key: &str, n: Option<i64>, default: usize| -> usize {
+        const MAX: i64 = 1 << 24;
+        match n {
+            None => default,
+            Some(n) if (0..=MAX).contains(&n) => n as usize,
+            Some(n) => {
+                v.err(
+                    path!["rules", key],
+                    format!("{key} {n} is out of range: 0 to {MAX}"),
+                );
+                default
+            }
+        }
+    };
+    let correlation_max_events = count(
+        &mut v,
+        "correlation_max_events",
+        r.correlation_max_events,
+        8192,
+    );
+    let correlation_max_keys = count(
+        &mut v,
+        "correlation_max_keys",
+        r.correlation_max_keys,
+        65536,
+    );
+    let log_bytes = v.size(
+        path!["rules", "correlation_max_log_bytes"],
+        &r.correlation_max_log_bytes,
+        2048,
+    );
+    if !(64..=(1 << 20)).contains(&log_bytes) {
+        v.err(
+            path!["rules", "correlation_max_log_bytes"],
+            "correlation_max_log_bytes must be between 64 bytes and 1MiB",
+        );
+    }
     let rules = RulesConfig {
+        correlation_max_events,
+        correlation_max_keys,
+        correlation_max_log_bytes: log_bytes.clamp(64, 1 << 20) as usize,
         decoders: list(&v, &r.decoders, "/usr/share/hids/decoders"),
         rules: list(&v, &r.rules, "/usr/share/hids/rules"),
         lists: r.lists.iter().map(|x| v.resolved(x)).collect(),

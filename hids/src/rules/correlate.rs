@@ -269,6 +269,43 @@ impl State {
         }
     }
 
+    /// Takes over `old`'s remembered events, first-time-seen and ignore keys and counters (a
+    /// reload keeps what still applies). `lists[i]` names the old list whose contents new list `i`
+    /// inherits; `None` starts it empty. Each old list is inherited at most once.
+    pub fn inherit(&mut self, old: State, lists: &[Option<ListId>]) {
+        let State {
+            records,
+            base,
+            lists: mut old_lists,
+            fts,
+            ignored,
+            counters,
+            ..
+        } = old;
+        self.records = records;
+        self.base = base;
+        self.fts = fts;
+        self.ignored = ignored;
+        self.counters = counters;
+        for (slot, from) in self.lists.iter_mut().zip(lists) {
+            if let Some(l) = from.and_then(|o| old_lists.get_mut(o)) {
+                *slot = std::mem::take(l);
+            }
+        }
+        // A smaller bound in the new configuration applies at once, oldest first.
+        while self.records.len() > self.limits.max_events {
+            self.records.pop_front();
+            self.base += 1;
+            self.counters.events_evicted += 1;
+        }
+        if self.fts.len() > self.limits.max_keys {
+            self.fts.clear();
+        }
+        if self.ignored.len() > self.limits.max_keys {
+            self.ignored.clear();
+        }
+    }
+
     /// The longest timeframe of the rule set: records older than that are dropped first when
     /// memory is full.
     pub fn set_max_timeframe(&mut self, secs: u64) {

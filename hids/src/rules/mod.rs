@@ -538,6 +538,45 @@ pub struct Engine {
     clock: (i64, u32, u8),
 }
 
+/// What a correlation list holds, stable across reloads (list numbers are not).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ListKey {
+    /// Events of the rule with this id (`if_matched_sid`).
+    Sid(u32),
+    /// Events whose group matches the `if_matched_group` of the rule with this id.
+    Group(u32),
+    /// Every event (`if_matched_regex`).
+    Events,
+}
+
+fn list_key(r: &Rule, s: SearchIn) -> (ListKey, ListId) {
+    match s {
+        SearchIn::Sid(l) => (ListKey::Sid(r.if_matched_sid.unwrap_or(0)), l),
+        SearchIn::Group(l) => (ListKey::Group(r.id), l),
+        SearchIn::Events(l) => (ListKey::Events, l),
+    }
+}
+
+fn list_keys(set: &RuleSet) -> HashMap<ListKey, ListId> {
+    set.search
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some(list_key(&set.tree.rules[i], (*s)?)))
+        .collect()
+}
+
+/// Whether two versions of a rule search and mark correlation memory alike.
+fn same_correlation(a: &Rule, b: &Rule) -> bool {
+    let src = |p: &Option<pat::Pat>| p.as_ref().map(|p| p.source.clone());
+    a.level == b.level
+        && a.frequency == b.frequency
+        && a.timeframe == b.timeframe
+        && a.same == b.same
+        && a.if_matched_sid == b.if_matched_sid
+        && src(&a.if_matched_group) == src(&b.if_matched_group)
+        && src(&a.if_matched_regex) == src(&b.if_matched_regex)
+}
+
 /// Per-event scratch space for the tree walk.
 struct Walk<'a> {
     view: View<'a>,
@@ -588,6 +627,60 @@ impl Engine {
             last_diff: HashMap::new(),
             clock: (i64::MIN, 0, 0),
             set,
+        }
+    }
+
+    /// Takes over the correlation state of `old` (the engine a reload replaces) for what still
+    /// applies: remembered events and keys, the lists searched by rules whose id still exists with
+    /// the same correlation settings (`if_matched_*`, frequency, timeframe, `same_*`, level), and
+    /// those rules' fired counts, ignore timers and last `check_diff` logs. State of rules removed
+    /// or changed is dropped.
+    pub fn inherit(&mut self, old: Engine) {
+        let new_set = self.set.clone();
+        let old_set = &old.set;
+        let counterpart = |i: usize| -> Option<usize> {
+            let r = &new_set.tree.rules[i];
+            let &k = old_set.tree.by_id.get(&r.id)?;
+            same_correlation(r, &old_set.tree.rules[k]).then_some(k)
+        };
+        // Old lists by what they hold, and whether every old searcher is unchanged.
+        let old_lists = list_keys(old_set);
+        let mut lists: Vec<Option<ListId>> = vec![None; new_set.lists];
+        let mut spoiled = vec![false; new_set.lists];
+        for (i, s) in new_set.search.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let (key, l) = list_key(&new_set.tree.rules[i], *s);
+            if counterpart(i).is_none() {
+                spoiled[l] = true;
+            } else if let Some(&o) = old_lists.get(&key) {
+                lists[l] = Some(o);
+            }
+        }
+        for (l, bad) in spoiled.iter().enumerate() {
+            if *bad {
+                lists[l] = None;
+            }
+        }
+        let Engine {
+            state,
+            firedtimes,
+            ignored_at,
+            mut last_diff,
+            ..
+        } = old;
+        self.state.inherit(state, &lists);
+        for i in 0..new_set.tree.rules.len() {
+            let Some(k) = counterpart(i) else { continue };
+            let (r, o) = (&new_set.tree.rules[i], &old_set.tree.rules[k]);
+            self.firedtimes[i] = firedtimes[k];
+            if r.ignore_time == o.ignore_time {
+                self.ignored_at[i] = ignored_at[k];
+            }
+            if r.check_diff && o.check_diff {
+                if let Some(d) = last_diff.remove(&k) {
+                    self.last_diff.insert(i, d);
+                }
+            }
         }
     }
 

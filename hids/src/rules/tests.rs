@@ -518,6 +518,36 @@ fn frequency_fires_at_setting_plus_two_from_the_same_source() {
 }
 
 #[test]
+fn reload_keeps_correlation_state_of_unchanged_rules() {
+    let a: &[(&str, &str)] = &[("srcip", "10.0.0.1")];
+    let ev = || Ev::new("Failed password for root").fields(a);
+    let mut old = engine(&load_ok(BRUTE));
+    for _ in 0..3 {
+        assert_eq!(ev().fire(&mut old), Some((400, true)));
+    }
+    // The same rules plus an unrelated one: the fourth failure still completes the brute force.
+    let grown = BRUTE.replace(
+        "</group>",
+        r#"<rule id="402" level="3"><match>Accepted</match><description>login</description></rule></group>"#,
+    );
+    let mut new = engine(&load_ok(&grown));
+    new.inherit(old);
+    assert_eq!(ev().fire(&mut new).map(|x| x.0), Some(401));
+
+    // A changed frequency drops the history of the changed rule.
+    let mut old = engine(&load_ok(BRUTE));
+    for _ in 0..3 {
+        assert_eq!(ev().fire(&mut old), Some((400, true)));
+    }
+    let changed = BRUTE.replace(r#"frequency="2""#, r#"frequency="1""#);
+    let mut new = engine(&load_ok(&changed));
+    new.inherit(old);
+    assert_eq!(ev().fire(&mut new), Some((400, true)));
+    assert_eq!(ev().fire(&mut new), Some((400, true)));
+    assert_eq!(ev().fire(&mut new).map(|x| x.0), Some(401));
+}
+
+#[test]
 fn frequency_window_expires() {
     let set = load_ok(BRUTE);
     let mut e = engine(&set);
