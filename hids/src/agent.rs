@@ -916,33 +916,13 @@ fn realtime_notices(rx: &Receiver<fim::watch::Notice>, tx: &WorkSender, host: &A
 
 /// An alert about the FIM machinery itself, not about a file.
 fn notice_alert(host: &Arc<str>, id: u32, level: u8, description: &str, text: String) -> Alert {
-    let now = SystemTime::now();
-    Alert {
-        time: now,
-        rule: RuleInfo {
-            id,
-            level,
-            description: description.to_string(),
-            groups: vec!["ossec".into(), "syscheck".into()],
-            mitre: Vec::new(),
-            firedtimes: 1,
-            options: AlertOptions::default(),
-            info: Vec::new(),
-        },
-        event: Event {
-            time: now,
-            host: Arc::clone(host),
-            location: Arc::from(fim::LOCATION),
-            format: crate::event::LogFormat::Plain,
-            full_log: text.clone(),
-            flags: Default::default(),
-            fim: None,
-        },
-        predecoded: crate::event::Predecoded {
-            message: text,
-            ..Default::default()
-        },
-        decoded: Default::default(),
-        related: Vec::new(),
-    }
+    Alert::internal(
+        id,
+        level,
+        description.to_string(),
+        &["ossec", "syscheck"],
+        Arc::clone(host),
+        fim::LOCATION,
+        text,
+    )
 }

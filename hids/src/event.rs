@@ -248,6 +248,50 @@ pub struct Alert {
     pub related: Vec<String>,
 }
 
+impl Alert {
+    /// An alert raised by hids itself (about FIM, active response...), not by a rule: `text` is
+    /// both its full log and its message; the fields, if any, are the caller's to add.
+    pub fn internal(
+        id: u32,
+        level: u8,
+        description: String,
+        groups: &[&str],
+        host: Arc<str>,
+        location: &str,
+        text: String,
+    ) -> Alert {
+        let now = SystemTime::now();
+        Alert {
+            time: now,
+            rule: RuleInfo {
+                id,
+                level,
+                description,
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                mitre: Vec::new(),
+                firedtimes: 1,
+                options: AlertOptions::default(),
+                info: Vec::new(),
+            },
+            event: Event {
+                time: now,
+                host,
+                location: Arc::from(location),
+                format: LogFormat::Plain,
+                full_log: text.clone(),
+                flags: LineFlags::default(),
+                fim: None,
+            },
+            predecoded: Predecoded {
+                message: text,
+                ..Default::default()
+            },
+            decoded: Decoded::default(),
+            related: Vec::new(),
+        }
+    }
+}
+
 /// A path shown as text without losing information: valid UTF-8 is shown as is; each byte that is not
 /// part of valid UTF-8 is written `\xNN`, and a backslash as `\\`. The second value says whether
 /// escaping was needed for invalid bytes.

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{ActiveResponseConfig, ResponseConfig};
 use crate::diag::escape_control;
-use crate::event::{Alert, AlertOptions, Decoded, Event, LogFormat, Predecoded, RuleInfo};
+use crate::event::{Alert, RuleInfo};
 use crate::state::StateError;
 
 use action::{edit_hosts_deny, host_address, valid_user, Action, Op, Target};
@@ -680,7 +680,6 @@ impl Worker {
         trigger: u32,
         detail: &str,
     ) {
-        let now = SystemTime::now();
         let verb = match id {
             RULE_BLOCK => "block",
             RULE_UNBLOCK => "unblock",
@@ -696,37 +695,16 @@ impl Worker {
         fields.push((Arc::from("response"), response.to_string()));
         fields.push((Arc::from("trigger_rule"), trigger.to_string()));
         let text = escape_control(&format!("{description}: {detail}"));
-        let alert = Alert {
-            time: now,
-            rule: RuleInfo {
-                id,
-                level,
-                description: escape_control(description),
-                groups: vec!["ossec".into(), GROUP.into()],
-                mitre: Vec::new(),
-                firedtimes: 1,
-                options: AlertOptions::default(),
-                info: Vec::new(),
-            },
-            event: Event {
-                time: now,
-                host: self.host.clone(),
-                location: Arc::from(LOCATION),
-                format: LogFormat::Plain,
-                full_log: text.clone(),
-                flags: Default::default(),
-                fim: None,
-            },
-            predecoded: Predecoded {
-                message: text,
-                ..Default::default()
-            },
-            decoded: Decoded {
-                fields,
-                ..Default::default()
-            },
-            related: Vec::new(),
-        };
+        let mut alert = Alert::internal(
+            id,
+            level,
+            escape_control(description),
+            &["ossec", GROUP],
+            self.host.clone(),
+            LOCATION,
+            text,
+        );
+        alert.decoded.fields = fields;
         let _ = (self.emit)(alert);
     }
 }

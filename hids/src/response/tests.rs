@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use super::*;
+use crate::event::{AlertOptions, Decoded, Event, LogFormat, Predecoded};
 use crate::net::Cidr;
 
 struct Rig {
