@@ -94,13 +94,7 @@ fn main() {
             .collect();
     }
     let opts = LoadOptions {
-        decoder_names: Some(
-            decoders
-                .decoders()
-                .iter()
-                .map(|d| d.reported_name.to_string())
-                .collect(),
-        ),
+        decoder_names: Some(decoders.reported_names()),
         lists: Vec::new(),
     };
     let rss_decoders = rss_kib();

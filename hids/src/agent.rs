@@ -143,13 +143,7 @@ impl Analysis {
         let decoders = DecoderSet::load(&dpaths)?;
         let rpaths = existing(&[&cfg.rules.rules, &cfg.rules.local_rules]);
         let opts = LoadOptions {
-            decoder_names: Some(
-                decoders
-                    .decoders()
-                    .iter()
-                    .map(|d| d.reported_name.to_string())
-                    .collect(),
-            ),
+            decoder_names: Some(decoders.reported_names()),
             lists: cfg.rules.lists.clone(),
         };
         let rules = RuleSet::load(&rpaths, &opts).map_err(|e| e.0)?;

@@ -327,6 +327,14 @@ impl DecoderSet {
         &self.decoders
     }
 
+    /// The names alerts report for these decoders: what a rule's `decoded_as` is checked against.
+    pub fn reported_names(&self) -> std::collections::HashSet<String> {
+        self.decoders
+            .iter()
+            .map(|d| d.reported_name.to_string())
+            .collect()
+    }
+
     /// Whether a decoder (or a child reporting under that name) exists with this reported name.
     pub fn has_name(&self, name: &str) -> bool {
         self.decoders.iter().any(|d| &*d.reported_name == name)

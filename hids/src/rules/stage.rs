@@ -1,7 +1,7 @@
 //! The rule engine as `hids logtest`'s phase 3 (correlation state kept across the lines of one
 //! run, as `ossec-logtest` does) and what `hids check-config` reports about the configured rules.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -146,11 +146,7 @@ impl Selection {
     /// Loads the decoders and the rules (checking `decoded_as` against the decoders).
     pub fn load(&self) -> Result<(DecoderSet, RuleSet), StageError> {
         let decoders = DecoderSet::load(&self.decoders).map_err(StageError::Decoders)?;
-        let names: HashSet<String> = decoders
-            .decoders()
-            .iter()
-            .map(|d| d.reported_name.to_string())
-            .collect();
+        let names = decoders.reported_names();
         let opts = LoadOptions {
             decoder_names: Some(names),
             lists: self.lists.clone(),
@@ -196,12 +192,9 @@ pub fn check_configured(cfg: &crate::config::Config) -> CheckReport {
         exists
     });
     let files = super::expand_paths(&sel.rules).map_or(0, |f| f.len());
-    let names = DecoderSet::load(&sel.decoders).ok().map(|d| {
-        d.decoders()
-            .iter()
-            .map(|d| d.reported_name.to_string())
-            .collect::<HashSet<_>>()
-    });
+    let names = DecoderSet::load(&sel.decoders)
+        .ok()
+        .map(|d| d.reported_names());
     let opts = LoadOptions {
         decoder_names: names,
         lists: sel.lists.clone(),

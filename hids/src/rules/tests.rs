@@ -186,13 +186,7 @@ impl Pipeline {
         let decoders = crate::decode::DecoderSet::load(&[dir.join("decoder.xml")])
             .unwrap_or_else(|e| panic!("stock decoders: {}", e[0]));
         let opts = LoadOptions {
-            decoder_names: Some(
-                decoders
-                    .decoders()
-                    .iter()
-                    .map(|d| d.reported_name.to_string())
-                    .collect(),
-            ),
+            decoder_names: Some(decoders.reported_names()),
             lists: Vec::new(),
         };
         let rules = RuleSet::load(&stock_rule_files(), &opts)
@@ -882,13 +876,7 @@ fn own_pipeline() -> Pipeline {
     let decoders = crate::decode::DecoderSet::load(&[repo.join("decoders")])
         .unwrap_or_else(|e| panic!("decoders: {}", e[0]));
     let opts = LoadOptions {
-        decoder_names: Some(
-            decoders
-                .decoders()
-                .iter()
-                .map(|d| d.reported_name.to_string())
-                .collect(),
-        ),
+        decoder_names: Some(decoders.reported_names()),
         lists: Vec::new(),
     };
     let rules =
