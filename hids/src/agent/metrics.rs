@@ -45,9 +45,9 @@ pub struct Live {
     /// The analysis' counters.
     pub stats: Arc<Stats>,
     /// Per log source: its location and counters.
-    pub sources: Vec<(Arc<str>, Arc<Counters>)>,
+    pub sources: crate::sources::SourceCounters,
     /// Per output: its delivery counters.
-    pub deliveries: Vec<(String, Arc<DeliveryCounters>)>,
+    pub deliveries: crate::outputs::DeliveryList,
     /// The spool, read for its depth per output at each scrape (its own connection).
     pub spool: Option<Spool>,
     /// Active response's counters (also kept while responses are disabled: recorded blocks are
@@ -68,6 +68,22 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
+    /// Per log source: its location and counters, now (a reload changes the list).
+    pub fn sources(&self) -> Vec<(Arc<str>, Arc<Counters>)> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Per output: its delivery counters, now (a reload changes the list).
+    pub fn deliveries(&self) -> Vec<(String, Arc<DeliveryCounters>)> {
+        self.deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Seconds since the start.
     pub fn uptime(&self) -> u64 {
         now_secs().saturating_sub(self.started)
@@ -207,8 +223,10 @@ impl Collector for Live {
             "Seconds since the agent started.",
             clamp(self.uptime()),
         )?;
+        let sources = self.sources();
+        let deliveries = self.deliveries();
         let per_source = |f: fn(&Counters) -> &AtomicU64| {
-            self.sources
+            sources
                 .iter()
                 .map(move |(loc, c)| (loc.to_string(), load(f(c))))
         };
@@ -282,7 +300,7 @@ impl Collector for Live {
         if let Some(spool) = &self.spool {
             let depth = spool.pending_counts().unwrap_or_default();
             // Every output, with 0 when nothing waits for it.
-            let rows = self.deliveries.iter().map(|(o, _)| {
+            let rows = deliveries.iter().map(|(o, _)| {
                 let n = depth.iter().find(|(d, _)| d == o).map_or(0, |(_, n)| *n);
                 (o.clone(), clamp(n))
             });
@@ -299,7 +317,7 @@ impl Collector for Live {
             "hids_alerts_delivered",
             "Alerts delivered, per output.",
             "output",
-            self.deliveries
+            deliveries
                 .iter()
                 .map(|(o, c)| (o.clone(), load(&c.delivered))),
         )?;
@@ -308,7 +326,7 @@ impl Collector for Live {
             "hids_delivery_errors",
             "Failed delivery attempts (retried with backoff), per output.",
             "output",
-            self.deliveries
+            deliveries
                 .iter()
                 .map(|(o, c)| (o.clone(), load(&c.errors))),
         )?;
@@ -553,8 +571,8 @@ mod tests {
         Arc::new(Live {
             started: now_secs(),
             stats,
-            sources: vec![(Arc::from("/var/log/a\"b\nc\r"), c)],
-            deliveries: vec![("alerts.json".into(), Arc::default())],
+            sources: Arc::new(std::sync::Mutex::new(vec![(Arc::from("/var/log/a\"b\nc\r"), c)])),
+            deliveries: Arc::new(std::sync::Mutex::new(vec![("alerts.json".into(), Arc::default())])),
             spool: None,
             response: Some(Arc::new(crate::response::Counters {
                 blocked: 3.into(),

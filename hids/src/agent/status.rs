@@ -99,7 +99,7 @@ impl StatusWriter {
 
     /// The status as JSON: what the row holds.
     fn body(&mut self, live: &Live) -> Value {
-        let (stats, sources) = (&*live.stats, &live.sources);
+        let (stats, sources) = (&*live.stats, live.sources());
         let now = sample(stats);
         self.samples.push_back(now.clone());
         while self
@@ -128,7 +128,7 @@ impl StatusWriter {
             "rule_hits": hits.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<_, _>>(),
             "fim_watches": stats.fim_watches.load(Ordering::Relaxed),
             "fim_watches_limit": crate::fim::watch::max_user_watches(),
-            "deliveries": live.deliveries.iter().map(|(o, c)| (o.clone(), json!({
+            "deliveries": live.deliveries().iter().map(|(o, c)| (o.clone(), json!({
                 "delivered": c.delivered.load(Ordering::Relaxed),
                 "errors": c.errors.load(Ordering::Relaxed),
                 "last_error": c.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),

@@ -69,7 +69,7 @@ pub enum CheckMode {
     Full,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FimConfig {
     /// None: no interval-based scans.
     pub interval: Option<Duration>,
@@ -170,6 +170,13 @@ pub struct PathMatcher {
     exact: Vec<PathBuf>,
 }
 
+/// Equal when written the same: the compiled sets follow from the patterns.
+impl PartialEq for PathMatcher {
+    fn eq(&self, other: &PathMatcher) -> bool {
+        self.patterns == other.patterns && self.exact == other.exact
+    }
+}
+
 impl PathMatcher {
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty() && self.exact.is_empty()
@@ -201,7 +208,7 @@ impl PathMatcher {
 }
 
 /// `nodiff` for one path.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum NoDiff {
     #[default]
     None,
@@ -219,7 +226,7 @@ impl NoDiff {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FimPath {
     pub path: PathBuf,
     pub depth: u32,
@@ -242,7 +249,7 @@ pub enum StartAt {
     Beginning,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub path: Option<String>,
     pub format: LogFormat,
@@ -292,7 +299,7 @@ pub enum Rotate {
     Never,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertFileConfig {
     pub enabled: bool,
     pub path: PathBuf,
@@ -316,7 +323,7 @@ pub enum SyslogFormat {
     Cef,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SyslogTarget {
     Server {
         host: String,
@@ -326,7 +333,7 @@ pub enum SyslogTarget {
     Socket(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SyslogConfig {
     pub target: SyslogTarget,
     pub format: SyslogFormat,
@@ -344,7 +351,7 @@ pub enum SmtpTls {
     Tls,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EmailRoute {
     pub groups: Vec<String>,
     pub rules: Vec<u32>,
@@ -352,7 +359,7 @@ pub struct EmailRoute {
     pub to: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EmailConfig {
     pub smtp_host: String,
     pub smtp_port: u16,
@@ -368,7 +375,7 @@ pub struct EmailConfig {
     pub routes: Vec<EmailRoute>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AlertsConfig {
     pub log_level: u8,
     pub file: AlertFileConfig,

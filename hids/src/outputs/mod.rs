@@ -236,12 +236,17 @@ pub struct DeliveryCounters {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// Per output: its name and delivery counters; [`Outputs::replace`] changes the list.
+pub type DeliveryList = Arc<Mutex<Vec<(String, Arc<DeliveryCounters>)>>>;
+
 /// The running outputs: the handle the agent submits alerts to.
 pub struct Outputs {
     spooler: Spooler,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    counters: Vec<(String, Arc<DeliveryCounters>)>,
+    counters: DeliveryList,
+    opts: Options,
+    db_path: PathBuf,
     /// Held while delivering, so that a second process does not deliver the same rows.
     lock: Option<std::fs::File>,
 }
@@ -405,6 +410,31 @@ impl Spooler {
     }
 }
 
+/// Outputs built from a new configuration and not started yet: a reload builds them before it
+/// stops anything, so that an output that cannot be built leaves the running ones alone.
+pub struct Prepared {
+    list: Vec<Box<dyn Output>>,
+    cfg: AlertsConfig,
+    hostname: String,
+}
+
+impl Prepared {
+    /// Builds the outputs `cfg` configures, without starting them.
+    pub fn new(cfg: &AlertsConfig, hostname: &str, state_dir: &Path) -> Result<Prepared, OutputError> {
+        let db_path = db_path(state_dir)?;
+        Ok(Prepared {
+            list: build(cfg, hostname, &db_path, &Options::default())?,
+            cfg: cfg.clone(),
+            hostname: hostname.to_string(),
+        })
+    }
+
+    /// The names of the outputs.
+    pub fn names(&self) -> Vec<String> {
+        self.list.iter().map(|o| o.name().to_string()).collect()
+    }
+}
+
 impl Outputs {
     /// Opens the spool in `state_dir` and starts a delivery thread for each configured output.
     /// Fails with [`OutputError::Busy`] when another process delivers from the same spool.
@@ -420,6 +450,42 @@ impl Outputs {
         let mut o = Self::start_with(list, cfg, hostname, &db_path, opts)?;
         o.lock = Some(lock);
         Ok(o)
+    }
+
+    /// Replaces the running outputs with `new` (a reload): the delivery threads stop after what
+    /// they are delivering, and the new ones take over from the spool, so that an output kept
+    /// under the same name goes on with the alerts waiting for it. The alerts waiting for an
+    /// output no longer configured are dropped from the spool and logged, as at a start.
+    pub fn replace(&mut self, new: Prepared) -> Result<(), OutputError> {
+        let Prepared {
+            list,
+            cfg,
+            hostname,
+        } = new;
+        self.stop(Duration::ZERO);
+        let mut n = Self::start_with(list, &cfg, &hostname, &self.db_path, self.opts.clone())?;
+        self.spooler = std::mem::replace(
+            &mut n.spooler,
+            Spooler {
+                spool: self.spooler.spool.clone(),
+                outputs: Vec::new(),
+                log_level: 0,
+                hostname: String::new(),
+                last_full_alert: Mutex::new(None),
+            },
+        );
+        self.shared = n.shared.clone();
+        self.threads = std::mem::take(&mut n.threads);
+        let list = n.delivery_list();
+        *self.counters.lock().unwrap_or_else(|p| p.into_inner()) = list;
+        Ok(())
+    }
+
+    fn delivery_list(&self) -> Vec<(String, Arc<DeliveryCounters>)> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn start_with(
@@ -473,13 +539,15 @@ impl Outputs {
             },
             shared,
             threads,
-            counters,
+            counters: Arc::new(Mutex::new(counters)),
+            opts,
+            db_path: db_path.to_path_buf(),
             lock: None,
         })
     }
 
-    /// Each output's delivery counters, by name.
-    pub fn delivery_counters(&self) -> Vec<(String, Arc<DeliveryCounters>)> {
+    /// Each output's delivery counters, by name; the list follows [`Outputs::replace`].
+    pub fn delivery_counters(&self) -> DeliveryList {
         self.counters.clone()
     }
 

@@ -23,8 +23,8 @@ pub mod tail_cmd;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -93,6 +93,9 @@ pub struct Batch {
     /// The index of the last delivery of each run of one file (generation), when the source
     /// recorded them: acknowledging needs those positions only.
     run_ends: Vec<u32>,
+    /// Signalled when the batch is dropped: an empty batch sent behind others tells when the
+    /// consumer has handled (and acknowledged) them all ([`Running::reload`]).
+    barrier: Option<SyncSender<()>>,
 }
 
 impl Batch {
@@ -104,7 +107,17 @@ impl Batch {
             bytes: 0,
             home: None,
             run_ends: Vec::new(),
+            barrier: None,
         }
+    }
+
+    /// An empty batch that signals the receiver once the consumer drops it (or the receiver
+    /// sees a disconnection when the batch never reaches a consumer).
+    fn barrier() -> (Batch, Receiver<()>) {
+        let (tx, rx) = sync_channel(1);
+        let mut b = Batch::new(Vec::new());
+        b.barrier = Some(tx);
+        (b, rx)
     }
 }
 
@@ -148,6 +161,9 @@ impl std::fmt::Debug for Batch {
 
 impl Drop for Batch {
     fn drop(&mut self) {
+        if let Some(b) = self.barrier.take() {
+            let _ = b.try_send(());
+        }
         if let Some(home) = &self.home {
             if self.bytes <= POOL_BATCH_BYTES && !self.items.is_empty() {
                 home.put(std::mem::take(&mut self.items), self.bytes);
@@ -271,6 +287,7 @@ impl BatchWriter {
             bytes: std::mem::take(&mut self.bytes),
             home: Some(self.pool.clone()),
             run_ends: std::mem::take(&mut self.run_ends),
+            barrier: None,
         };
         Some(b)
     }
@@ -402,12 +419,45 @@ impl Ledger {
 }
 
 /// Hands acknowledged positions back to the sources' ledgers. Cheap to clone.
+///
+/// Ledgers are found by the source index positions carry; indexes are never reused, so that an
+/// acknowledgement for a source removed by a reload finds nothing and is ignored.
 #[derive(Debug, Clone, Default)]
 pub struct Acker {
-    ledgers: Arc<Vec<Arc<Ledger>>>,
+    ledgers: Arc<RwLock<Vec<Option<Arc<Ledger>>>>>,
 }
 
 impl Acker {
+    #[cfg(test)]
+    fn with(ledgers: Vec<Arc<Ledger>>) -> Acker {
+        Acker {
+            ledgers: Arc::new(RwLock::new(ledgers.into_iter().map(Some).collect())),
+        }
+    }
+
+    fn with_ledger(&self, source: u32, f: impl FnOnce(&Ledger)) {
+        let g = self.ledgers.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(l)) = g.get(source as usize) {
+            f(l);
+        }
+    }
+
+    /// Makes `ledger` the one of source `index` (`None`: the source is gone).
+    fn set(&self, index: u32, ledger: Option<Arc<Ledger>>) {
+        let mut g = self.ledgers.write().unwrap_or_else(|e| e.into_inner());
+        let i = index as usize;
+        if g.len() <= i {
+            g.resize(i + 1, None);
+        }
+        g[i] = ledger;
+    }
+
+    /// The ledgers of the running sources.
+    fn live(&self) -> Vec<Arc<Ledger>> {
+        let g = self.ledgers.read().unwrap_or_else(|e| e.into_inner());
+        g.iter().flatten().cloned().collect()
+    }
+
     /// Acknowledges one position: every event of its source up to it has been handed on.
     pub fn ack(&self, p: &Position) {
         match p {
@@ -417,15 +467,9 @@ impl Acker {
                 slot,
                 generation,
                 offset,
-            } => {
-                if let Some(l) = self.ledgers.get(*source as usize) {
-                    l.ack_file(*slot, *generation, *offset);
-                }
-            }
+            } => self.with_ledger(*source, |l| l.ack_file(*slot, *generation, *offset)),
             Position::Cursor { source, cursor } => {
-                if let Some(l) = self.ledgers.get(*source as usize) {
-                    l.ack_cursor(cursor);
-                }
+                self.with_ledger(*source, |l| l.ack_cursor(cursor))
             }
         }
     }
@@ -557,40 +601,270 @@ impl SourceContext {
     }
 }
 
+/// Per source (in configuration order): its location and counters, for the status and metrics;
+/// a reload replaces the list.
+pub type SourceCounters = Arc<Mutex<Vec<(Arc<str>, Arc<Counters>)>>>;
+
+/// How long a reload waits for the consumer to acknowledge what removed sources had sent.
+pub const RELOAD_DRAIN: Duration = Duration::from_secs(30);
+
+/// One running source.
+struct Source {
+    index: u32,
+    config: LogConfig,
+    location: Arc<str>,
+    counters: Arc<Counters>,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
 /// The running sources: take batches from `rx`, acknowledge through `acker`, then [`Running::finish`].
 pub struct Running {
     pub rx: Receiver<Batch>,
     pub acker: Acker,
     /// Per source (in configuration order): its location and counters.
-    pub counters: Vec<(Arc<str>, Arc<Counters>)>,
-    stop: Arc<AtomicBool>,
+    pub counters: SourceCounters,
+    sources: Vec<Source>,
+    next_index: u32,
+    /// Kept while sources may still be started (not with `once`, nor once stopping), so that
+    /// the channel closes when the last source ends.
+    tx: Option<SyncSender<Batch>>,
+    host: Arc<str>,
+    options: RunOptions,
     checkpoint: Option<JoinHandle<()>>,
     checkpoint_stop: Arc<AtomicBool>,
     store: Arc<Mutex<positions::Store>>,
+}
+
+/// What a reload does to the running sources, by index: into the old list for `keep` and `stop`,
+/// into the new configuration for `start`; `keep` pairs (old, new).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadPlan {
+    pub keep: Vec<(usize, usize)>,
+    pub stop: Vec<usize>,
+    pub start: Vec<usize>,
+}
+
+impl ReloadPlan {
+    /// Compares the running sources' settings with the new ones: a source whose settings are
+    /// identical keeps running untouched; any other difference stops the old source and starts
+    /// the new one (which resumes from the positions the old one saved, when its key is the same).
+    pub fn new(old: &[LogConfig], new: &[LogConfig]) -> ReloadPlan {
+        let mut taken = vec![false; old.len()];
+        let mut plan = ReloadPlan::default();
+        for (j, n) in new.iter().enumerate() {
+            match (0..old.len()).find(|&i| !taken[i] && old[i] == *n) {
+                Some(i) => {
+                    taken[i] = true;
+                    plan.keep.push((i, j));
+                }
+                None => plan.start.push(j),
+            }
+        }
+        plan.stop = (0..old.len()).filter(|&i| !taken[i]).collect();
+        plan
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stop.is_empty() && self.start.is_empty()
+    }
+}
+
+/// What [`Running::reload`] did: the locations of the sources stopped and started.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    pub kept: usize,
+    pub stopped: Vec<String>,
+    pub started: Vec<String>,
 }
 
 impl Running {
     /// Writes the acknowledged positions now.
     pub fn save(&self) {
         let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        s.save_all(&self.acker.ledgers);
+        s.save_all(&self.acker.live());
+    }
+
+    /// Per source (in configuration order): its location and counters, now.
+    pub fn counters(&self) -> Vec<(Arc<str>, Arc<Counters>)> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Asks the sources to stop without waiting: their threads end and the channel closes once
     /// the consumer has taken what they were sending. Call [`Running::finish`] after the last ack.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+    pub fn stop(&mut self) {
+        for s in &self.sources {
+            s.stop.store(true, Ordering::Relaxed);
+        }
+        self.tx = None;
     }
 
     /// Asks the sources to stop, and saves the acknowledged positions a last time.
     pub fn finish(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop();
         self.checkpoint_stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.checkpoint.take() {
             h.thread().unpark();
             let _ = h.join();
         }
         self.save();
+    }
+
+    /// Applies the `[[logs]]` of a new configuration while the consumer keeps taking batches:
+    /// sources whose settings did not change go on untouched; the others stop, the consumer
+    /// acknowledges what they had sent (up to [`RELOAD_DRAIN`]), their positions are saved;
+    /// then the new sources start, from their saved positions when they ran before (a file
+    /// source that never ran starts where its `start` says, as at the agent's start).
+    ///
+    /// Must not be called from the consumer's thread (it waits for the consumer).
+    pub fn reload(&mut self, new: &[LogConfig]) -> Result<Reloaded, SourceError> {
+        let old: Vec<LogConfig> = self.sources.iter().map(|s| s.config.clone()).collect();
+        let plan = ReloadPlan::new(&old, new);
+        let mut done = Reloaded {
+            kept: plan.keep.len(),
+            ..Reloaded::default()
+        };
+        if plan.is_empty() {
+            return Ok(done);
+        }
+        for &i in &plan.stop {
+            self.sources[i].stop.store(true, Ordering::Relaxed);
+        }
+        for &i in &plan.stop {
+            if let Some(h) = self.sources[i].thread.take() {
+                let _ = h.join();
+            }
+        }
+        if !plan.stop.is_empty() {
+            // Everything the stopped sources sent is in the channel ahead of the barrier.
+            if let Some(tx) = &self.tx {
+                let (b, rx) = Batch::barrier();
+                let drained = tx.send(b).is_ok()
+                    && !matches!(rx.recv_timeout(RELOAD_DRAIN), Err(RecvTimeoutError::Timeout));
+                if !drained {
+                    tracing::warn!(
+                        "the analysis did not catch up with the removed log sources in time: \
+                         their saved positions may lag (lines read again if they come back)"
+                    );
+                }
+            }
+        }
+        let mut old_sources: Vec<Option<Source>> =
+            std::mem::take(&mut self.sources).into_iter().map(Some).collect();
+        {
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            let mut gone = Vec::new();
+            for &i in &plan.stop {
+                if let Some(s) = old_sources[i].take() {
+                    self.acker.set(s.index, None);
+                    done.stopped.push(s.location.to_string());
+                    gone.push(s.ledger);
+                }
+            }
+            store.save_all(&gone);
+        }
+        let mut next: Vec<Option<Source>> = (0..new.len()).map(|_| None).collect();
+        for &(i, j) in &plan.keep {
+            next[j] = old_sources[i].take();
+        }
+        let mut result = Ok(());
+        for &j in &plan.start {
+            match self.start_source(&new[j]) {
+                Ok(s) => {
+                    done.started.push(s.location.to_string());
+                    next[j] = Some(s);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        self.sources = next.into_iter().flatten().collect();
+        self.publish_counters();
+        result.map(|()| done)
+    }
+
+    fn publish_counters(&self) {
+        let list = self
+            .sources
+            .iter()
+            .map(|s| (s.location.clone(), s.counters.clone()))
+            .collect();
+        *self.counters.lock().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+
+    /// Starts the thread of one source, its ledger registered with the acker.
+    fn start_source(&mut self, lc: &LogConfig) -> Result<Source, SourceError> {
+        let index = self.next_index;
+        self.next_index += 1;
+        let location: Arc<str> = Arc::from(crate::diag::escape_control(&lc.location()).as_str());
+        let Some(tx) = self.tx.clone() else {
+            return Err(SourceError::Thread {
+                location: location.to_string(),
+                source: std::io::Error::other("the sources are stopping"),
+            });
+        };
+        let ledger = Arc::new(Ledger::new(source_key(lc)));
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = SourceContext {
+            index,
+            config: lc.clone(),
+            host: self.host.clone(),
+            location: location.clone(),
+            counters: counters.clone(),
+            ledger: ledger.clone(),
+            tx,
+            options: self.options,
+            stop: stop.clone(),
+        };
+        self.acker.set(index, Some(ledger.clone()));
+        let name = format!("log {index}");
+        let result = {
+            let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            match ctx.config.format {
+                LogFormat::Journald => {
+                    let cursor = store.load_cursor(&ctx.ledger.key);
+                    drop(store);
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || journald::run(ctx, cursor))
+                }
+                LogFormat::Command => std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || command::run(ctx)),
+                _ => {
+                    let known = store.load_files(&ctx.ledger.key);
+                    drop(store);
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || file_tail::run(ctx, known))
+                }
+            }
+        };
+        match result {
+            Ok(h) => Ok(Source {
+                index,
+                config: lc.clone(),
+                location,
+                counters,
+                ledger,
+                stop,
+                thread: Some(h),
+            }),
+            Err(source) => {
+                self.acker.set(index, None);
+                Err(SourceError::Thread {
+                    location: location.to_string(),
+                    source,
+                })
+            }
+        }
     }
 }
 
@@ -618,70 +892,44 @@ pub fn source_key(c: &LogConfig) -> String {
 /// Starts one thread per configured log source and the checkpoint thread.
 pub fn spawn(config: &Config, state: &State, options: RunOptions) -> Result<Running, SourceError> {
     let (tx, rx) = sync_channel::<Batch>(CHANNEL_BATCHES);
-    let stop = Arc::new(AtomicBool::new(false));
-    let host: Arc<str> = Arc::from(config.agent.hostname.as_str());
-    let mut store = positions::Store::new(state.connect()?, state.db_path.clone());
-    let mut ledgers = Vec::new();
-    let mut contexts = Vec::new();
-    let mut counters = Vec::new();
-    for (i, lc) in config.logs.iter().enumerate() {
-        let ledger = Arc::new(Ledger::new(source_key(lc)));
-        ledgers.push(ledger.clone());
-        let location: Arc<str> = Arc::from(crate::diag::escape_control(&lc.location()).as_str());
-        let c = Arc::new(Counters::default());
-        counters.push((location.clone(), c.clone()));
-        contexts.push(SourceContext {
-            index: i as u32,
-            config: lc.clone(),
-            host: host.clone(),
-            location,
-            counters: c,
-            ledger,
-            tx: tx.clone(),
-            options,
-            stop: stop.clone(),
-        });
-    }
-    drop(tx);
-    for ctx in contexts {
-        let name = format!("log {}", ctx.index);
-        let location = ctx.location.to_string();
-        let result = match ctx.config.format {
-            LogFormat::Journald => {
-                let cursor = store.load_cursor(&ctx.ledger.key);
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || journald::run(ctx, cursor))
+    let store = positions::Store::new(state.connect()?, state.db_path.clone());
+    let mut running = Running {
+        rx,
+        acker: Acker::default(),
+        counters: SourceCounters::default(),
+        sources: Vec::new(),
+        next_index: 0,
+        tx: Some(tx),
+        host: Arc::from(config.agent.hostname.as_str()),
+        options,
+        checkpoint: None,
+        checkpoint_stop: Arc::new(AtomicBool::new(false)),
+        store: Arc::new(Mutex::new(store)),
+    };
+    for lc in &config.logs {
+        match running.start_source(lc) {
+            Ok(s) => running.sources.push(s),
+            Err(e) => {
+                running.stop();
+                return Err(e);
             }
-            LogFormat::Command => std::thread::Builder::new()
-                .name(name)
-                .spawn(move || command::run(ctx)),
-            _ => {
-                let known = store.load_files(&ctx.ledger.key);
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || file_tail::run(ctx, known))
-            }
-        };
-        if let Err(source) = result {
-            stop.store(true, Ordering::Relaxed);
-            return Err(SourceError::Thread { location, source });
         }
     }
-    let acker = Acker {
-        ledgers: Arc::new(ledgers),
-    };
-    let store = Arc::new(Mutex::new(store));
-    let checkpoint_stop = Arc::new(AtomicBool::new(false));
+    running.publish_counters();
+    if options.once {
+        // The channel closes once every source has read what there is.
+        running.tx = None;
+    }
     let checkpoint = {
-        let store = store.clone();
-        let ledgers = acker.ledgers.clone();
-        let cs = checkpoint_stop.clone();
+        let store = running.store.clone();
+        let acker = running.acker.clone();
+        let cs = running.checkpoint_stop.clone();
         std::thread::Builder::new()
             .name("log positions".into())
             .spawn(move || {
                 while !cs.load(Ordering::Relaxed) {
                     std::thread::park_timeout(CHECKPOINT_EVERY);
+                    let ledgers = acker.live();
                     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
                     s.save_all(&ledgers);
                 }
@@ -689,17 +937,16 @@ pub fn spawn(config: &Config, state: &State, options: RunOptions) -> Result<Runn
             .map_err(|source| SourceError::Thread {
                 location: "positions".into(),
                 source,
-            })?
+            })
     };
-    Ok(Running {
-        rx,
-        acker,
-        counters,
-        stop,
-        checkpoint: Some(checkpoint),
-        checkpoint_stop,
-        store,
-    })
+    match checkpoint {
+        Ok(h) => running.checkpoint = Some(h),
+        Err(e) => {
+            running.stop();
+            return Err(e);
+        }
+    }
+    Ok(running)
 }
 
 #[cfg(test)]
@@ -718,9 +965,7 @@ mod tests {
     #[test]
     fn acks_move_forward_within_a_generation_only() {
         let l = Arc::new(Ledger::new("k".into()));
-        let acker = Acker {
-            ledgers: Arc::new(vec![l.clone()]),
-        };
+        let acker = Acker::with(vec![l.clone()]);
         l.register(0, id(), "/x".into(), 0, 10);
         let pos = |generation, offset| Position::File {
             source: 0,
@@ -741,9 +986,7 @@ mod tests {
     #[test]
     fn ack_all_keeps_the_last_of_each_run() {
         let l = Arc::new(Ledger::new("k".into()));
-        let acker = Acker {
-            ledgers: Arc::new(vec![l.clone()]),
-        };
+        let acker = Acker::with(vec![l.clone()]);
         l.register(0, id(), "/x".into(), 0, 0);
         l.register(1, id(), "/y".into(), 0, 0);
         let ev = Event {

@@ -111,7 +111,7 @@ pub fn run(config: &Config, opts: TailOptions) -> Result<u64, TailError> {
         let _ = writeln!(w, "{count}");
     }
     let _ = w.flush();
-    for (location, c) in &running.counters {
+    for (location, c) in &running.counters() {
         use std::sync::atomic::Ordering::Relaxed;
         let (t, l) = (c.truncated.load(Relaxed), c.lossy_utf8.load(Relaxed));
         if t > 0 || l > 0 {
