@@ -405,6 +405,9 @@ struct Writer<'a> {
     summary: Summary,
     denied: WalkStats,
     conflicts: Vec<Vec<u8>>,
+    /// Configured paths the baseline did not cover yet: what is found under them is recorded
+    /// without being reported as added, as at the first start.
+    quiet: &'a [PathBuf],
 }
 
 impl Writer<'_> {
@@ -475,8 +478,10 @@ impl Writer<'_> {
                             (ChangeKind::Modified, attrs::changed(&o.attrs, new), false)
                         }
                     };
-                    let report = self.mode == Mode::Check
-                        && (kind == ChangeKind::Added || tampered || !changed.is_empty());
+                    let added = kind == ChangeKind::Added
+                        && !self.quiet.iter().any(|r| path.starts_with(r));
+                    let report =
+                        self.mode == Mode::Check && (added || tampered || !changed.is_empty());
                     let change = if report {
                         let diff = if changed.contains(&"hash") && !tampered {
                             diff_for(self.b, item, fp, path)?
@@ -696,6 +701,7 @@ fn engine(
     cfg: &FimConfig,
     plan: &Plan,
     mode: Mode,
+    quiet: &[PathBuf],
     opts: &ScanOptions<'_>,
     on_change: &mut dyn FnMut(&FimChange),
 ) -> Result<(Summary, WalkStats, Vec<Vec<u8>>), FimError> {
@@ -718,6 +724,7 @@ fn engine(
         summary: Summary::default(),
         denied: WalkStats::default(),
         conflicts: Vec::new(),
+        quiet,
     };
     let stopped = |o: &ScanOptions<'_>| o.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let mut walk_stats = WalkStats::default();
@@ -892,7 +899,26 @@ pub fn scan(
         throttle: opts.throttle,
         stop: opts.stop,
     };
-    let (mut summary, stats, conflicts) = engine(b, cfg, &plan, mode, &opts, on_change)?;
+    // Paths added to the configuration since the last complete scan are recorded silently.
+    let roots: Vec<PathBuf> = (0..cfg.paths.len())
+        .map(|i| plan.root(i).to_path_buf())
+        .collect();
+    let quiet: Vec<PathBuf> = match (mode, recorded_roots(b)?) {
+        (Mode::Check, Some(known)) => roots
+            .iter()
+            .filter(|r| !known.iter().any(|k| r.starts_with(k)))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !quiet.is_empty() {
+        tracing::info!(
+            paths = %quiet.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+            "FIM paths new to the baseline: recording them without reporting what they hold"
+        );
+    }
+    let (mut summary, stats, conflicts) =
+        engine(b, cfg, &plan, mode, &quiet, &opts, on_change)?;
     // Rows another writer changed while this scan compared them: compare them again.
     if !conflicts.is_empty() {
         let again: Vec<PathBuf> = conflicts.iter().map(|k| baseline::path_of_key(k)).collect();
@@ -908,8 +934,24 @@ pub fn scan(
             Mode::Init => b.set_meta("initialized", &now_rfc3339())?,
             Mode::Check => b.set_meta("last_check", &now_rfc3339())?,
         }
+        let list: Vec<String> = roots
+            .iter()
+            .map(|r| r.to_string_lossy().into_owned())
+            .collect();
+        b.set_meta(ROOTS_META, &serde_json::Value::from(list).to_string())?;
     }
     Ok(summary)
+}
+
+/// The baseline meta key listing the configured paths the last complete scan covered.
+const ROOTS_META: &str = "roots";
+
+/// The configured paths the last complete scan covered; `None` for a baseline recorded before
+/// they were kept (every path is then taken as covered).
+fn recorded_roots(b: &Baseline) -> Result<Option<Vec<PathBuf>>, FimError> {
+    Ok(b.meta(ROOTS_META)?
+        .and_then(|v| serde_json::from_str::<Vec<String>>(&v).ok())
+        .map(|v| v.into_iter().map(PathBuf::from).collect()))
 }
 
 /// Compares ONE path with the baseline and updates its row in one transaction, reporting what
@@ -957,6 +999,7 @@ pub fn check_paths(
         summary: Summary::default(),
         denied: WalkStats::default(),
         conflicts: Vec::new(),
+        quiet: &[],
     };
     let mut walker = Walker::new(plan, &cfg.paths);
     // A path under a directory found gone earlier in this call was taken with it.
@@ -1056,6 +1099,46 @@ mod tests {
         })
         .unwrap();
         (s, v)
+    }
+
+    #[test]
+    fn a_path_added_to_the_configuration_is_recorded_without_added_alerts() {
+        let d = tempfile::tempdir().unwrap();
+        let (t1, t2) = (d.path().join("t1"), d.path().join("t2"));
+        fs::create_dir_all(&t1).unwrap();
+        fs::create_dir_all(t2.join("sub")).unwrap();
+        fs::write(t1.join("a"), "1").unwrap();
+        fs::write(t2.join("b"), "2").unwrap();
+        fs::write(t2.join("sub/c"), "3").unwrap();
+        let one = config(&t1);
+        let mut both = one.clone();
+        both.paths.extend(config(&t2).paths);
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        collect(&mut b, &one, Mode::Init);
+        fs::write(t1.join("new"), "n").unwrap();
+        // t2 is new: recorded silently; t1 is compared as before.
+        let (s, v) = collect(&mut b, &both, Mode::Check);
+        let got: Vec<_> = v.iter().map(|c| (c.path.clone(), c.kind)).collect();
+        assert_eq!(got, [(t1.join("new"), ChangeKind::Added)]);
+        assert!(s.entries >= 5, "{s:?}");
+        // From now on t2 is covered like any path.
+        fs::write(t2.join("b"), "changed").unwrap();
+        fs::write(t2.join("d"), "4").unwrap();
+        let (_, v) = collect(&mut b, &both, Mode::Check);
+        let mut got: Vec<_> = v.iter().map(|c| (c.path.clone(), c.kind)).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                (t2.join("b"), ChangeKind::Modified),
+                (t2.join("d"), ChangeKind::Added)
+            ]
+        );
+        // Removed from the configuration: its rows go without deletion alerts.
+        let (_, v) = collect(&mut b, &one, Mode::Check);
+        assert!(v.is_empty(), "{v:?}");
+        let (_, v) = collect(&mut b, &both, Mode::Check);
+        assert!(v.is_empty(), "added back: recorded again silently: {v:?}");
     }
 
     #[test]
@@ -1216,6 +1299,7 @@ mod tests {
             summary: Summary::default(),
             denied: WalkStats::default(),
             conflicts: Vec::new(),
+            quiet: &[],
         };
         let mut n = 0;
         w.finish(vec![item], &mut |_| n += 1).unwrap();
