@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -80,6 +80,8 @@ const MASK: WatchMask = WatchMask::MODIFY
 pub struct Watcher {
     state: Checker,
     events: Receiver<Vec<RawEvent>>,
+    /// Wakes the checker to see that it is to stop (an empty read).
+    wake: SyncSender<Vec<RawEvent>>,
 }
 
 /// The checker thread's state.
@@ -150,6 +152,7 @@ impl Watcher {
         // Bounded: under a flood the kernel queue fills and overflows (then a rescan catches
         // up) rather than this process's memory growing without end.
         let (tx, rx) = mpsc::sync_channel(QUEUED_READS);
+        let wake = tx.clone();
         std::thread::Builder::new()
             .name("fim-inotify".into())
             .spawn(move || read_loop(inotify, tx))
@@ -167,7 +170,11 @@ impl Watcher {
         state
             .gauge
             .store(state.by_wd.len() as u64, Ordering::Relaxed);
-        Ok(Some(Watcher { state, events: rx }))
+        Ok(Some(Watcher {
+            state,
+            events: rx,
+            wake,
+        }))
     }
 
     /// Keeps `gauge` at the number of inotify watches held while the watcher runs.
@@ -181,9 +188,15 @@ impl Watcher {
     /// lowers its own priority (so that real-time checks are not starved by a busy machine
     /// while the scans stay at idle priority).
     pub fn spawn(self) -> io::Result<Paused> {
-        let Watcher { mut state, events } = self;
+        let Watcher {
+            mut state,
+            events,
+            wake,
+        } = self;
         let (go, wait) = mpsc::channel::<Sender<Notice>>();
-        std::thread::Builder::new()
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
             .name("fim-realtime".into())
             .spawn(move || {
                 let Ok(out) = wait.recv() else {
@@ -199,22 +212,54 @@ impl Watcher {
                 if state.exhausted {
                     state.report_exhausted(&out);
                 }
-                state.check_loop(&mut b, &events, &out);
+                state.check_loop(&mut b, &events, &out, &stopping);
+                // Removing the watches wakes the reading thread, which then finds the channel
+                // closed and ends, closing the inotify instance.
+                drop(events);
+                for (_, (wd, _)) in state.by_wd.drain() {
+                    let _ = state.watches.remove(wd);
+                }
             })?;
-        Ok(Paused { go })
+        Ok(Paused {
+            go,
+            stop: Stopper {
+                stop,
+                wake,
+                thread,
+            },
+        })
     }
 }
 
 /// The checking thread, waiting for the baseline to exist.
 pub struct Paused {
     go: Sender<Sender<Notice>>,
+    stop: Stopper,
 }
 
 impl Paused {
     /// Starts checking (the events since [`Watcher::start`] first): changes and alerts about the
-    /// watching go to `out`. The thread ends when `out` is closed.
-    pub fn resume(self, out: Sender<Notice>) {
+    /// watching go to `out`. The thread ends when `out` is closed, or by the returned handle.
+    pub fn resume(self, out: Sender<Notice>) -> Stopper {
         let _ = self.go.send(out);
+        self.stop
+    }
+}
+
+/// Stops a running watcher (a reload that starts another one with new settings).
+pub struct Stopper {
+    stop: Arc<AtomicBool>,
+    wake: SyncSender<Vec<RawEvent>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Stopper {
+    /// Stops checking once the check under way is done, and releases the watches.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.try_send(Vec::new());
+        drop(self.wake);
+        let _ = self.thread.join();
     }
 }
 
@@ -548,8 +593,12 @@ impl Checker {
         b: &mut Baseline,
         events: &Receiver<Vec<RawEvent>>,
         out: &Sender<Notice>,
+        stop: &AtomicBool,
     ) {
         loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
             let batch = match self.next_due() {
                 None => match events.recv() {
                     Ok(v) => Some(v),
