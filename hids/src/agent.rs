@@ -15,9 +15,27 @@
 //! Every channel is bounded: a slow output slows the analysis, which slows the reading; nothing
 //! is dropped. SIGTERM/SIGINT stop the sources, let the analysis finish what is queued, save the
 //! positions and give the outputs the rest of a 5 s budget; a second signal exits at once.
-//! SIGHUP reloads the configuration's decoders, rules and active responses (a reload that fails
-//! keeps what runs). The active response worker (the `response` module) takes each spooled alert
-//! from the analysis without ever making it wait, and sends its own alerts back as notices.
+//! The active response worker (the `response` module) takes each spooled alert from the
+//! analysis without ever making it wait, and sends its own alerts back as notices.
+//!
+//! SIGHUP reloads the whole configuration. The new file is read and checked first, all of it
+//! (config, decoders and rules, outputs built): if anything is wrong, nothing changes and the
+//! reason is logged. Then, in order:
+//! - decoders, rules and outputs are swapped in the analysis thread between two events
+//!   (correlation state carries over); outputs are rebuilt only when `[alerts]` changed, and
+//!   take over from the spool (an output removed from the configuration has its waiting alerts
+//!   dropped and logged, as at a start);
+//! - `[active_response]` goes to the responder;
+//! - `[[logs]]`: a source whose settings are unchanged keeps running untouched; a removed or
+//!   changed one stops, the analysis acknowledges what it sent, its positions are saved; a new
+//!   one starts like at the agent's start (a file never read before from its end, a source
+//!   known from before at its saved position);
+//! - `[fim]`: when it changed, the FIM thread and the real-time watches stop and start again
+//!   with the new paths. A path new to the baseline is recorded by its first scan without
+//!   "added" alerts; a removed path is no longer scanned nor watched, and its baseline rows are
+//!   dropped silently by the next scan (adding it back records it afresh, silently).
+//!
+//! `[agent]` (state directory, hostname, log level, metrics address) changes at restart only.
 
 pub mod metrics;
 mod notify;
@@ -39,7 +57,7 @@ use crate::decode::{predecode, DecodeCache, DecoderSet};
 use crate::diag::Diagnostic;
 use crate::event::{Alert, AlertOptions, ChangeKind, Event, FimChange, RuleInfo};
 use crate::fim::{self, baseline::Baseline, hash::Throttle, FimError, Mode, ScanOptions, Summary};
-use crate::outputs::{OutputError, Outputs};
+use crate::outputs::{OutputError, Outputs, Prepared};
 use crate::response::Responder;
 use crate::rules::correlate::Limits;
 use crate::rules::matcher::Category;
@@ -109,8 +127,17 @@ pub enum Work {
     Fim(Event),
     /// An alert about the agent's own machinery (real-time FIM lost events, out of watches).
     Notice(Box<Alert>),
-    /// New decoders and rules (SIGHUP), applied between two events.
-    Reload(Box<Analysis>),
+    /// New decoders and rules, and new outputs if they changed (SIGHUP), applied between two
+    /// events.
+    Reload(Box<Reload>),
+}
+
+/// What a reload hands the analysis thread, checked before anything was touched.
+pub struct Reload {
+    analysis: Analysis,
+    outputs: Option<Prepared>,
+    /// The outcome of replacing the outputs (the names of the new ones).
+    done: SyncSender<Result<Vec<String>, String>>,
 }
 
 /// The sending side of the analysis channel; clone it for another source of FIM changes.
@@ -306,7 +333,7 @@ struct AfterSpool {
 fn analysis_loop(
     rx: Receiver<Work>,
     mut analysis: Analysis,
-    outputs: Outputs,
+    mut outputs: Outputs,
     acker: Acker,
     stats: Arc<Stats>,
     stopping: Arc<AtomicBool>,
@@ -362,10 +389,24 @@ fn analysis_loop(
                 submit(&outputs, &alert, &stats, &stopping);
             }
             Work::Reload(new) => {
-                let old = std::mem::replace(&mut analysis, *new);
+                let Reload {
+                    analysis: new,
+                    outputs: new_outputs,
+                    done,
+                } = *new;
+                let old = std::mem::replace(&mut analysis, new);
                 analysis.engine.inherit(old.engine);
                 cache = DecodeCache::default();
+                let replaced = match new_outputs {
+                    // Replaced here, between two alerts: none is spooled for a half-built set.
+                    Some(p) => outputs
+                        .replace(p)
+                        .map(|()| outputs.names())
+                        .map_err(|e| e.to_string()),
+                    None => Ok(outputs.names()),
+                };
                 stats.reloads.fetch_add(1, Ordering::Relaxed);
+                let _ = done.try_send(replaced);
             }
         }
     }
@@ -425,8 +466,45 @@ fn log_summary(what: &str, s: &Summary) {
     );
 }
 
-/// The FIM thread: the scan at start (or the silent baseline on first start), then the schedule.
-fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>, watches: Arc<AtomicU64>) {
+/// The FIM thread of the running configuration; a reload that changes `[fim]` replaces it.
+struct FimRun {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl FimRun {
+    /// Starts the FIM thread; `at_start` when the agent starts (not a reload), which also
+    /// reports the changes a crash left unspooled.
+    fn start(
+        cfg: &Config,
+        tx: &WorkSender,
+        watches: &Arc<AtomicU64>,
+        at_start: bool,
+    ) -> Result<FimRun, AgentError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (tx, stop, cfg, watches) = (tx.clone(), stop.clone(), cfg.clone(), watches.clone());
+            spawn("fim", move || fim_loop(cfg, tx, stop, watches, at_start))?
+        };
+        Ok(FimRun { stop, thread })
+    }
+
+    /// Stops the scan under way (what it compared is written) and the real-time watches.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// The FIM thread: the scan at start (or the silent baseline on first start), then the schedule,
+/// until `stop`. Paths new to the baseline are recorded without alerts by the first scan.
+fn fim_loop(
+    cfg: Config,
+    tx: WorkSender,
+    stop: Arc<AtomicBool>,
+    watches: Arc<AtomicU64>,
+    at_start: bool,
+) {
     let fimc = &cfg.fim;
     // Real-time FIM: watches added before the scan at start (so nothing changed during it is
     // missed), its thread spawned before the priority is lowered; checking starts after the scan.
@@ -520,15 +598,23 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>, watches: Arc<Ato
             log_summary("FIM baseline recorded", &s);
         }
     } else {
-        report_left(state_dir, &tx, &host);
+        if at_start {
+            // (At a reload, what is in the outbox is still on its way through the analysis.)
+            report_left(state_dir, &tx, &host);
+        }
         if let Some(s) = scan(&mut b, Mode::Check, fimc.check_mode == CheckMode::Full) {
             report_warnings(&s);
-            log_summary("FIM scan at start done", &s);
+            log_summary(
+                if at_start {
+                    "FIM scan at start done"
+                } else {
+                    "FIM scan after the reload done"
+                },
+                &s,
+            );
         }
     }
-    if let Some((w, ntx)) = realtime {
-        w.resume(ntx);
-    }
+    let realtime = realtime.map(|(w, ntx)| w.resume(ntx));
     if fimc.interval.is_none() && fimc.daily_time.is_none() {
         tracing::info!("no scheduled FIM scans configured (interval = 0, no daily_time)");
     }
@@ -576,6 +662,9 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>, watches: Arc<Ato
             next_daily = fimc.daily_time.map(|(h, m)| now + until_daily(h, m));
         }
     }
+    if let Some(r) = realtime {
+        r.stop();
+    }
 }
 
 fn spawn<T: Send + 'static>(
@@ -588,20 +677,118 @@ fn spawn<T: Send + 'static>(
         .map_err(|source| AgentError::Thread { what, source })
 }
 
-/// Loads the configuration again and, if it and its decoders and rules are valid, hands the new
-/// analysis to the running one and the new `[active_response]` to the responder. Sources, FIM
-/// paths and outputs keep their start-up settings.
-fn reload(cfg: &Config, tx: &WorkSender, responder: &Responder) -> Result<(usize, usize), String> {
-    let new = crate::config::load(&cfg.source).map_err(|e| match e {
+/// A new configuration and what it needs, all checked: the decoders and rules loaded, the
+/// outputs built (when they changed). Nothing running has been touched yet.
+struct Checked {
+    cfg: Config,
+    analysis: Analysis,
+    outputs: Option<Prepared>,
+}
+
+/// Reads and checks the configuration file again (the whole of it: a reload applies all of it or
+/// nothing). The `[agent]` settings (state directory, hostname, log level, metrics address) take
+/// effect at the next start only; a change to them is logged.
+fn check_reload(running: &Config) -> Result<Checked, String> {
+    let loaded = crate::config::load(&running.source).map_err(|e| match e {
         crate::config::ConfigError::Invalid { diagnostics, .. } => render(&diagnostics),
         other => other.to_string(),
     })?;
-    let analysis = Analysis::load(&new).map_err(|d| render(&d))?;
-    let sizes = analysis.sizes();
-    tx.send(Work::Reload(Box::new(analysis)))
-        .map_err(|_| "the analysis has stopped".to_string())?;
-    responder.reconfigure(&new.active_response);
-    Ok(sizes)
+    let (mut cfg, _) = protect::with_own_files(&loaded);
+    let (old, new) = (&running.agent, &cfg.agent);
+    if old.state_dir != new.state_dir
+        || old.hostname != new.hostname
+        || old.log_level != new.log_level
+        || old.metrics_listen != new.metrics_listen
+    {
+        tracing::warn!("[agent] settings changed: they take effect at the next start");
+    }
+    cfg.agent = running.agent.clone();
+    let analysis = Analysis::load(&cfg).map_err(|d| render(&d))?;
+    let outputs = if cfg.alerts != running.alerts {
+        let p = Prepared::new(&cfg.alerts, &cfg.agent.hostname, &cfg.agent.state_dir)
+            .map_err(|e| format!("outputs: {e}"))?;
+        Some(p)
+    } else {
+        None
+    };
+    Ok(Checked {
+        cfg,
+        analysis,
+        outputs,
+    })
+}
+
+/// The parts of the agent a reload replaces.
+struct Reloadable<'a> {
+    tx: &'a WorkSender,
+    responder: &'a Responder,
+    running: &'a mut sources::Running,
+    fim: &'a mut Option<FimRun>,
+    watches: &'a Arc<AtomicU64>,
+}
+
+/// Applies a checked configuration: decoders, rules and outputs (in the analysis thread, between
+/// two events), active responses, log sources (only those whose settings changed stop or start),
+/// and FIM (its thread and watches start again with the new paths when `[fim]` changed). Returns
+/// the new configuration, or why a part could not be applied (the parts before it are applied).
+fn apply_reload(old: &Config, new: Checked, r: Reloadable<'_>) -> Result<Config, String> {
+    let Checked {
+        cfg,
+        analysis,
+        outputs,
+    } = new;
+    let (ndec, nrules) = analysis.sizes();
+    let outputs_changed = outputs.is_some();
+    let (done, outcome) = sync_channel(1);
+    r.tx.send(Work::Reload(Box::new(Reload {
+        analysis,
+        outputs,
+        done,
+    })))
+    .map_err(|_| "the analysis has stopped".to_string())?;
+    match outcome.recv_timeout(sources::RELOAD_DRAIN) {
+        Ok(Ok(names)) => tracing::info!(
+            decoders = ndec,
+            rules = nrules,
+            outputs = %names.join(","),
+            outputs_restarted = outputs_changed,
+            "reload: decoders, rules and outputs applied"
+        ),
+        Ok(Err(e)) => return Err(format!("cannot start the new outputs: {e}")),
+        Err(_) => tracing::warn!("reload: the analysis has not taken the new rules yet"),
+    }
+    r.responder.reconfigure(&cfg.active_response);
+    let s = r
+        .running
+        .reload(&cfg.logs)
+        .map_err(|e| format!("log sources: {e}"))?;
+    for l in &s.stopped {
+        tracing::info!(location = %l, "reload: log source stopped");
+    }
+    for l in &s.started {
+        tracing::info!(location = %l, "reload: log source started");
+    }
+    if cfg.fim != old.fim {
+        if let Some(f) = r.fim.take() {
+            f.stop();
+        }
+        *r.fim = Some(
+            FimRun::start(&cfg, r.tx, r.watches, false).map_err(|e| format!("FIM: {e}"))?,
+        );
+        tracing::info!(
+            fim_paths = cfg.fim.paths.len(),
+            "reload: FIM restarted with the new paths and settings"
+        );
+    }
+    tracing::info!(
+        log_sources = cfg.logs.len(),
+        kept = s.kept,
+        stopped = s.stopped.len(),
+        started = s.started.len(),
+        fim_paths = cfg.fim.paths.len(),
+        "reloaded the configuration"
+    );
+    Ok(cfg)
 }
 
 /// Runs the agent in the foreground until SIGINT or SIGTERM.
@@ -695,13 +882,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
             )
         })?
     };
-    let fim_thread = {
-        let tx = tx.clone();
-        let stop = stop.clone();
-        let cfg = cfg.clone();
-        let watches = stats.fim_watches.clone();
-        spawn("fim", move || fim_loop(cfg, tx, stop, watches))?
-    };
+    let mut fim_run = Some(FimRun::start(cfg, &tx, &stats.fim_watches, true)?);
     tracing::info!(
         fim_paths = cfg.fim.paths.len(),
         log_sources = cfg.logs.len(),
@@ -721,6 +902,7 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         cfg.fim.paths.len()
     ));
 
+    let mut current = cfg.clone();
     let mut last_watchdog = Instant::now();
     let mut last_status = Instant::now();
     let mut last_row = Instant::now();
@@ -729,12 +911,23 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
         std::thread::sleep(Duration::from_millis(100));
         if hup.swap(false, Ordering::Relaxed) {
             notifier.send("RELOADING=1");
-            match reload(cfg, &tx, &responder) {
-                Ok((d, r)) => tracing::info!(
-                    decoders = d,
-                    rules = r,
-                    "reloaded decoders and rules, and the active responses (sources, FIM paths and outputs change at restart)"
-                ),
+            match check_reload(&current) {
+                Ok(checked) => {
+                    let parts = Reloadable {
+                        tx: &tx,
+                        responder: &responder,
+                        running: &mut running,
+                        fim: &mut fim_run,
+                        watches: &stats.fim_watches,
+                    };
+                    match apply_reload(&current, checked, parts) {
+                        Ok(new) => current = new,
+                        Err(e) => tracing::error!(
+                            "reload applied in part only: {}",
+                            crate::diag::escape_control_keep_newlines(&e)
+                        ),
+                    }
+                }
                 Err(e) => tracing::error!(
                     "reload failed, the running configuration stays: {}",
                     crate::diag::escape_control_keep_newlines(&e)
@@ -775,8 +968,10 @@ pub fn run(cfg: &Config) -> Result<(), AgentError> {
     running.stop();
     drop(tx);
     // The sources end once they see the flag; the analysis ends once the queue is empty.
+    if let Some(f) = fim_run.take() {
+        f.stop();
+    }
     let _ = forwarder.join();
-    let _ = fim_thread.join();
     let _ = response_thread.join();
     let outputs = match analysis_thread.join() {
         Ok(o) => Some(o),

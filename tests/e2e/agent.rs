@@ -279,7 +279,7 @@ fn agent_scenario_attacks_binary_replaced_reloads() {
     fs::write(&local, NEW_RULE).unwrap();
     agent.signal("-HUP");
     wait_for(
-        &|| agent.stderr().contains("reloaded decoders and rules"),
+        &|| agent.stderr().contains("reloaded the configuration"),
         "the reload",
         &agent,
     );
@@ -406,7 +406,7 @@ fn sighup_keeps_correlation_state() {
     fs::write(&local, NEW_RULE).unwrap();
     agent.signal("-HUP");
     wait_for(
-        &|| agent.stderr().contains("reloaded decoders and rules"),
+        &|| agent.stderr().contains("reloaded the configuration"),
         "the reload",
         &agent,
     );

@@ -10,6 +10,7 @@ mod logs;
 mod logtest;
 mod outputs;
 mod realtime;
+mod reload;
 mod response;
 mod rules;
 mod servers;

@@ -268,7 +268,7 @@ fn response_brute_force_blocks_once_unblocks_after_timeout_and_reload_applies() 
     s.config(&responses.replace("\"each\"", "\"after-reload\""));
     agent.signal("-HUP");
     agent.wait_for(
-        &|| agent.stderr().contains("reloaded decoders and rules"),
+        &|| agent.stderr().contains("reloaded the configuration"),
         "the reload",
     );
     s.failures("198.51.100.20", 1);
