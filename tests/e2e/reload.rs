@@ -69,7 +69,7 @@ fn agent_sighup_starts_added_log_sources_and_stops_removed_ones() {
         &agent,
     );
     // The kept source is written to all through the reload: each line exactly once.
-    const N: usize = 600;
+    const N: usize = 2000;
     let writer = {
         let log = log.clone();
         std::thread::spawn(move || {

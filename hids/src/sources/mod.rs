@@ -1131,6 +1131,94 @@ mod tests {
         assert_eq!(read_once(&cfg, 99), ["r1"]);
     }
 
+    fn log(path: &str) -> LogConfig {
+        let text = format!(
+            "[agent]\nstate_dir = \"/nonexistent\"\n[[logs]]\npath = \"{path}\"\nformat = \"plain\"\n"
+        );
+        crate::config::parse(std::path::Path::new("c.toml"), &text)
+            .unwrap()
+            .logs
+            .remove(0)
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_sources_and_restarts_changed_ones() {
+        let (a, b, c) = (log("/a"), log("/b"), log("/c"));
+        let mut b2 = b.clone();
+        b2.format = LogFormat::Syslog;
+        let plan = ReloadPlan::new(&[a.clone(), b.clone()], &[c.clone(), a.clone(), b2]);
+        assert_eq!(
+            plan,
+            ReloadPlan {
+                keep: vec![(0, 1)],
+                stop: vec![1],
+                start: vec![0, 2],
+            }
+        );
+        assert!(ReloadPlan::new(&[a.clone(), b.clone()], &[b.clone(), a.clone()]).is_empty());
+        // The same source twice: each copy is matched once.
+        let plan = ReloadPlan::new(&[a.clone(), a.clone()], std::slice::from_ref(&a));
+        assert_eq!(plan.keep, [(0, 0)]);
+        assert_eq!(plan.stop, [1]);
+    }
+
+    #[test]
+    fn a_reload_stops_removed_sources_and_ignores_their_late_acks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (la, lb) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+        std::fs::write(&la, "a1\n").unwrap();
+        std::fs::write(&lb, "b1\n").unwrap();
+        let cfg = config_for(tmp.path(), &la);
+        let state = State::open(&cfg.agent.state_dir).unwrap();
+        let mut running = spawn(&cfg, &state, RunOptions::default()).unwrap();
+        let rx = std::mem::replace(&mut running.rx, sync_channel(0).1);
+        let acker = running.acker.clone();
+        // The consumer: acknowledges everything, passes the text on, keeps a position of a.log.
+        let (seen_tx, seen) = std::sync::mpsc::channel::<String>();
+        let consumer = std::thread::spawn(move || {
+            let mut first = None;
+            for batch in rx.iter() {
+                for d in &batch {
+                    let _ = seen_tx.send(d.event.full_log.clone());
+                    first.get_or_insert(d.position.clone());
+                }
+                acker.ack_batch(&batch);
+            }
+            first
+        });
+        let wait = |line: &str| loop {
+            let got = seen.recv_timeout(Duration::from_secs(30)).unwrap();
+            assert_ne!(got, "a2", "read from a removed source");
+            if got == line {
+                break;
+            }
+        };
+        wait("a1");
+        // b.log added (read from its start, as the config says), a.log removed.
+        let mut lb_cfg = cfg.logs[0].clone();
+        lb_cfg.path = Some(lb.display().to_string());
+        let done = running.reload(std::slice::from_ref(&lb_cfg)).unwrap();
+        assert_eq!((done.kept, done.started.len(), done.stopped.len()), (0, 1, 1));
+        assert_eq!(running.counters().len(), 1);
+        wait("b1");
+        std::fs::write(&la, "a1\na2\n").unwrap();
+        std::fs::write(&lb, "b1\nb2\n").unwrap();
+        wait("b2");
+        let acker = running.acker.clone();
+        running.finish();
+        let first = consumer.join().unwrap();
+        assert!(seen.try_iter().all(|l| l != "a2"));
+        // A late acknowledgement for the removed source finds nothing and does no harm.
+        acker.ack(&first.unwrap());
+        let live = acker.live();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].key, lb.display().to_string());
+        // a.log's position was saved where its analysed lines end: a2 is read when it is back.
+        let mut back = config_for(tmp.path(), &la);
+        back.logs.push(lb_cfg);
+        assert_eq!(read_once(&back, 99), ["a2"]);
+    }
+
     #[test]
     fn first_start_at_end_skips_old_lines_but_remembers_the_file() {
         let tmp = tempfile::tempdir().unwrap();
