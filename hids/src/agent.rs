@@ -772,9 +772,8 @@ fn apply_reload(old: &Config, new: Checked, r: Reloadable<'_>) -> Result<Config,
         if let Some(f) = r.fim.take() {
             f.stop();
         }
-        *r.fim = Some(
-            FimRun::start(&cfg, r.tx, r.watches, false).map_err(|e| format!("FIM: {e}"))?,
-        );
+        *r.fim =
+            Some(FimRun::start(&cfg, r.tx, r.watches, false).map_err(|e| format!("FIM: {e}"))?);
         tracing::info!(
             fim_paths = cfg.fim.paths.len(),
             "reload: FIM restarted with the new paths and settings"

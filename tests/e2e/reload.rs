@@ -92,12 +92,24 @@ fn agent_sighup_starts_added_log_sources_and_stops_removed_ones() {
     // The new file source starts at its end, as at a first start: its new lines alert.
     append(&second, &lines("b", 0..3));
     wait_for(
-        &|| stream_lines(&env).iter().filter(|l| l.starts_with('b')).count() == 3,
+        &|| {
+            stream_lines(&env)
+                .iter()
+                .filter(|l| l.starts_with('b'))
+                .count()
+                == 3
+        },
         "the new source's lines",
         &agent,
     );
     wait_for(
-        &|| stream_lines(&env).iter().filter(|l| l.starts_with('a')).count() >= N,
+        &|| {
+            stream_lines(&env)
+                .iter()
+                .filter(|l| l.starts_with('a'))
+                .count()
+                >= N
+        },
         "the kept source's lines",
         &agent,
     );
@@ -118,7 +130,13 @@ fn agent_sighup_starts_added_log_sources_and_stops_removed_ones() {
     append(&log, &lines("gone", 0..2));
     append(&second, &lines("c", 0..2));
     wait_for(
-        &|| stream_lines(&env).iter().filter(|l| l.starts_with('c')).count() == 2,
+        &|| {
+            stream_lines(&env)
+                .iter()
+                .filter(|l| l.starts_with('c'))
+                .count()
+                == 2
+        },
         "the remaining source's lines",
         &agent,
     );
@@ -181,7 +199,11 @@ fn agent_sighup_adding_a_fim_path_records_it_silently_then_watches_it() {
     assert!(agent.stderr().contains("FIM paths new to the baseline"));
     // A few scheduled scans later: still no "added" for what the new path held.
     std::thread::sleep(Duration::from_secs(3));
-    assert!(fim_alerts(&env, &tree2).is_empty(), "{:?}", fim_alerts(&env, &tree2));
+    assert!(
+        fim_alerts(&env, &tree2).is_empty(),
+        "{:?}",
+        fim_alerts(&env, &tree2)
+    );
     // A change there is reported (by the real-time watch or the next scan), once.
     fs::write(tree2.join("sub/g3"), "changed\n").unwrap();
     let changed = tree2.join("sub/g3").display().to_string();
@@ -192,7 +214,11 @@ fn agent_sighup_adding_a_fim_path_records_it_silently_then_watches_it() {
     );
     // The old path is still checked.
     fs::write(tree.join("bin/api"), "#!/bin/sh\necho v2\n").unwrap();
-    wait_for(&|| count(&env, 100030) == 1, "the old path's change", &agent);
+    wait_for(
+        &|| count(&env, 100030) == 1,
+        "the old path's change",
+        &agent,
+    );
     assert_eq!(agent.stop(), 0);
 }
 

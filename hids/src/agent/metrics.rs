@@ -326,9 +326,7 @@ impl Collector for Live {
             "hids_delivery_errors",
             "Failed delivery attempts (retried with backoff), per output.",
             "output",
-            deliveries
-                .iter()
-                .map(|(o, c)| (o.clone(), load(&c.errors))),
+            deliveries.iter().map(|(o, c)| (o.clone(), load(&c.errors))),
         )?;
         encode_gauge(
             &mut enc,
@@ -571,8 +569,14 @@ mod tests {
         Arc::new(Live {
             started: now_secs(),
             stats,
-            sources: Arc::new(std::sync::Mutex::new(vec![(Arc::from("/var/log/a\"b\nc\r"), c)])),
-            deliveries: Arc::new(std::sync::Mutex::new(vec![("alerts.json".into(), Arc::default())])),
+            sources: Arc::new(std::sync::Mutex::new(vec![(
+                Arc::from("/var/log/a\"b\nc\r"),
+                c,
+            )])),
+            deliveries: Arc::new(std::sync::Mutex::new(vec![(
+                "alerts.json".into(),
+                Arc::default(),
+            )])),
             spool: None,
             response: Some(Arc::new(crate::response::Counters {
                 blocked: 3.into(),

@@ -917,8 +917,7 @@ pub fn scan(
             "FIM paths new to the baseline: recording them without reporting what they hold"
         );
     }
-    let (mut summary, stats, conflicts) =
-        engine(b, cfg, &plan, mode, &quiet, &opts, on_change)?;
+    let (mut summary, stats, conflicts) = engine(b, cfg, &plan, mode, &quiet, &opts, on_change)?;
     // Rows another writer changed while this scan compared them: compare them again.
     if !conflicts.is_empty() {
         let again: Vec<PathBuf> = conflicts.iter().map(|k| baseline::path_of_key(k)).collect();

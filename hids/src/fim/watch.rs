@@ -222,11 +222,7 @@ impl Watcher {
             })?;
         Ok(Paused {
             go,
-            stop: Stopper {
-                stop,
-                wake,
-                thread,
-            },
+            stop: Stopper { stop, wake, thread },
         })
     }
 }

@@ -420,7 +420,11 @@ pub struct Prepared {
 
 impl Prepared {
     /// Builds the outputs `cfg` configures, without starting them.
-    pub fn new(cfg: &AlertsConfig, hostname: &str, state_dir: &Path) -> Result<Prepared, OutputError> {
+    pub fn new(
+        cfg: &AlertsConfig,
+        hostname: &str,
+        state_dir: &Path,
+    ) -> Result<Prepared, OutputError> {
         let db_path = db_path(state_dir)?;
         Ok(Prepared {
             list: build(cfg, hostname, &db_path, &Options::default())?,

@@ -744,7 +744,10 @@ impl Running {
             if let Some(tx) = &self.tx {
                 let (b, rx) = Batch::barrier();
                 let drained = tx.send(b).is_ok()
-                    && !matches!(rx.recv_timeout(RELOAD_DRAIN), Err(RecvTimeoutError::Timeout));
+                    && !matches!(
+                        rx.recv_timeout(RELOAD_DRAIN),
+                        Err(RecvTimeoutError::Timeout)
+                    );
                 if !drained {
                     tracing::warn!(
                         "the analysis did not catch up with the removed log sources in time: \
@@ -753,8 +756,10 @@ impl Running {
                 }
             }
         }
-        let mut old_sources: Vec<Option<Source>> =
-            std::mem::take(&mut self.sources).into_iter().map(Some).collect();
+        let mut old_sources: Vec<Option<Source>> = std::mem::take(&mut self.sources)
+            .into_iter()
+            .map(Some)
+            .collect();
         {
             let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
             let mut gone = Vec::new();
@@ -1198,7 +1203,10 @@ mod tests {
         let mut lb_cfg = cfg.logs[0].clone();
         lb_cfg.path = Some(lb.display().to_string());
         let done = running.reload(std::slice::from_ref(&lb_cfg)).unwrap();
-        assert_eq!((done.kept, done.started.len(), done.stopped.len()), (0, 1, 1));
+        assert_eq!(
+            (done.kept, done.started.len(), done.stopped.len()),
+            (0, 1, 1)
+        );
         assert_eq!(running.counters().len(), 1);
         wait("b1");
         std::fs::write(&la, "a1\na2\n").unwrap();
