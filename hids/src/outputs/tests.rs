@@ -188,3 +188,44 @@ fn spool_full_raises_an_alert() {
     assert_eq!(full.len(), 1, "one alert per minute at most");
     assert!(full[0].contains("alert spool full"));
 }
+
+#[test]
+fn replaced_outputs_deliver_what_waits_for_them() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let mut cfg = alerts_cfg(d.path());
+    cfg.file.enabled = false;
+    // alerts.json cannot be written at first (its directory is a file): alerts wait.
+    std::fs::write(d.path().join("blocker"), "").unwrap();
+    cfg.json.path = d.path().join("blocker/alerts.json");
+    let mut out = Outputs::start(&cfg, "h", &state, fast()).unwrap();
+    let counters = out.delivery_counters();
+    for i in 0..5 {
+        out.submit(&alert(i, 5, "x")).unwrap();
+    }
+    assert_eq!(out.pending().unwrap(), vec![("alerts.json".to_string(), 5)]);
+    // The path moved (a reload): the same output takes what waits, then new alerts.
+    cfg.json.path = d.path().join("moved.json");
+    out.replace(Prepared::new(&cfg, "h", &state).unwrap())
+        .unwrap();
+    out.submit(&alert(5, 5, "x")).unwrap();
+    assert!(out.wait_idle(Duration::from_secs(20)));
+    let moved = std::fs::read_to_string(d.path().join("moved.json")).unwrap();
+    assert_eq!(moved.lines().count(), 6);
+    let names = |c: &DeliveryList| -> Vec<String> {
+        c.lock().unwrap().iter().map(|(n, _)| n.clone()).collect()
+    };
+    assert_eq!(names(&counters), ["alerts.json"]);
+    // alerts.json removed, alerts.log added: what waits for the removed output is dropped.
+    cfg.json.enabled = false;
+    cfg.file.enabled = true;
+    let next = Prepared::new(&cfg, "h", &state).unwrap();
+    assert_eq!(next.names(), ["alerts.log"]);
+    out.replace(next).unwrap();
+    assert_eq!(names(&counters), ["alerts.log"]);
+    out.submit(&alert(7, 5, "x")).unwrap();
+    assert!(out.wait_idle(Duration::from_secs(20)));
+    out.shutdown(Duration::from_secs(1)).unwrap();
+    let log = std::fs::read_to_string(d.path().join("alerts.log")).unwrap();
+    assert_eq!(log.matches("** Alert ").count(), 1);
+}
