@@ -7,7 +7,8 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
@@ -21,6 +22,8 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A journal entry (one JSON line) longer than this is skipped; journald's own limits are lower.
 const ENTRY_MAX: usize = 16 << 20;
+/// How often a following journalctl checks whether its source is to stop.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// The program that reads the journal.
 pub const JOURNALCTL: &str = "journalctl";
@@ -267,6 +270,27 @@ fn follow(ctx: &SourceContext, cursor: &mut Option<String>) -> Result<(), Stop> 
         let _ = child.wait();
         return Ok(());
     };
+    // `journalctl --follow` blocks while the journal is quiet: a thread ends it once the source
+    // is asked to stop (the agent stops, or a reload removes the source).
+    let child = Arc::new(Mutex::new(child));
+    let reading = Arc::new(AtomicBool::new(true));
+    let stopper = if ctx.options.once {
+        None
+    } else {
+        let (stop, reading, child) = (ctx.stop.clone(), reading.clone(), child.clone());
+        std::thread::Builder::new()
+            .name("journalctl stop".into())
+            .spawn(move || {
+                while reading.load(Ordering::Relaxed) {
+                    if stop.load(Ordering::Relaxed) {
+                        let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+                        return;
+                    }
+                    std::thread::sleep(STOP_POLL);
+                }
+            })
+            .ok()
+    };
     let mut reader = BufReader::with_capacity(256 << 10, stdout);
     let mut line = Vec::new();
     let mut batch = Vec::new();
@@ -333,6 +357,11 @@ fn follow(ctx: &SourceContext, cursor: &mut Option<String>) -> Result<(), Stop> 
             break Err(Stop);
         }
     };
+    reading.store(false, Ordering::Relaxed);
+    if let Some(h) = stopper {
+        let _ = h.join();
+    }
+    let mut child = child.lock().unwrap_or_else(|e| e.into_inner());
     if !batch.is_empty() && !ctx.send(batch) {
         let _ = child.kill();
         let _ = child.wait();
@@ -346,6 +375,10 @@ fn follow(ctx: &SourceContext, cursor: &mut Option<String>) -> Result<(), Stop> 
     }
     let status = child.wait();
     let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    if ctx.stopping() {
+        // Ended by the stop above: nothing to report.
+        return Err(Stop);
+    }
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => tracing::warn!(
