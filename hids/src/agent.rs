@@ -69,6 +69,9 @@ pub use notify::Notifier;
 /// How many work items may wait for the analysis before the senders wait.
 pub const WORK_QUEUE: usize = 64;
 
+/// How long real-time FIM notices still go to the analysis once the FIM thread stops.
+const NOTICE_DRAIN: Duration = Duration::from_secs(2);
+
 /// How long a stop may take in total (systemd's default stop timeout is far longer; 5 s is ours).
 pub const STOP_BUDGET: Duration = Duration::from_secs(5);
 
@@ -515,9 +518,16 @@ fn fim_loop(
     let realtime = realtime.and_then(|w| {
         let (ntx, nrx) = std::sync::mpsc::channel();
         let (tx, host, stop) = (tx.clone(), Arc::clone(&host), Arc::clone(&stop));
+        // Once stopping, what the watcher still reports while it ends goes through too (a
+        // reload does not look at the outbox again), for a short while at most.
         let forward = move || {
-            while !stop.load(Ordering::Relaxed) {
-                realtime_notices(&nrx, &tx, &host);
+            let mut until = None;
+            while realtime_notices(&nrx, &tx, &host) {
+                if stop.load(Ordering::Relaxed)
+                    && Instant::now() >= *until.get_or_insert_with(|| Instant::now() + NOTICE_DRAIN)
+                {
+                    break;
+                }
             }
         };
         match spawn("fim-notices", forward) {
@@ -1083,8 +1093,13 @@ fn start_realtime(
 
 /// Hands the watcher's notices to the analysis for up to 100 ms (so that signals and schedules are
 /// seen): changes exactly like a scan's, problems with the watching as alerts of their own.
-fn realtime_notices(rx: &Receiver<fim::watch::Notice>, tx: &WorkSender, host: &Arc<str>) {
-    let mut next = rx.recv_timeout(Duration::from_millis(100)).ok();
+/// False once the watcher or the analysis is gone.
+fn realtime_notices(rx: &Receiver<fim::watch::Notice>, tx: &WorkSender, host: &Arc<str>) -> bool {
+    let mut next = match rx.recv_timeout(Duration::from_millis(100)) {
+        Ok(n) => Some(n),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => return false,
+    };
     while let Some(n) = next {
         let work = match n {
             fim::watch::Notice::Change(c) => Work::Fim(fim::change_event(&c, Arc::clone(host))),
@@ -1096,10 +1111,11 @@ fn realtime_notices(rx: &Receiver<fim::watch::Notice>, tx: &WorkSender, host: &A
             } => Work::Notice(Box::new(notice_alert(host, rule, level, description, text))),
         };
         if tx.send(work).is_err() {
-            return;
+            return false;
         }
         next = rx.try_recv().ok();
     }
+    true
 }
 
 /// An alert about the FIM machinery itself, not about a file.

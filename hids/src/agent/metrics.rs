@@ -294,7 +294,7 @@ impl Collector for Live {
         encode_counter(
             &mut enc,
             "hids_reloads",
-            "Successful reloads of decoders and rules.",
+            "Successful reloads of the configuration (SIGHUP).",
             load(&s.reloads),
         )?;
         if let Some(spool) = &self.spool {
