@@ -671,6 +671,25 @@ impl ReloadPlan {
     }
 }
 
+/// Sends an empty batch behind what is in the channel and waits, up to `deadline`, until the
+/// consumer has handled it (and so everything before it).
+fn barrier(tx: &SyncSender<Batch>, deadline: std::time::Instant) -> bool {
+    let (mut b, rx) = Batch::barrier();
+    loop {
+        match tx.try_send(b) {
+            Ok(()) => break,
+            Err(std::sync::mpsc::TrySendError::Full(back)) => b = back,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    !matches!(rx.recv_timeout(left), Err(RecvTimeoutError::Timeout))
+}
+
 /// What [`Running::reload`] did: the locations of the sources stopped and started.
 #[derive(Debug, Default)]
 pub struct Reloaded {
@@ -734,26 +753,28 @@ impl Running {
         for &i in &plan.stop {
             self.sources[i].stop.store(true, Ordering::Relaxed);
         }
+        // Bounded waits: a consumer stuck on a full disk must not hold the agent's main loop.
+        let deadline = std::time::Instant::now() + RELOAD_DRAIN;
+        let mut ended = true;
         for &i in &plan.stop {
             if let Some(h) = self.sources[i].thread.take() {
-                let _ = h.join();
+                while !h.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                ended &= h.is_finished();
+                if h.is_finished() {
+                    let _ = h.join();
+                }
             }
         }
         if !plan.stop.is_empty() {
             // Everything the stopped sources sent is in the channel ahead of the barrier.
-            if let Some(tx) = &self.tx {
-                let (b, rx) = Batch::barrier();
-                let drained = tx.send(b).is_ok()
-                    && !matches!(
-                        rx.recv_timeout(RELOAD_DRAIN),
-                        Err(RecvTimeoutError::Timeout)
-                    );
-                if !drained {
-                    tracing::warn!(
-                        "the analysis did not catch up with the removed log sources in time: \
-                         their saved positions may lag (lines read again if they come back)"
-                    );
-                }
+            let drained = ended && self.tx.as_ref().is_some_and(|tx| barrier(tx, deadline));
+            if !drained {
+                tracing::warn!(
+                    "the analysis did not catch up with the removed log sources in time: their \
+                     saved positions may lag (lines read again if they come back)"
+                );
             }
         }
         let mut old_sources: Vec<Option<Source>> = std::mem::take(&mut self.sources)
