@@ -473,6 +473,7 @@ fn log_summary(what: &str, s: &Summary) {
 struct FimRun {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+    watches: Arc<AtomicU64>,
 }
 
 impl FimRun {
@@ -489,13 +490,19 @@ impl FimRun {
             let (tx, stop, cfg, watches) = (tx.clone(), stop.clone(), cfg.clone(), watches.clone());
             spawn("fim", move || fim_loop(cfg, tx, stop, watches, at_start))?
         };
-        Ok(FimRun { stop, thread })
+        Ok(FimRun {
+            stop,
+            thread,
+            watches: watches.clone(),
+        })
     }
 
     /// Stops the scan under way (what it compared is written) and the real-time watches.
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
+        // The watches are released; a new watcher counts its own.
+        self.watches.store(0, Ordering::Relaxed);
     }
 }
 

@@ -177,7 +177,8 @@ fn fim_alerts(env: &Env, under: &Path) -> Vec<(u64, String)> {
 fn agent_sighup_adding_a_fim_path_records_it_silently_then_watches_it() {
     let env = Env::new();
     let (tree, log, _) = setup(&env);
-    let tree2: PathBuf = env.path().join("tree2");
+    // In a directory of its own: nothing else written there wakes its watches.
+    let tree2: PathBuf = env.path().join("quiet/tree2");
     fs::create_dir_all(tree2.join("sub")).unwrap();
     for i in 0..20 {
         fs::write(tree2.join(format!("f{i}")), format!("{i}\n")).unwrap();
@@ -219,7 +220,34 @@ fn agent_sighup_adding_a_fim_path_records_it_silently_then_watches_it() {
         "the old path's change",
         &agent,
     );
+
+    // The real-time path removed: its watches are released, its changes no longer reported.
+    let watching = inotify_watches(&agent);
+    assert!(watching >= 2, "{watching}");
+    write_config(&env, &[(&tree, false)], &[&log], "");
+    reload(&agent, 2);
+    wait_for(
+        &|| inotify_watches(&agent) <= watching - 2,
+        "the watches released",
+        &agent,
+    );
+    fs::write(tree2.join("f1"), "changed\n").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fim_alerts(&env, &tree2).len(), 1);
     assert_eq!(agent.stop(), 0);
+}
+
+/// The inotify watches the agent's process holds (all instances).
+fn inotify_watches(agent: &Agent) -> usize {
+    let dir = PathBuf::from(format!("/proc/{}/fdinfo", agent.child.id()));
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| fs::read_to_string(e.path()).ok())
+                .map(|t| t.lines().filter(|l| l.starts_with("inotify wd:")).count())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 #[test]
