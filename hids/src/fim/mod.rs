@@ -12,6 +12,10 @@
 //! Single writer: every baseline write is conditional on the row being the one compared against,
 //! so the scheduled scan, a real-time watch ([`check_path`]) and a `hids fim check` run by hand can
 //! never report one change twice; a change seen by none of them is seen by the next.
+//!
+//! The configuration may change between scans: a path no longer configured has its rows dropped
+//! without alerts, and a path the last complete scan did not cover (meta `roots`) is recorded
+//! without "added" alerts, as at the first start.
 
 pub mod attrs;
 pub mod baseline;

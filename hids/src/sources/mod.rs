@@ -6,6 +6,9 @@
 //! positions back through the [`Acker`] once it has taken the events, and only acknowledged
 //! positions are written to SQLite (in batches, by the checkpoint thread). After a crash reading
 //! resumes at the last saved acknowledged position: a line may be read again, none is skipped.
+//! [`Running::reload`] applies new `[[logs]]` while running: sources whose settings did not
+//! change go on untouched, the others stop (positions saved once the consumer has acknowledged
+//! what they sent) or start (from their saved positions, if any).
 //!
 //! - `file_tail.rs`: files and globs, rotation, truncation, positions per file identity.
 //! - `journald.rs`: `journalctl --follow --output=json`, the cursor as position.
