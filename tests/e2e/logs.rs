@@ -588,7 +588,7 @@ fn command_output_change_is_seen() {
 }
 
 /// Writes journal entries (export format) into a journal file in `dir` with systemd-journal-remote.
-fn journal_remote(dir: &Path, entries: &[(u64, &str, &str, u32)]) {
+pub(crate) fn journal_remote(dir: &Path, entries: &[(u64, &str, &str, u32)]) {
     let mut export = String::new();
     for (i, (t, ident, msg, pid)) in entries.iter().enumerate() {
         export.push_str(&format!(

@@ -337,3 +337,38 @@ fn agent_sighup_with_an_invalid_configuration_keeps_everything_running() {
     assert!(!agent.stderr().contains("reloaded the configuration"));
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn agent_sighup_removing_a_journald_source_stops_it_at_once() {
+    let env = Env::new();
+    let (tree, log, _) = setup(&env);
+    let jdir = env.path().join("journal");
+    fs::create_dir(&jdir).unwrap();
+    crate::logs::journal_remote(&jdir, &[(1_700_000_000_000_000, "sshd", "one", 1)]);
+    let journald = format!(
+        "[[logs]]\nformat = \"journald\"\njournal_dir = \"{}\"\n",
+        jdir.display()
+    );
+    write_config(&env, &[(&tree, false)], &[&log], &journald);
+    let agent = Agent::start(&env, "run.log");
+    wait_for(
+        &|| agent.stderr().contains("reading the journal"),
+        "journalctl following a quiet journal",
+        &agent,
+    );
+    // journalctl blocks while the journal is quiet: the source is stopped all the same, and
+    // the reload does not wait for a new entry.
+    write_config(&env, &[(&tree, false)], &[&log], "");
+    reload(&agent, 1);
+    let err = agent.stderr();
+    assert!(err.contains("log source stopped"), "{err}");
+    assert!(!err.contains("did not catch up"), "{err}");
+    assert!(!err.contains("journalctl exited"), "{err}");
+    append(&log, &lines("after", 0..1));
+    wait_for(
+        &|| stream_lines(&env).contains(&"after0".to_string()),
+        "the file source after the reload",
+        &agent,
+    );
+    assert_eq!(agent.stop(), 0);
+}
