@@ -372,3 +372,30 @@ fn agent_sighup_removing_a_journald_source_stops_it_at_once() {
     );
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn agent_sighup_removing_a_file_source_releases_its_watches() {
+    let env = Env::new();
+    let (tree, log, _) = setup(&env);
+    // In a directory of its own: nothing else written there wakes its watch.
+    let quiet = env.path().join("quiet/q.log");
+    fs::create_dir_all(quiet.parent().unwrap()).unwrap();
+    fs::write(&quiet, "").unwrap();
+    write_config(&env, &[(&tree, false)], &[&log, &quiet], "");
+    let agent = Agent::start(&env, "run.log");
+    wait_for(
+        &|| agent.stderr().contains("hids agent started"),
+        "the start",
+        &agent,
+    );
+    wait_for(&|| inotify_watches(&agent) >= 2, "the watches", &agent);
+    let before = inotify_watches(&agent);
+    write_config(&env, &[(&tree, false)], &[&log], "");
+    reload(&agent, 1);
+    wait_for(
+        &|| inotify_watches(&agent) < before,
+        "the removed source's watch released",
+        &agent,
+    );
+    assert_eq!(agent.stop(), 0);
+}

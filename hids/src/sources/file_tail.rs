@@ -250,6 +250,19 @@ struct Watcher {
     watches: inotify::Watches,
     rx: Receiver<bool>,
     dirs: HashSet<PathBuf>,
+    wds: Vec<inotify::WatchDescriptor>,
+}
+
+impl Drop for Watcher {
+    /// The source stopped (a reload removed it): the channel is closed first, then the watches
+    /// removed, which wakes the reading thread; it finds the channel closed and ends, closing the
+    /// inotify instance. Without this, a quiet directory kept both until its next event.
+    fn drop(&mut self) {
+        drop(std::mem::replace(&mut self.rx, mpsc::sync_channel(0).1));
+        for wd in self.wds.drain(..) {
+            let _ = self.watches.remove(wd);
+        }
+    }
 }
 
 impl Watcher {
@@ -302,6 +315,7 @@ impl Watcher {
             watches,
             rx,
             dirs: HashSet::new(),
+            wds: Vec::new(),
         })
     }
 
@@ -320,8 +334,9 @@ impl Watcher {
             | W::MOVE_SELF
             | W::ONLYDIR;
         match self.watches.add(dir, mask) {
-            Ok(_) => {
+            Ok(wd) => {
                 self.dirs.insert(dir.to_path_buf());
+                self.wds.push(wd);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
