@@ -354,6 +354,7 @@ struct Out {
 }
 
 impl Out {
+    #[inline]
     fn push(
         &mut self,
         t_slot: u32,
