@@ -369,6 +369,7 @@ struct Out {
 }
 
 impl Out {
+    #[inline]
     fn push(
         &mut self,
         t_slot: u32,

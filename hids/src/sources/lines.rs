@@ -56,10 +56,7 @@ impl LineSplitter {
         let max = self.max_line;
         // The block's longest valid UTF-8 prefix: the lines in it need no validation of their own
         // (a `\n` never falls inside a character, so they are valid text each).
-        let valid = match std::str::from_utf8(data) {
-            Ok(s) => s,
-            Err(e) => std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default(),
-        };
+        let valid = valid_prefix(data);
         let newline = Newline::new();
         let mut rest = data;
         while !rest.is_empty() {
@@ -161,6 +158,23 @@ impl Newline {
     }
 }
 
+/// The longest prefix of `data` that is valid UTF-8.
+///
+/// `simdutf8` checks a block of plain ASCII (most logs) several times faster than
+/// `std::str::from_utf8`, which was an eighth of the instructions spent per line; only a block
+/// with invalid bytes is looked at a second time, to find where they start.
+fn valid_prefix(data: &[u8]) -> &str {
+    if let Ok(s) = simdutf8::basic::from_utf8(data) {
+        return s;
+    }
+    let up_to = match simdutf8::compat::from_utf8(data) {
+        Ok(s) => return s,
+        Err(e) => e.valid_up_to(),
+    };
+    simdutf8::basic::from_utf8(&data[..up_to]).unwrap_or_default()
+}
+
+#[inline]
 fn strip_cr(b: &[u8], cut: bool) -> &[u8] {
     match b.split_last() {
         Some((b'\r', head)) if !cut => head,
@@ -179,6 +193,7 @@ pub fn to_text(bytes: &[u8]) -> (String, bool) {
 
 /// Replaces the contents of `out` with the text of a line, as [`to_text`] makes it, reusing the
 /// string's allocation; true when invalid UTF-8 had to be replaced.
+#[inline]
 pub fn set_text(out: &mut String, line: &Line<'_>) -> bool {
     out.clear();
     if let Some(t) = line.text {
@@ -278,6 +293,19 @@ mod tests {
             text(&mut s, "ab\u{e9}x\n".as_bytes()),
             [Some("ab\u{e9}".to_string())]
         );
+    }
+
+    #[test]
+    fn valid_prefix_stops_at_the_first_invalid_or_unfinished_character() {
+        assert_eq!(valid_prefix(b""), "");
+        assert_eq!(valid_prefix("ok caf\u{e9}\n".as_bytes()), "ok caf\u{e9}\n");
+        assert_eq!(valid_prefix(b"ab\xffcd"), "ab");
+        // A character cut by the end of the block (its rest comes with the next read).
+        assert_eq!(valid_prefix(b"caf\xc3"), "caf");
+        // Past the width of one vector, both sides of the fault.
+        let mut long = vec![b'x'; 200];
+        long[150] = 0xc0;
+        assert_eq!(valid_prefix(&long).len(), 150);
     }
 
     #[test]
