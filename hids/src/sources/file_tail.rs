@@ -54,6 +54,9 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Deliveries per batch sent to the consumer.
 const BATCH_MAX: usize = 1024;
+/// Bytes of text per batch sent to the consumer: with lines up to `max_line` long, a count of
+/// lines alone would let a queue of batches hold gigabytes.
+const BATCH_MAX_BYTES: usize = 4 << 20;
 /// Bytes read per system call.
 const CHUNK: usize = 256 << 10;
 
@@ -363,6 +366,8 @@ struct Out {
     /// Of the batch being filled: lines cut, lines with invalid UTF-8.
     truncated: u64,
     lossy: u64,
+    /// Bytes of text in the batch being filled.
+    text_bytes: usize,
     tx: mpsc::SyncSender<Batch>,
     counters: Arc<super::Counters>,
     closed: bool,
@@ -399,6 +404,7 @@ impl Out {
         let before = e.full_log.capacity();
         let lossy = set_text(&mut e.full_log, &line);
         let grew = e.full_log.capacity() - before;
+        let text_len = e.full_log.len();
         e.time = now;
         if !Arc::ptr_eq(&e.host, host) {
             e.host = host.clone();
@@ -419,12 +425,14 @@ impl Out {
             offset: line.end,
         };
         self.batch.grew(grew);
+        self.text_bytes += text_len;
         self.truncated += u64::from(line.truncated);
         self.lossy += u64::from(lossy);
     }
 
     fn send(&mut self) {
         let Some(b) = self.batch.take() else { return };
+        self.text_bytes = 0;
         let (t, l) = (
             std::mem::take(&mut self.truncated),
             std::mem::take(&mut self.lossy),
@@ -467,6 +475,7 @@ pub fn run(ctx: SourceContext, known: KnownFiles) {
         last_run: (u32::MAX, 0),
         truncated: 0,
         lossy: 0,
+        text_bytes: 0,
         tx: ctx.tx.clone(),
         counters: ctx.counters.clone(),
         closed: false,
@@ -653,7 +662,7 @@ impl Tail {
             t.splitter.feed(&self.chunk[..n], |l| {
                 out.push(slot, generation, &loc, l, now)
             });
-            if self.out.batch.len() >= BATCH_MAX {
+            if self.out.batch.len() >= BATCH_MAX || self.out.text_bytes >= BATCH_MAX_BYTES {
                 self.out.send();
                 if self.out.closed || self.ctx.stopping() {
                     return;

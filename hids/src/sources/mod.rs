@@ -1120,6 +1120,33 @@ mod tests {
     }
 
     #[test]
+    fn batches_of_long_lines_are_bounded_in_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("a.log");
+        // 300 lines of 60 KB: 18 MB, far below the count per batch but past its bytes.
+        let line = "x".repeat(60_000);
+        std::fs::write(&log, format!("{line}\n").repeat(300)).unwrap();
+        let cfg = config_for(tmp.path(), &log);
+        let state = State::open(&cfg.agent.state_dir).unwrap();
+        let opts = RunOptions {
+            once: true,
+            poll: false,
+        };
+        let running = spawn(&cfg, &state, opts).unwrap();
+        let (mut lines, mut batches) = (0, 0);
+        for batch in running.rx.iter() {
+            let bytes: usize = batch.iter().map(|d| d.event.full_log.len()).sum();
+            // The bound, plus what one read block can add past it.
+            assert!(bytes <= (4 << 20) + (256 << 10) + 60_000, "{bytes} bytes");
+            lines += batch.len();
+            batches += 1;
+        }
+        running.finish();
+        assert_eq!(lines, 300);
+        assert!(batches >= 5, "{batches} batches");
+    }
+
+    #[test]
     fn positions_advance_only_past_acknowledged_events() {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("a.log");
