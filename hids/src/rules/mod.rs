@@ -800,10 +800,13 @@ impl Engine {
                 .add_ignore(&key_text(&w.view, rule.ignore_fields));
         }
         let feeds = &set.feeds[idx];
-        let keys = if feeds.is_empty() {
-            Keys::default()
-        } else {
-            w.keys().clone()
+        let empty = Keys::default();
+        if !feeds.is_empty() {
+            w.keys();
+        }
+        let keys = match &w.keys {
+            Some(k) if !feeds.is_empty() => k,
+            _ => &empty,
         };
         let log = if feeds.is_empty() {
             ""
