@@ -536,6 +536,8 @@ pub struct Engine {
     ignored_at: Vec<Option<u64>>,
     last_diff: HashMap<RuleIdx, Box<str>>,
     clock: (i64, u32, u8),
+    /// [`Walk::pool`] between events.
+    pool: Vec<Scratch>,
 }
 
 /// What a correlation list holds, stable across reloads (list numbers are not).
@@ -584,6 +586,8 @@ struct Walk<'a> {
     fts: Fts,
     matched: u8,
     related: Vec<String>,
+    /// Scratch space for the sibling lists being walked, one per tree level, reused.
+    pool: Vec<Scratch>,
 }
 
 impl Walk<'_> {
@@ -626,6 +630,7 @@ impl Engine {
             ignored_at: vec![None; n],
             last_diff: HashMap::new(),
             clock: (i64::MIN, 0, 0),
+            pool: Vec::new(),
             set,
         }
     }
@@ -747,9 +752,11 @@ impl Engine {
             fts: input.fts,
             matched: 0,
             related: Vec::new(),
+            pool: std::mem::take(&mut self.pool),
         };
         let mut fired = None;
-        let mut scratch = Scratch::default();
+        let mut scratch = w.pool.pop().unwrap_or_default();
+        scratch.reset();
         for &pos in set.top_index.candidates(input.category, w.view.decoder) {
             let pos = pos as usize;
             let n = set.tree.top[pos];
@@ -763,6 +770,8 @@ impl Engine {
                 break;
             }
         }
+        w.pool.push(scratch);
+        self.pool = std::mem::take(&mut w.pool);
         let idx = fired?;
         let rule = &set.tree.rules[idx];
         let mut verdict = Verdict {
@@ -866,16 +875,25 @@ impl Engine {
             w.matched = r.level;
             w.related = found.related;
         }
-        let mut scratch = Scratch::default();
-        let sibs = set.child_sets[node].as_ref();
-        for (pos, &c) in n.children.iter().enumerate() {
-            let known = sibs.map(|s| Known {
-                sets: s,
-                pos,
-                scratch: &mut scratch,
-            });
-            if let Some(x) = self.check(set, c, w, known) {
-                return Some(x);
+        if !n.children.is_empty() {
+            let mut scratch = w.pool.pop().unwrap_or_default();
+            scratch.reset();
+            let sibs = set.child_sets[node].as_ref();
+            let mut found = None;
+            for (pos, &c) in n.children.iter().enumerate() {
+                let known = sibs.map(|s| Known {
+                    sets: s,
+                    pos,
+                    scratch: &mut scratch,
+                });
+                if let Some(x) = self.check(set, c, w, known) {
+                    found = Some(x);
+                    break;
+                }
+            }
+            w.pool.push(scratch);
+            if found.is_some() {
+                return found;
             }
         }
         if r.noalert {
