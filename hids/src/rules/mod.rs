@@ -1065,9 +1065,31 @@ struct AlertJson<'a> {
     decoder: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parent: Option<&'a str>,
-    data: serde_json::Map<String, serde_json::Value>,
+    data: DataJson<'a>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     related: &'a [String],
+}
+
+/// The decoded fields as a JSON object: keys in byte order, the last value of a repeated name
+/// (what collecting them into a `serde_json::Map` gave), written without copying them.
+struct DataJson<'a>(&'a [(Arc<str>, String)]);
+
+impl serde::Serialize for DataJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut fields: Vec<(&str, &str)> =
+            self.0.iter().map(|(k, v)| (&**k, v.as_str())).collect();
+        // Stable: of equal names, the last one found stays last.
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let mut map = s.serialize_map(None)?;
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if fields.get(i + 1).is_some_and(|next| next.0 == *k) {
+                continue;
+            }
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// Writes `alert` as one JSON line.
@@ -1091,11 +1113,7 @@ pub fn write_json_parts(
     decoded: &Decoded,
     related: &[String],
 ) -> std::io::Result<()> {
-    let data = decoded
-        .fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
-        .collect();
+    let data = DataJson(&decoded.fields);
     let j = AlertJson {
         timestamp: rfc3339(event.time),
         rule,
@@ -1108,8 +1126,25 @@ pub fn write_json_parts(
         data,
         related,
     };
-    serde_json::to_writer(&mut *out, &j).map_err(std::io::Error::other)?;
-    out.write_all(b"\n")
+    // Formatted into a buffer first: serde_json writes an alert in a few hundred small pieces,
+    // each a dynamic call when made on `out` directly.
+    JSON_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        buf.clear();
+        serde_json::to_writer(&mut *buf, &j).map_err(std::io::Error::other)?;
+        buf.push(b'\n');
+        let r = out.write_all(&buf);
+        // A rare huge alert does not keep its buffer.
+        if buf.capacity() > 1 << 16 {
+            *buf = Vec::new();
+        }
+        r
+    })
+}
+
+thread_local! {
+    /// [`write_json_parts`]'s buffer, reused between alerts.
+    static JSON_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a time (UTC).
