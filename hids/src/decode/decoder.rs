@@ -574,9 +574,10 @@ impl DecoderSet {
                     info = chain[j];
                     regex_prev = Some(s + c.end);
                     let hay = &log[s..];
+                    fields.reserve(node.order.len());
                     for (k, name) in node.order.iter().enumerate() {
                         if let Some(v) = c.text_bytes(hay, k) {
-                            json::set(fields, name, v);
+                            json::set_shared(fields, name, v);
                         }
                     }
                     if node.get_next && j + 1 < chain.len() {

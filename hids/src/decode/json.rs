@@ -81,6 +81,15 @@ pub fn set(fields: &mut Vec<(Arc<str>, String)>, name: &str, value: String) {
     }
 }
 
+/// [`set`] with a name the caller already holds shared (a decoder's `order`): no copy of it.
+pub fn set_shared(fields: &mut Vec<(Arc<str>, String)>, name: &Arc<str>, value: String) {
+    if let Some(slot) = fields.iter_mut().find(|(k, _)| k == name) {
+        slot.1 = value;
+    } else {
+        fields.push((name.clone(), value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,13 +99,85 @@ pub struct Search {
     pub same: SameFlags,
 }
 
+/// One remembered event. Its log, key fields and host share one allocation: thousands of records
+/// are held, and a box per field cost more in allocator overhead than the text itself.
 #[derive(Debug)]
 struct Record {
     time: u64,
     /// The level of the highest correlation rule that consumed this record (OSSEC's `matched`).
     matched: u8,
-    keys: Keys,
-    log: Box<str>,
+    category: u8,
+    /// Bit `k`: part `k` (a key field) is present.
+    present: u8,
+    /// Where each part of `text` ends: the log, the key fields ([`Record::SRCIP`] ...), the host.
+    ends: [u32; 8],
+    text: Box<str>,
+}
+
+impl Record {
+    const LOG: usize = 0;
+    const SRCIP: usize = 1;
+    const SRCPORT: usize = 2;
+    const DSTPORT: usize = 3;
+    const DSTUSER: usize = 4;
+    const ID: usize = 5;
+    const URL: usize = 6;
+    const HOST: usize = 7;
+
+    fn new(time: u64, matched: u8, keys: &Keys, log: &str) -> Record {
+        let fields = [
+            keys.srcip.as_deref(),
+            keys.srcport.as_deref(),
+            keys.dstport.as_deref(),
+            keys.dstuser.as_deref(),
+            keys.id.as_deref(),
+            keys.url.as_deref(),
+        ];
+        let len =
+            log.len() + fields.iter().flatten().map(|f| f.len()).sum::<usize>() + keys.host.len();
+        let mut text = String::with_capacity(len);
+        let mut ends = [0u32; 8];
+        let mut present = 0u8;
+        // Offsets are u32: a part past 4 GiB is cut off at that point (the log is bounded by
+        // `max_log_bytes`, the fields by the line).
+        let mut push = |text: &mut String, k: usize, part: &str| {
+            if u32::try_from(text.len() + part.len()).is_ok() {
+                text.push_str(part);
+            }
+            ends[k] = text.len() as u32;
+        };
+        push(&mut text, Record::LOG, log);
+        for (i, f) in fields.iter().enumerate() {
+            if let Some(f) = f {
+                present |= 1 << (i + 1);
+                push(&mut text, i + 1, f);
+            } else {
+                push(&mut text, i + 1, "");
+            }
+        }
+        push(&mut text, Record::HOST, &keys.host);
+        Record {
+            time,
+            matched,
+            category: keys.category,
+            present,
+            ends,
+            text: text.into_boxed_str(),
+        }
+    }
+
+    fn part(&self, k: usize) -> &str {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
+        self.text.get(start..self.ends[k] as usize).unwrap_or("")
+    }
+
+    fn key(&self, k: usize) -> Option<&str> {
+        (self.present & (1 << k) != 0).then(|| self.part(k))
+    }
+
+    fn log(&self) -> &str {
+        self.part(Record::LOG)
+    }
 }
 
 /// An extra test on a record's log and category (for `if_matched_regex`).
@@ -163,11 +235,6 @@ impl State {
         self.records.is_empty()
     }
 
-    fn get_mut(&mut self, seq: u64) -> Option<&mut Record> {
-        let i = seq.checked_sub(self.base)?;
-        self.records.get_mut(usize::try_from(i).ok()?)
-    }
-
     /// Searches `list` for the current event (`keys`, at time `now`) as OSSEC does. On success the
     /// consumed records are marked with the rule's level, and the caller must pass `matched = level`
     /// when it remembers the current event.
@@ -180,21 +247,24 @@ impl State {
         rule: &Search,
         filter: Option<&RecordFilter>,
     ) -> Option<Found> {
-        let seqs: Vec<u64> = match self.lists.get_mut(list) {
-            Some(l) => {
-                // Drop sequence numbers of records that left the ring.
-                while l.front().is_some_and(|&s| s < self.base) {
-                    l.pop_front();
-                }
-                l.iter().rev().copied().collect()
-            }
-            None => return None,
-        };
-        let newest = *seqs.first()?;
+        let State {
+            lists,
+            records,
+            base,
+            ..
+        } = self;
+        let base = *base;
+        let l = lists.get_mut(list)?;
+        // Drop sequence numbers of records that left the ring.
+        while l.front().is_some_and(|&s| s < base) {
+            l.pop_front();
+        }
+        let newest = *l.back()?;
         let mut count: u32 = 0;
         let mut related = Vec::new();
-        for seq in seqs {
-            let Some(rec) = self.get_mut(seq) else {
+        let at = |seq: u64| -> Option<usize> { usize::try_from(seq.checked_sub(base)?).ok() };
+        for &seq in l.iter().rev() {
+            let Some(rec) = at(seq).and_then(|i| records.get_mut(i)) else {
                 break;
             };
             if now.saturating_sub(rec.time) > rule.timeframe {
@@ -203,21 +273,21 @@ impl State {
             if rec.matched >= rule.level {
                 return None;
             }
-            if !same_ok(&rule.same, &rec.keys, keys) {
+            if !same_ok(&rule.same, rec, keys) {
                 continue;
             }
-            if filter.is_some_and(|f| !f(&rec.log, rec.keys.category)) {
+            if filter.is_some_and(|f| !f(rec.log(), rec.category)) {
                 continue;
             }
             if related.len() <= 10 {
-                related.push(rec.log.to_string());
+                related.push(rec.log().to_string());
             }
             if count < rule.frequency {
                 count += 1;
                 continue;
             }
             rec.matched = rule.level;
-            if let Some(first) = self.get_mut(newest) {
+            if let Some(first) = at(newest).and_then(|i| records.get_mut(i)) {
                 first.matched = rule.level;
             }
             return Some(Found { related });
@@ -226,7 +296,7 @@ impl State {
     }
 
     /// Remembers an alerted event in `lists` (the lists of the rule that fired).
-    pub fn remember(&mut self, lists: &[ListId], keys: Keys, log: &str, now: u64, matched: u8) {
+    pub fn remember(&mut self, lists: &[ListId], keys: &Keys, log: &str, now: u64, matched: u8) {
         if self.limits.max_events == 0 {
             return;
         }
@@ -235,12 +305,8 @@ impl State {
         while !log.is_char_boundary(cut) {
             cut -= 1;
         }
-        self.records.push_back(Record {
-            time: now,
-            matched,
-            keys,
-            log: log[..cut].into(),
-        });
+        self.records
+            .push_back(Record::new(now, matched, keys, &log[..cut]));
         for &l in lists {
             if let Some(list) = self.lists.get_mut(l) {
                 list.push_back(seq);
@@ -340,35 +406,35 @@ impl State {
     }
 }
 
-fn same_ok(same: &SameFlags, old: &Keys, cur: &Keys) -> bool {
-    fn eq(a: &Option<Box<str>>, b: &Option<Box<str>>) -> bool {
-        matches!((a, b), (Some(a), Some(b)) if a == b)
+fn same_ok(same: &SameFlags, old: &Record, cur: &Keys) -> bool {
+    fn eq(a: Option<&str>, b: &Option<Box<str>>) -> bool {
+        matches!((a, b), (Some(a), Some(b)) if a == &**b)
     }
-    fn differ(a: &Option<Box<str>>, b: &Option<Box<str>>) -> bool {
-        matches!((a, b), (Some(a), Some(b)) if a != b)
+    fn differ(a: Option<&str>, b: &Option<Box<str>>) -> bool {
+        matches!((a, b), (Some(a), Some(b)) if a != &**b)
     }
-    if same.id && !eq(&old.id, &cur.id) {
+    if same.id && !eq(old.key(Record::ID), &cur.id) {
         return false;
     }
-    if same.source_ip && !eq(&old.srcip, &cur.srcip) {
+    if same.source_ip && !eq(old.key(Record::SRCIP), &cur.srcip) {
         return false;
     }
-    if same.source_port && !eq(&old.srcport, &cur.srcport) {
+    if same.source_port && !eq(old.key(Record::SRCPORT), &cur.srcport) {
         return false;
     }
-    if same.dst_port && !eq(&old.dstport, &cur.dstport) {
+    if same.dst_port && !eq(old.key(Record::DSTPORT), &cur.dstport) {
         return false;
     }
-    if same.user && !eq(&old.dstuser, &cur.dstuser) {
+    if same.user && !eq(old.key(Record::DSTUSER), &cur.dstuser) {
         return false;
     }
-    if same.location && old.host != cur.host {
+    if same.location && old.part(Record::HOST) != &*cur.host {
         return false;
     }
-    if same.different_url && !differ(&old.url, &cur.url) {
+    if same.different_url && !differ(old.key(Record::URL), &cur.url) {
         return false;
     }
-    if same.different_srcip && !differ(&old.srcip, &cur.srcip) {
+    if same.different_srcip && !differ(old.key(Record::SRCIP), &cur.srcip) {
         return false;
     }
     true
@@ -402,7 +468,7 @@ mod tests {
     fn fires_after(n: usize, frequency: u32) -> bool {
         let mut s = State::new(Limits::default(), 1);
         for _ in 0..n {
-            s.remember(&[0], keys("10.0.0.1"), "x", 100, 0);
+            s.remember(&[0], &keys("10.0.0.1"), "x", 100, 0);
         }
         s.search(0, &keys("10.0.0.1"), 100, &rule(frequency, 60), None)
             .is_some()
@@ -422,7 +488,7 @@ mod tests {
     fn records_outside_the_timeframe_end_the_search() {
         let mut s = State::new(Limits::default(), 1);
         for t in [0, 10, 50, 51, 52] {
-            s.remember(&[0], keys("1.1.1.1"), "x", t, 0);
+            s.remember(&[0], &keys("1.1.1.1"), "x", t, 0);
         }
         // At t=60 with timeframe 10, only 50..52 are inside: 3 records.
         assert!(s
@@ -433,7 +499,7 @@ mod tests {
             .is_none());
         // Exactly at the timeframe's edge still counts (OSSEC uses `>`).
         let mut s = State::new(Limits::default(), 1);
-        s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        s.remember(&[0], &keys("1.1.1.1"), "x", 0, 0);
         assert!(s
             .search(0, &keys("1.1.1.1"), 10, &rule(0, 10), None)
             .is_some());
@@ -447,7 +513,7 @@ mod tests {
         let mut s = State::new(Limits::default(), 1);
         for i in 0..20 {
             let ip = if i % 2 == 0 { "1.1.1.1" } else { "2.2.2.2" };
-            s.remember(&[0], keys(ip), "x", 0, 0);
+            s.remember(&[0], &keys(ip), "x", 0, 0);
         }
         assert!(s
             .search(0, &keys("3.3.3.3"), 0, &rule(0, 60), None)
@@ -464,7 +530,7 @@ mod tests {
     fn consumed_records_are_not_counted_twice() {
         let mut s = State::new(Limits::default(), 1);
         for _ in 0..3 {
-            s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+            s.remember(&[0], &keys("1.1.1.1"), "x", 0, 0);
         }
         let r = rule(1, 60);
         let found = s.search(0, &keys("1.1.1.1"), 0, &r, None).unwrap();
@@ -472,13 +538,13 @@ mod tests {
         // The newest record is marked: the next search stops there at once.
         assert!(s.search(0, &keys("1.1.1.1"), 0, &r, None).is_none());
         // Two fresh records after the mark: fires again.
-        s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        s.remember(&[0], &keys("1.1.1.1"), "x", 0, 0);
         assert!(s.search(0, &keys("1.1.1.1"), 0, &r, None).is_none());
-        s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        s.remember(&[0], &keys("1.1.1.1"), "x", 0, 0);
         assert!(s.search(0, &keys("1.1.1.1"), 0, &r, None).is_some());
         // A lower-level rule cannot reuse records consumed by a higher one.
         let low = Search { level: 5, ..r };
-        s.remember(&[0], keys("1.1.1.1"), "x", 0, 0);
+        s.remember(&[0], &keys("1.1.1.1"), "x", 0, 0);
         assert!(s.search(0, &keys("1.1.1.1"), 0, &low, None).is_none());
     }
 
@@ -491,13 +557,13 @@ mod tests {
         let mut s = State::new(limits, 1);
         for i in 0..10_000u32 {
             let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
-            s.remember(&[0], keys(&ip), &"y".repeat(5000), 0, 0);
+            s.remember(&[0], &keys(&ip), &"y".repeat(5000), 0, 0);
         }
         // Between max - 9 and max + 1 records, as OSSEC keeps them.
         assert!((91..=101).contains(&s.len()), "{}", s.len());
         assert_eq!(s.counters().events_evicted, 10_000 - s.len() as u64);
         assert!(s.lists[0].len() <= 101);
-        assert!(s.records.iter().all(|r| r.log.len() <= 2048));
+        assert!(s.records.iter().all(|r| r.log().len() <= 2048));
         // Evicted records are gone from the search too.
         assert!(s
             .search(0, &keys("10.0.0.5"), 0, &rule(0, 60), None)

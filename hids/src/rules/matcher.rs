@@ -100,11 +100,19 @@ pub struct SiblingSets {
     pub maps: [Vec<Box<[Option<u32>]>>; SOURCES],
 }
 
-/// Per-evaluation scratch space for [`Known`].
+/// Per-evaluation scratch space for [`Known`]. The engine keeps these between events, so their
+/// pattern sets are allocated once rather than per sibling list and event.
 #[derive(Debug, Default)]
 pub struct Scratch {
     results: [Option<regex_automata::PatternSet>; SOURCES],
     done: [bool; SOURCES],
+}
+
+impl Scratch {
+    /// Forgets the results of the last sibling list (the sets' memory is kept).
+    pub fn reset(&mut self) {
+        self.done = [false; SOURCES];
+    }
 }
 
 /// Results already known for some of a rule's patterns: one scan of a sibling list's set answers
@@ -125,7 +133,8 @@ impl Known<'_> {
         let r = self.scratch.results[s]
             .get_or_insert_with(|| regex_automata::PatternSet::new(set.pattern_len()));
         if !self.scratch.done[s] {
-            if r.capacity() != set.pattern_len() {
+            // A set with room for more patterns than this one has is fine: kept from a larger list.
+            if r.capacity() < set.pattern_len() {
                 *r = regex_automata::PatternSet::new(set.pattern_len());
             } else {
                 r.clear();

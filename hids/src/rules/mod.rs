@@ -536,6 +536,8 @@ pub struct Engine {
     ignored_at: Vec<Option<u64>>,
     last_diff: HashMap<RuleIdx, Box<str>>,
     clock: (i64, u32, u8),
+    /// [`Walk::pool`] between events.
+    pool: Vec<Scratch>,
 }
 
 /// What a correlation list holds, stable across reloads (list numbers are not).
@@ -584,6 +586,8 @@ struct Walk<'a> {
     fts: Fts,
     matched: u8,
     related: Vec<String>,
+    /// Scratch space for the sibling lists being walked, one per tree level, reused.
+    pool: Vec<Scratch>,
 }
 
 impl Walk<'_> {
@@ -626,6 +630,7 @@ impl Engine {
             ignored_at: vec![None; n],
             last_diff: HashMap::new(),
             clock: (i64::MIN, 0, 0),
+            pool: Vec::new(),
             set,
         }
     }
@@ -747,9 +752,11 @@ impl Engine {
             fts: input.fts,
             matched: 0,
             related: Vec::new(),
+            pool: std::mem::take(&mut self.pool),
         };
         let mut fired = None;
-        let mut scratch = Scratch::default();
+        let mut scratch = w.pool.pop().unwrap_or_default();
+        scratch.reset();
         for &pos in set.top_index.candidates(input.category, w.view.decoder) {
             let pos = pos as usize;
             let n = set.tree.top[pos];
@@ -763,6 +770,8 @@ impl Engine {
                 break;
             }
         }
+        w.pool.push(scratch);
+        self.pool = std::mem::take(&mut w.pool);
         let idx = fired?;
         let rule = &set.tree.rules[idx];
         let mut verdict = Verdict {
@@ -800,10 +809,13 @@ impl Engine {
                 .add_ignore(&key_text(&w.view, rule.ignore_fields));
         }
         let feeds = &set.feeds[idx];
-        let keys = if feeds.is_empty() {
-            Keys::default()
-        } else {
-            w.keys().clone()
+        let empty = Keys::default();
+        if !feeds.is_empty() {
+            w.keys();
+        }
+        let keys = match &w.keys {
+            Some(k) if !feeds.is_empty() => k,
+            _ => &empty,
         };
         let log = if feeds.is_empty() {
             ""
@@ -863,16 +875,25 @@ impl Engine {
             w.matched = r.level;
             w.related = found.related;
         }
-        let mut scratch = Scratch::default();
-        let sibs = set.child_sets[node].as_ref();
-        for (pos, &c) in n.children.iter().enumerate() {
-            let known = sibs.map(|s| Known {
-                sets: s,
-                pos,
-                scratch: &mut scratch,
-            });
-            if let Some(x) = self.check(set, c, w, known) {
-                return Some(x);
+        if !n.children.is_empty() {
+            let mut scratch = w.pool.pop().unwrap_or_default();
+            scratch.reset();
+            let sibs = set.child_sets[node].as_ref();
+            let mut found = None;
+            for (pos, &c) in n.children.iter().enumerate() {
+                let known = sibs.map(|s| Known {
+                    sets: s,
+                    pos,
+                    scratch: &mut scratch,
+                });
+                if let Some(x) = self.check(set, c, w, known) {
+                    found = Some(x);
+                    break;
+                }
+            }
+            w.pool.push(scratch);
+            if found.is_some() {
+                return found;
             }
         }
         if r.noalert {
@@ -1044,9 +1065,31 @@ struct AlertJson<'a> {
     decoder: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parent: Option<&'a str>,
-    data: serde_json::Map<String, serde_json::Value>,
+    data: DataJson<'a>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     related: &'a [String],
+}
+
+/// The decoded fields as a JSON object: keys in byte order, the last value of a repeated name
+/// (what collecting them into a `serde_json::Map` gave), written without copying them.
+struct DataJson<'a>(&'a [(Arc<str>, String)]);
+
+impl serde::Serialize for DataJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut fields: Vec<(&str, &str)> =
+            self.0.iter().map(|(k, v)| (&**k, v.as_str())).collect();
+        // Stable: of equal names, the last one found stays last.
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        let mut map = s.serialize_map(None)?;
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if fields.get(i + 1).is_some_and(|next| next.0 == *k) {
+                continue;
+            }
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
 /// Writes `alert` as one JSON line.
@@ -1070,11 +1113,7 @@ pub fn write_json_parts(
     decoded: &Decoded,
     related: &[String],
 ) -> std::io::Result<()> {
-    let data = decoded
-        .fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
-        .collect();
+    let data = DataJson(&decoded.fields);
     let j = AlertJson {
         timestamp: rfc3339(event.time),
         rule,
@@ -1087,8 +1126,25 @@ pub fn write_json_parts(
         data,
         related,
     };
-    serde_json::to_writer(&mut *out, &j).map_err(std::io::Error::other)?;
-    out.write_all(b"\n")
+    // Formatted into a buffer first: serde_json writes an alert in a few hundred small pieces,
+    // each a dynamic call when made on `out` directly.
+    JSON_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        buf.clear();
+        serde_json::to_writer(&mut *buf, &j).map_err(std::io::Error::other)?;
+        buf.push(b'\n');
+        let r = out.write_all(&buf);
+        // A rare huge alert does not keep its buffer.
+        if buf.capacity() > 1 << 16 {
+            *buf = Vec::new();
+        }
+        r
+    })
+}
+
+thread_local! {
+    /// [`write_json_parts`]'s buffer, reused between alerts.
+    static JSON_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a time (UTC).
