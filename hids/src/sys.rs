@@ -135,3 +135,41 @@ pub fn set_no_new_privs() -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// The soft limit on this process's open files (None when it cannot be read).
+pub fn open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct it is given, which lives for the call.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (r == 0).then_some(lim.rlim_cur)
+}
+
+/// `openat(dir, name, flags | O_RDONLY | O_CLOEXEC)`: opens `name` relative to the directory
+/// `dir` (a single name: no `/`, which the caller guarantees by passing a path's last component).
+pub fn open_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    flags: libc::c_int,
+) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `dir` is a descriptor kept open by its owner for the call, `name` a NUL-terminated
+    // string living for the call; openat touches no other memory of ours.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by openat, is valid, and is owned by nothing else.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}

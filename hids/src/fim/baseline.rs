@@ -10,7 +10,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::FimError;
 use crate::config::Checks;
@@ -153,11 +153,19 @@ pub enum Op {
     },
 }
 
+/// Rows written per transaction while recording a new baseline in bulk.
+const BULK_ROWS: u64 = 8192;
+
 /// The baseline: an open database connection and the MAC key.
 pub struct Baseline {
     conn: Connection,
     db_path: PathBuf,
     mac_key: [u8; 32],
+    /// Recording a new baseline: writes share transactions of [`BULK_ROWS`] rows, and the WAL is
+    /// checkpointed once at the end.
+    bulk: bool,
+    /// Rows written in the bulk transaction open now (None: none is open).
+    bulk_open: Option<u64>,
 }
 
 fn now_secs() -> i64 {
@@ -311,7 +319,43 @@ impl Baseline {
             conn: state.conn,
             db_path: state.db_path,
             mac_key,
+            bulk: false,
+            bulk_open: None,
         })
+    }
+
+    /// Starts recording a new baseline in bulk: [`Baseline::apply`] then writes many batches per
+    /// transaction (one commit per [`BULK_ROWS`] rows, each with its own WAL frames for the same
+    /// interior pages) and the WAL is not checkpointed until [`Baseline::end_bulk`] (an automatic
+    /// checkpoint every thousand pages wrote and synced the database file again and again).
+    /// Between transactions the write lock is released, so that other writers are not held off
+    /// for the whole scan.
+    pub fn begin_bulk(&mut self) -> Result<(), FimError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(self.sql())?;
+        self.bulk = true;
+        Ok(())
+    }
+
+    /// Commits what [`Baseline::begin_bulk`] left open, checkpoints the WAL once, and goes back to
+    /// one transaction per [`Baseline::apply`].
+    pub fn end_bulk(&mut self) -> Result<(), FimError> {
+        self.bulk = false;
+        let committed = match self.bulk_open.take() {
+            Some(_) => self.conn.execute_batch("COMMIT").map_err(self.sql()),
+            None => Ok(()),
+        };
+        // Back to the default (1000 pages); then fold the WAL into the database and truncate it
+        // (left to later if a reader holds it: not an error).
+        let restored = self
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", 1000)
+            .map_err(self.sql());
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        committed.and(restored)
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> FimError + '_ {
@@ -572,44 +616,55 @@ impl Baseline {
             path: db_path.clone(),
             source,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        // Outside bulk mode, one transaction for this call; in bulk mode, the open bulk
+        // transaction (begun here when none is).
+        let tx = if self.bulk {
+            if self.bulk_open.is_none() {
+                self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sql)?;
+                self.bulk_open = Some(0);
+            }
+            None
+        } else {
+            Some(
+                Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+                    .map_err(sql)?,
+            )
+        };
+        let conn: &Connection = &self.conn;
         {
-            let mut update = tx
+            let mut update = conn
                 .prepare_cached(
                     "UPDATE fim_entry SET checks=?2, type=?3, size=?4, mode=?5, uid=?6, gid=?7,
                      user=?8, grp=?9, inode=?10, dev=?11, mtime=?12, ctime=?13, hash=?14,
                      hash_skipped=?15, link=?16, since=?17, mac=?18 WHERE key=?1 AND mac=?19",
                 )
                 .map_err(sql)?;
-            let mut insert = tx
+            let mut insert = conn
                 .prepare_cached(&format!(
                     "INSERT INTO fim_entry ({ROW_COLUMNS}) VALUES
                      (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)
                      ON CONFLICT (key) DO NOTHING"
                 ))
                 .map_err(sql)?;
-            let mut delete = tx
+            let mut delete = conn
                 .prepare_cached("DELETE FROM fim_entry WHERE key = ?1 AND mac = ?2")
                 .map_err(sql)?;
-            let mut put_content = tx
+            let mut put_content = conn
                 .prepare_cached(
                     "INSERT INTO fim_content (key, size, data, mac) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (key) DO UPDATE SET size = excluded.size, data = excluded.data,
                      mac = excluded.mac",
                 )
                 .map_err(sql)?;
-            let mut del_content = tx
+            let mut del_content = conn
                 .prepare_cached("DELETE FROM fim_content WHERE key = ?1")
                 .map_err(sql)?;
-            let mut add_change = tx
+            let mut add_change = conn
                 .prepare_cached(
                     "INSERT INTO fim_change (key, time, kind, record) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(sql)?;
-            let mut prune = tx
+            let mut prune = conn
                 .prepare_cached(
                     "DELETE FROM fim_change WHERE key = ?1 AND id <= (SELECT id FROM fim_change
                      WHERE key = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
@@ -697,7 +752,18 @@ impl Baseline {
                 done.push(true);
             }
         }
-        tx.commit().map_err(sql)?;
+        match tx {
+            Some(tx) => tx.commit().map_err(sql)?,
+            None => {
+                let rows = self.bulk_open.unwrap_or(0) + ops.len() as u64;
+                if rows >= BULK_ROWS {
+                    self.bulk_open = None;
+                    self.conn.execute_batch("COMMIT").map_err(sql)?;
+                } else {
+                    self.bulk_open = Some(rows);
+                }
+            }
+        }
         Ok(done)
     }
 

@@ -10,10 +10,11 @@
 use std::cell::RefCell;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Files at least this large are cut into subtrees hashed on all cores at once (each thread
@@ -104,22 +105,71 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-fn open_safely(path: &Path, follow: bool) -> io::Result<File> {
+/// Directory descriptors held at once, at most (a quarter of the open-file limit, at most 4096):
+/// the walk runs ahead of hashing, and the files being hashed need descriptors too.
+fn dir_fd_cap() -> usize {
+    static CAP: OnceLock<usize> = OnceLock::new();
+    *CAP.get_or_init(|| {
+        crate::sys::open_files_limit()
+            .map_or(0, |n| usize::try_from(n / 4).map_or(4096, |n| n.min(4096)))
+    })
+}
+
+static DIR_FDS: AtomicUsize = AtomicUsize::new(0);
+
+/// A walked directory, held open (`O_PATH`) so that its files are opened by name relative to it
+/// (`openat`) rather than by their full path, which the kernel would look up component by
+/// component for every file.
+#[derive(Debug)]
+pub struct DirFd(File);
+
+impl DirFd {
+    /// Opens the directory at `path`, if it is still the one with this device and inode (else
+    /// None: its files are opened by path). None too when too many are held already.
+    pub fn open(path: &Path, dev: u64, ino: u64) -> Option<DirFd> {
+        if DIR_FDS.fetch_add(1, Ordering::Relaxed) >= dir_fd_cap() {
+            DIR_FDS.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(path)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+            .map(DirFd);
+        if dir.is_none() {
+            DIR_FDS.fetch_sub(1, Ordering::Relaxed);
+        }
+        dir
+    }
+}
+
+impl Drop for DirFd {
+    fn drop(&mut self) {
+        DIR_FDS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Opens the file read-only, never following a final symlink (unless `follow`), never blocking on
+/// a FIFO, never becoming a controlling terminal; relative to its directory when `dir` is given
+/// (`path` then ends with the name).
+fn open_safely(dir: Option<&DirFd>, path: &Path, follow: bool) -> io::Result<File> {
     let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
     if !follow {
         flags |= libc::O_NOFOLLOW;
     }
-    // O_NOATIME keeps scans from rewriting every inode's atime; it is allowed only to the owner
-    // and to root, so fall back without it.
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags | libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::OpenOptions::new()
+    let open = |flags: libc::c_int| match (dir, path.file_name()) {
+        (Some(d), Some(name)) => crate::sys::open_at(d.0.as_fd(), name, flags),
+        _ => std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(flags)
             .open(path),
+    };
+    // O_NOATIME keeps scans from rewriting every inode's atime; it is allowed only to the owner
+    // and to root, so fall back without it.
+    match open(flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
         other => other,
     }
 }
@@ -145,6 +195,19 @@ pub fn hash_path(
     throttle: Option<&Throttle>,
     stop: Option<&AtomicBool>,
 ) -> Outcome {
+    hash_at(None, path, follow, keep_content, throttle, stop)
+}
+
+/// [`hash_path`], opening the file relative to its directory `dir` when given (the directory
+/// `path` is in, held open by the walk).
+pub fn hash_at(
+    dir: Option<&DirFd>,
+    path: &Path,
+    follow: bool,
+    keep_content: u64,
+    throttle: Option<&Throttle>,
+    stop: Option<&AtomicBool>,
+) -> Outcome {
     let stat = |p: &Path| {
         if follow {
             std::fs::metadata(p)
@@ -157,7 +220,7 @@ pub fn hash_path(
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(20 << attempt));
         }
-        let file = match open_safely(path, follow) {
+        let file = match open_safely(dir, path, follow) {
             Ok(f) => f,
             Err(e) => {
                 return match e.raw_os_error() {

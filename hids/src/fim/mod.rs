@@ -314,7 +314,14 @@ fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
                     .and_then(|o| o.attrs.hash.clone());
                 a.hash_skipped = Some(why);
             };
-            match hash::hash_path(&node.path, fp.follow_symlinks, keep, ctx.throttle, ctx.stop) {
+            match hash::hash_at(
+                node.dir.as_deref(),
+                &node.path,
+                fp.follow_symlinks,
+                keep,
+                ctx.throttle,
+                ctx.stop,
+            ) {
                 Outcome::Hashed {
                     meta,
                     hash,
@@ -424,12 +431,14 @@ impl Writer<'_> {
     ) -> Result<(), FimError> {
         let mut ops = Vec::with_capacity(batch.len());
         let mut changes: Vec<Option<FimChange>> = Vec::with_capacity(batch.len());
-        for item in &batch {
+        for mut item in batch {
             if item.skipped {
                 self.summary.interrupted = true;
                 continue;
             }
-            match (&item.node, &item.attrs, &item.old) {
+            // The new attributes and the key are moved into the write, not copied.
+            let new_attrs = item.attrs.take();
+            match (&item.node, new_attrs, &item.old) {
                 (Some(node), Some(new), old) => {
                     let fp = &self.paths[node.root];
                     let path: &Path = &node.path;
@@ -452,15 +461,15 @@ impl Writer<'_> {
                     let (kind, changed, tampered) = match old {
                         None => (ChangeKind::Added, Vec::new(), false),
                         Some(o) if !o.mac_ok => {
-                            (ChangeKind::Modified, attrs::changed(&o.attrs, new), true)
+                            (ChangeKind::Modified, attrs::changed(&o.attrs, &new), true)
                         }
                         Some(o) => {
-                            if &o.attrs == new && o.checks == bits {
+                            if o.attrs == new && o.checks == bits {
                                 // Unchanged, or changed only in what is no longer checked.
                                 // Full mode: store a missing copy, or drop one that must not
                                 // be kept any more, without reporting. (Rewriting every
                                 // unchanged row instead cost more than hashing the files.)
-                                let op = content_op(item, fp, path);
+                                let op = content_op(&item, fp, path);
                                 let refresh = match op {
                                     ContentOp::Set(_) => !o.has_content,
                                     ContentOp::Delete => o.has_content,
@@ -479,7 +488,7 @@ impl Writer<'_> {
                                 }
                                 continue;
                             }
-                            (ChangeKind::Modified, attrs::changed(&o.attrs, new), false)
+                            (ChangeKind::Modified, attrs::changed(&o.attrs, &new), false)
                         }
                     };
                     let added = kind == ChangeKind::Added
@@ -488,7 +497,7 @@ impl Writer<'_> {
                         self.mode == Mode::Check && (added || tampered || !changed.is_empty());
                     let change = if report {
                         let diff = if changed.contains(&"hash") && !tampered {
-                            diff_for(self.b, item, fp, path)?
+                            diff_for(self.b, &item, fp, path)?
                         } else {
                             None
                         };
@@ -505,11 +514,11 @@ impl Writer<'_> {
                         None
                     };
                     ops.push(Op::Put {
-                        key: item.key.clone(),
+                        key: std::mem::take(&mut item.key),
                         checks: bits,
-                        attrs: new.clone(),
+                        attrs: new,
                         expect: old.as_ref().map(|o| o.mac.clone()),
-                        content: content_op(item, fp, path),
+                        content: content_op(&item, fp, path),
                         record: change.as_ref().map(record_of),
                     });
                     changes.push(change);
@@ -738,6 +747,8 @@ fn engine(
         let (wtx, wrx) = mpsc::sync_channel::<Vec<WalkItem>>(16);
         let walker = s.spawn(|| {
             let mut w = Walker::new(plan, paths);
+            // Every file is read: open them relative to their directory.
+            w.hold_dirs = mode == Mode::Init || opts.full;
             if let Some(p) = &pace {
                 w.pace = Some(p);
             }
@@ -921,7 +932,19 @@ pub fn scan(
             "FIM paths new to the baseline: recording them without reporting what they hold"
         );
     }
-    let (mut summary, stats, conflicts) = engine(b, cfg, &plan, mode, &quiet, &opts, on_change)?;
+    // A new baseline is written in bulk (see `Baseline::begin_bulk`): what was written is kept
+    // also when the scan fails half-way, as with one transaction per batch.
+    if mode == Mode::Init {
+        b.begin_bulk()?;
+    }
+    let scanned = engine(b, cfg, &plan, mode, &quiet, &opts, on_change);
+    let ended = if mode == Mode::Init {
+        b.end_bulk()
+    } else {
+        Ok(())
+    };
+    let (mut summary, stats, conflicts) = scanned?;
+    ended?;
     // Rows another writer changed while this scan compared them: compare them again.
     if !conflicts.is_empty() {
         let again: Vec<PathBuf> = conflicts.iter().map(|k| baseline::path_of_key(k)).collect();
@@ -1270,6 +1293,7 @@ mod tests {
             meta: fs::symlink_metadata(&f).unwrap(),
             root: 0,
             link_target: None,
+            dir: None,
         };
         fs::remove_file(&f).unwrap();
         let mut item = Item {

@@ -17,7 +17,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use super::baseline::key_of;
+use super::hash::DirFd;
 use crate::config::FimPath;
 use crate::event::escape_bytes;
 
@@ -58,6 +61,9 @@ pub struct Node {
     pub root: usize,
     /// A symlink's target, escaped.
     pub link_target: Option<String>,
+    /// The directory holding a regular file, held open when it could be, for opening the file
+    /// relative to it.
+    pub dir: Option<Arc<DirFd>>,
 }
 
 /// What the walk hands on, in key order.
@@ -272,6 +278,8 @@ struct Frame {
     scope: Scope,
     dev: u64,
     ino: u64,
+    /// The directory itself, held open for its files (see [`DirFd`]).
+    dir: Option<Arc<DirFd>>,
 }
 
 /// The walk over every configured path. `emit` returns false to stop early.
@@ -283,6 +291,8 @@ pub struct Walker<'a> {
     pub pace: Option<&'a (dyn Fn() + Sync)>,
     /// Whether the tree being walked holds another configured path.
     nested: bool,
+    /// Hold directories open for their files (see [`DirFd`]): when most files will be read.
+    pub hold_dirs: bool,
 }
 
 enum Visit {
@@ -300,6 +310,7 @@ impl<'a> Walker<'a> {
             stats: WalkStats::default(),
             pace: None,
             nested: true,
+            hold_dirs: false,
         }
     }
 
@@ -392,6 +403,7 @@ impl<'a> Walker<'a> {
             let path = entry.path();
             let parent_scope = top.scope;
             let parent_dev = top.dev;
+            let parent_dir = top.dir.clone();
             let configured = if self.nested {
                 self.plan.by_path.get(&path)
             } else {
@@ -412,7 +424,7 @@ impl<'a> Walker<'a> {
             };
             match self.visit(
                 path,
-                Some(&entry),
+                Some((&entry, parent_dir)),
                 scope,
                 is_root,
                 parent_dev,
@@ -435,8 +447,8 @@ impl<'a> Walker<'a> {
     #[allow(clippy::too_many_arguments)]
     fn visit(
         &mut self,
-        path: PathBuf,
-        entry: Option<&std::fs::DirEntry>,
+        mut path: PathBuf,
+        entry: Option<(&std::fs::DirEntry, Option<Arc<DirFd>>)>,
         mut scope: Scope,
         is_root: bool,
         parent_dev: u64,
@@ -474,6 +486,10 @@ impl<'a> Walker<'a> {
         let err_root = match scope {
             Scope::Record { root, .. } => Some(root),
             Scope::Transit => self.plan.governing(&path).map(|g| g.0),
+        };
+        let (entry, parent_dir) = match entry {
+            Some((e, d)) => (Some(e), d),
+            None => (None, None),
         };
         let meta = match entry.map_or_else(|| std::fs::symlink_metadata(&path), |e| e.metadata()) {
             Ok(m) => m,
@@ -520,20 +536,31 @@ impl<'a> Walker<'a> {
                 record = false;
             }
         }
-        let key = key_of(&path);
+        let mut key = key_of(&path);
+        // A leaf's path and key are handed on, not copied.
+        let leaf = !is_dir || !descend;
         if record {
             let node = Node {
-                path: path.clone(),
-                key: key.clone(),
+                path: if leaf {
+                    std::mem::take(&mut path)
+                } else {
+                    path.clone()
+                },
+                key: if leaf {
+                    std::mem::take(&mut key)
+                } else {
+                    key.clone()
+                },
                 meta: meta.clone(),
                 root,
                 link_target: target,
+                dir: if meta.is_file() { parent_dir } else { None },
             };
             if !emit(WalkItem::Entry(node)) {
                 return Visit::Stop;
             }
         }
-        if !is_dir || !descend {
+        if leaf {
             return Visit::Leaf;
         }
         // Whether to go below this directory.
@@ -589,6 +616,11 @@ impl<'a> Walker<'a> {
             scope: next_scope,
             dev: meta.dev(),
             ino: meta.ino(),
+            dir: if self.hold_dirs {
+                DirFd::open(&path, meta.dev(), meta.ino()).map(Arc::new)
+            } else {
+                None
+            },
         })
     }
 
