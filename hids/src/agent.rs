@@ -435,7 +435,7 @@ fn fim_loop(cfg: Config, tx: WorkSender, stop: Arc<AtomicBool>, watches: Arc<Ato
     // Real-time notices reach the analysis through a thread of their own, also started before
     // the priority is lowered: they never wait for a scheduled scan running on this thread.
     let realtime = realtime.and_then(|w| {
-        let (ntx, nrx) = std::sync::mpsc::channel();
+        let (ntx, nrx) = sync_channel(WORK_QUEUE);
         let (tx, host, stop) = (tx.clone(), Arc::clone(&host), Arc::clone(&stop));
         let forward = move || {
             while !stop.load(Ordering::Relaxed) {
