@@ -811,6 +811,60 @@ mod tests {
     }
 
     #[test]
+    fn the_inbox_merges_file_events_per_path_and_keeps_directory_events_in_order() {
+        let mut inbox = Inbox::default();
+        assert!(inbox.is_empty());
+        let f = std::ffi::OsStr::new("f");
+        for _ in 0..10_000 {
+            inbox.push(1, EventMask::MODIFY, Some(f));
+        }
+        inbox.push(1, EventMask::CLOSE_WRITE, Some(f));
+        inbox.push(2, EventMask::MODIFY, Some(f));
+        inbox.push(1, EventMask::CREATE | EventMask::ISDIR, Some("d".as_ref()));
+        inbox.push(1, EventMask::DELETE | EventMask::ISDIR, Some("d".as_ref()));
+        inbox.push(3, EventMask::DELETE_SELF, None);
+        assert_eq!(inbox.merged_len, 2);
+        assert_eq!(
+            inbox.merged[&1][f],
+            EventMask::MODIFY | EventMask::CLOSE_WRITE
+        );
+        let order: Vec<(i32, EventMask)> = inbox.ordered.iter().map(|e| (e.wd, e.mask)).collect();
+        assert_eq!(
+            order,
+            vec![
+                (1, EventMask::CREATE | EventMask::ISDIR),
+                (1, EventMask::DELETE | EventMask::ISDIR),
+                (3, EventMask::DELETE_SELF),
+            ]
+        );
+        assert!(!inbox.lost);
+    }
+
+    #[test]
+    fn an_inbox_past_its_cap_is_dropped_and_asks_for_a_rescan() {
+        let mut inbox = Inbox::default();
+        for i in 0..=MAX_HELD {
+            inbox.push(
+                1,
+                EventMask::CREATE,
+                Some(OsString::from(i.to_string()).as_os_str()),
+            );
+        }
+        assert!(inbox.lost);
+        assert_eq!((inbox.merged_len, inbox.ordered.len()), (0, 0));
+        assert!(!inbox.is_empty(), "a lost inbox still wakes the checker");
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path());
+        let mut c = Watcher::start(&cfg, &d.path().join("state"))
+            .unwrap()
+            .unwrap()
+            .state;
+        let mut overflow = false;
+        c.take(std::mem::take(&mut inbox), &mut overflow);
+        assert!(overflow);
+    }
+
+    #[test]
     fn deleted_and_moved_directories_lose_their_watches() {
         let d = tempfile::tempdir().unwrap();
         let tree = d.path().join("t");
