@@ -523,7 +523,7 @@ fn fim_loop(
     // Real-time notices reach the analysis through a thread of their own, also started before
     // the priority is lowered: they never wait for a scheduled scan running on this thread.
     let realtime = realtime.and_then(|w| {
-        let (ntx, nrx) = std::sync::mpsc::channel();
+        let (ntx, nrx) = sync_channel(WORK_QUEUE);
         let (tx, host, stop) = (tx.clone(), Arc::clone(&host), Arc::clone(&stop));
         // Once stopping, what the watcher still reports while it ends goes through too (a
         // reload does not look at the outbox again), for a short while at most.

@@ -37,11 +37,13 @@ impl Outbox {
         let Some(c) = event.fim.as_deref() else {
             return;
         };
-        let r = self.conn.execute(
-            "DELETE FROM fim_outbox WHERE change_id =
-             (SELECT min(change_id) FROM fim_outbox WHERE key = ?1)",
-            params![key_of(&c.path)],
-        );
+        let r = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM fim_outbox WHERE change_id =
+                 (SELECT min(change_id) FROM fim_outbox WHERE key = ?1)",
+            )
+            .and_then(|mut st| st.execute(params![key_of(&c.path)]));
         if let Err(e) = r {
             tracing::warn!("cannot clear a reported FIM change from the outbox: {e}");
         }

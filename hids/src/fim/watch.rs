@@ -2,9 +2,12 @@
 //! coalesced per path for the settle window, each settled path compared with the baseline by
 //! [`super::check_paths`] (so a change is reported exactly like a scan's, and never twice).
 //!
-//! Two threads: the reader blocks on the inotify descriptor and hands raw events over a channel;
-//! the checker blocks on that channel (with a timeout only while some path is settling), keeps
-//! the watch table up to date, and checks settled paths. Nothing runs while nothing changes.
+//! Two threads: the reader blocks on the inotify descriptor and moves every event it reads into
+//! an inbox (events on files merged per path, so it stays as small as the set of paths changed),
+//! never waiting for the checker, so the kernel's queue does not overflow while paths are
+//! compared or a rescan runs; the checker waits for the inbox (with a timeout only while some
+//! path is settling), keeps the watch table up to date, and checks settled paths. Nothing runs
+//! while nothing changes.
 //!
 //! Gaps are closed by scanning: a new directory is listed right after its watch is added (what
 //! was created before the watch existed is found there), and a lost-event overflow
@@ -14,9 +17,9 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
@@ -35,12 +38,11 @@ pub const NO_WATCHES_RULE: u32 = 599;
 /// A path that keeps changing is checked at least this often (in settle windows).
 const MAX_SETTLES: u32 = 10;
 /// Bytes read from the inotify descriptor at a time.
-const READ_BUF: usize = 256 << 10;
-/// Batches of events queued between the reader and the checker, at most (with [`MAX_HELD`],
-/// what bounds the memory events take: a few tens of MB at worst).
-const QUEUED_READS: usize = 8;
-/// Events the reader holds while the checker is busy, at most (about 100 bytes each).
-const MAX_HELD: usize = 1 << 16;
+const READ_BUF: usize = 64 << 10;
+/// Distinct paths (and directory events) held for the checker, at most: about 100 bytes each,
+/// so a few tens of MB at worst. Beyond that they are dropped and a rescan runs, as after a
+/// kernel queue overflow.
+const MAX_HELD: usize = 1 << 19;
 
 /// What the watcher hands to the agent.
 #[derive(Debug)]
@@ -79,9 +81,7 @@ const MASK: WatchMask = WatchMask::MODIFY
 /// [`Paused::resume`] is called (events in between are queued, not lost).
 pub struct Watcher {
     state: Checker,
-    events: Receiver<Vec<RawEvent>>,
-    /// Wakes the checker to see that it is to stop (an empty read).
-    wake: SyncSender<Vec<RawEvent>>,
+    shared: Arc<Shared>,
 }
 
 /// The checker thread's state.
@@ -149,13 +149,11 @@ impl Watcher {
             unwatched: 0,
             gauge: Arc::default(),
         };
-        // Bounded: under a flood the kernel queue fills and overflows (then a rescan catches
-        // up) rather than this process's memory growing without end.
-        let (tx, rx) = mpsc::sync_channel(QUEUED_READS);
-        let wake = tx.clone();
+        let shared = Arc::new(Shared::default());
+        let reader = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("fim-inotify".into())
-            .spawn(move || read_loop(inotify, tx))
+            .spawn(move || read_loop(inotify, reader))
             .map_err(io_err)?;
         let roots: Vec<PathBuf> = state.realtime_roots();
         for r in &roots {
@@ -170,11 +168,7 @@ impl Watcher {
         state
             .gauge
             .store(state.by_wd.len() as u64, Ordering::Relaxed);
-        Ok(Some(Watcher {
-            state,
-            events: rx,
-            wake,
-        }))
+        Ok(Some(Watcher { state, shared }))
     }
 
     /// Keeps `gauge` at the number of inotify watches held while the watcher runs.
@@ -188,55 +182,57 @@ impl Watcher {
     /// lowers its own priority (so that real-time checks are not starved by a busy machine
     /// while the scans stay at idle priority).
     pub fn spawn(self) -> io::Result<Paused> {
-        let Watcher {
-            mut state,
-            events,
-            wake,
-        } = self;
-        let (go, wait) = mpsc::channel::<Sender<Notice>>();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let Watcher { mut state, shared } = self;
+        let (go, wait) = mpsc::channel::<SyncSender<Notice>>();
+        let stopper = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("fim-realtime".into())
             .spawn(move || {
                 let Ok(out) = wait.recv() else {
+                    shared.lock().closed = true;
                     return;
                 };
                 let mut b = match Baseline::open(&state.state_dir, false) {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::error!("real-time FIM cannot open the baseline: {e}");
+                        shared.lock().closed = true;
                         return;
                     }
                 };
                 if state.exhausted {
                     state.report_exhausted(&out);
                 }
-                state.check_loop(&mut b, &events, &out, &stopping);
-                // Removing the watches wakes the reading thread, which then finds the channel
+                state.check_loop(&mut b, &shared, &out);
+                shared.lock().closed = true;
+                // Removing the watches wakes the reading thread, which then finds the inbox
                 // closed and ends, closing the inotify instance.
-                drop(events);
                 for (_, (wd, _)) in state.by_wd.drain() {
                     let _ = state.watches.remove(wd);
                 }
             })?;
         Ok(Paused {
             go,
-            stop: Stopper { stop, wake, thread },
+            stop: Stopper {
+                shared: stopper,
+                thread,
+            },
         })
     }
 }
 
 /// The checking thread, waiting for the baseline to exist.
 pub struct Paused {
-    go: Sender<Sender<Notice>>,
+    go: Sender<SyncSender<Notice>>,
     stop: Stopper,
 }
 
 impl Paused {
     /// Starts checking (the events since [`Watcher::start`] first): changes and alerts about the
     /// watching go to `out`. The thread ends when `out` is closed, or by the returned handle.
-    pub fn resume(self, out: Sender<Notice>) -> Stopper {
+    /// `out` is bounded: while the analysis lags, checking waits (paths to check wait in the
+    /// inbox, a few bytes each, rather than changes in a queue, a few hundred bytes each).
+    pub fn resume(self, out: SyncSender<Notice>) -> Stopper {
         let _ = self.go.send(out);
         self.stop
     }
@@ -244,66 +240,112 @@ impl Paused {
 
 /// Stops a running watcher (a reload that starts another one with new settings).
 pub struct Stopper {
-    stop: Arc<AtomicBool>,
-    wake: SyncSender<Vec<RawEvent>>,
+    shared: Arc<Shared>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Stopper {
     /// Stops checking once the check under way is done, and releases the watches.
     pub fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.wake.try_send(Vec::new());
-        drop(self.wake);
+        self.shared.lock().stop = true;
+        self.shared.ready.notify_all();
         let _ = self.thread.join();
     }
 }
 
-/// Reads events until the checker goes away.
-///
-/// While the checker is busy (the channel is full), events go on being read into one batch, up
-/// to [`MAX_HELD`] events, rather than left in the kernel's queue: that queue holds only
-/// `fs.inotify.max_queued_events` (16,384 by default) before it overflows and forces a rescan,
-/// and reads made of a few events each filled the channel long before memory was a concern.
-fn read_loop(mut inotify: Inotify, tx: SyncSender<Vec<RawEvent>>) {
-    let mut buf = vec![0u8; READ_BUF];
-    let mut held: Vec<RawEvent> = Vec::new();
-    loop {
-        // Block for the first event; with events held, only take what is already there.
-        let read = if held.is_empty() {
-            inotify.read_events_blocking(&mut buf)
-        } else {
-            inotify.read_events(&mut buf)
-        };
-        match read {
-            Ok(events) => held.extend(events.map(|e| RawEvent {
-                wd: e.wd.get_watch_descriptor_id(),
-                mask: e.mask,
-                name: e.name.map(|n| n.to_os_string()),
-            })),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Nothing more to read: wait for the checker to take what is held.
-                if tx.send(std::mem::take(&mut held)).is_err() {
-                    return;
+/// Events read from the inotify descriptor and not yet taken by the checker.
+#[derive(Default)]
+struct Inbox {
+    /// Events that change the watch table or whose order matters (on directories, on a watched
+    /// directory itself, the kernel's overflow), in the order read.
+    ordered: Vec<RawEvent>,
+    /// The other events (on a named entry that is not a directory), merged per watch and name:
+    /// a path written ten thousand times is one entry, so memory follows the number of distinct
+    /// paths changed, not the number of changes.
+    merged: HashMap<i32, HashMap<OsString, EventMask>>,
+    /// Entries of `merged`.
+    merged_len: usize,
+    /// More than [`MAX_HELD`] entries were held: they were dropped, a rescan must run.
+    lost: bool,
+    /// The checker is gone: the reader stops.
+    closed: bool,
+    /// The checker is to stop (the watcher is replaced or the agent stops).
+    stop: bool,
+}
+
+impl Inbox {
+    fn is_empty(&self) -> bool {
+        self.ordered.is_empty() && self.merged.is_empty() && !self.lost
+    }
+
+    fn push(&mut self, wd: i32, mask: EventMask, name: Option<&std::ffi::OsStr>) {
+        match name {
+            Some(n) if !mask.contains(EventMask::ISDIR) => {
+                let names = self.merged.entry(wd).or_default();
+                // Looked up before allocating: most events are for a path already held.
+                if let Some(m) = names.get_mut(n) {
+                    *m |= mask;
+                } else {
+                    names.insert(n.to_os_string(), mask);
+                    self.merged_len += 1;
                 }
-                continue;
             }
+            _ => self.ordered.push(RawEvent {
+                wd,
+                mask,
+                name: name.map(|n| n.to_os_string()),
+            }),
+        }
+        if self.ordered.len() + self.merged_len > MAX_HELD {
+            self.ordered = Vec::new();
+            self.merged = HashMap::new();
+            self.merged_len = 0;
+            self.lost = true;
+        }
+    }
+}
+
+/// The inbox and the signal that something was put in it.
+#[derive(Default)]
+struct Shared {
+    inbox: Mutex<Inbox>,
+    ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        // A panic while holding the lock leaves plain data: use it as it is.
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads events into the inbox until the checker goes away.
+///
+/// This thread does nothing else, and never waits for the checker: the kernel's queue holds
+/// only `fs.inotify.max_queued_events` (16,384 by default) before it overflows and forces a
+/// rescan, so it is emptied as fast as it fills, while the checker compares paths or rescans.
+fn read_loop(mut inotify: Inotify, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let events = match inotify.read_events_blocking(&mut buf) {
+            Ok(events) => events,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::error!("real-time FIM stopped: cannot read inotify events: {e}");
                 return;
             }
+        };
+        let mut inbox = shared.lock();
+        if inbox.closed {
+            return;
         }
-        if held.len() >= MAX_HELD {
-            if tx.send(std::mem::take(&mut held)).is_err() {
-                return;
-            }
-            continue;
+        let was_empty = inbox.is_empty();
+        for e in events {
+            inbox.push(e.wd.get_watch_descriptor_id(), e.mask, e.name);
         }
-        match tx.try_send(std::mem::take(&mut held)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(v)) => held = v,
-            Err(TrySendError::Disconnected(_)) => return,
+        drop(inbox);
+        if was_empty {
+            shared.ready.notify_one();
         }
     }
 }
@@ -510,7 +552,7 @@ impl Checker {
             .or_insert((now, now));
     }
 
-    fn report_exhausted(&mut self, out: &Sender<Notice>) {
+    fn report_exhausted(&mut self, out: &SyncSender<Notice>) {
         let text = exhausted_message(max_user_watches(), self.by_wd.len() as u64, self.unwatched);
         tracing::error!("{text}");
         let _ = out.send(Notice::Alert {
@@ -584,41 +626,60 @@ impl Checker {
         }
     }
 
-    fn check_loop(
-        &mut self,
-        b: &mut Baseline,
-        events: &Receiver<Vec<RawEvent>>,
-        out: &Sender<Notice>,
-        stop: &AtomicBool,
-    ) {
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
+    /// Takes what the reader holds: the ordered events first, then the merged ones (a
+    /// merged event on a watch that an ordered one dropped is for a directory gone or moved,
+    /// which the ordered one had checked or rescanned).
+    fn take(&mut self, inbox: Inbox, overflow: &mut bool) {
+        *overflow |= inbox.lost;
+        for ev in inbox.ordered {
+            self.handle(ev, overflow);
+        }
+        for (wd, names) in inbox.merged {
+            for (name, mask) in names {
+                self.handle(
+                    RawEvent {
+                        wd,
+                        mask,
+                        name: Some(name),
+                    },
+                    overflow,
+                );
             }
-            let batch = match self.next_due() {
-                None => match events.recv() {
-                    Ok(v) => Some(v),
-                    Err(_) => return,
-                },
-                Some(due) => {
-                    match events.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                        Ok(v) => Some(v),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+
+    fn check_loop(&mut self, b: &mut Baseline, shared: &Shared, out: &SyncSender<Notice>) {
+        loop {
+            let inbox = {
+                let mut inbox = shared.lock();
+                loop {
+                    if inbox.stop {
+                        return;
+                    }
+                    if !inbox.is_empty() {
+                        break Some(std::mem::take(&mut *inbox));
+                    }
+                    match self.next_due() {
+                        None => {
+                            inbox = shared.ready.wait(inbox).unwrap_or_else(|e| e.into_inner());
+                        }
+                        Some(due) => {
+                            let left = due.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                break None;
+                            }
+                            inbox = shared
+                                .ready
+                                .wait_timeout(inbox, left)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                        }
                     }
                 }
             };
             let mut overflow = false;
-            if let Some(v) = batch {
-                for ev in v {
-                    self.handle(ev, &mut overflow);
-                }
-                // Take what is already queued before checking anything.
-                while let Ok(v) = events.try_recv() {
-                    for ev in v {
-                        self.handle(ev, &mut overflow);
-                    }
-                }
+            if let Some(inbox) = inbox {
+                self.take(inbox, &mut overflow);
             }
             self.gauge.store(self.by_wd.len() as u64, Ordering::Relaxed);
             if self.exhausted {
@@ -637,7 +698,7 @@ impl Checker {
     }
 
     /// Checks the settled paths. False when the agent is gone.
-    fn check_due(&mut self, b: &mut Baseline, out: &Sender<Notice>) -> bool {
+    fn check_due(&mut self, b: &mut Baseline, out: &SyncSender<Notice>) -> bool {
         let now = Instant::now();
         let settle = self.cfg.settle;
         let due: Vec<PathBuf> = self
@@ -667,7 +728,7 @@ impl Checker {
     }
 
     /// Events were lost: watch the trees again and check everything. False when the agent is gone.
-    fn rescan(&mut self, b: &mut Baseline, out: &Sender<Notice>) -> bool {
+    fn rescan(&mut self, b: &mut Baseline, out: &SyncSender<Notice>) -> bool {
         tracing::warn!("inotify event queue overflowed: events were lost; rescanning");
         for r in self.realtime_roots() {
             self.watch_tree(&r, false);
@@ -759,7 +820,7 @@ mod tests {
             &mut overflow,
         );
         assert!(overflow);
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(16);
         assert!(c.rescan(&mut b, &tx));
         drop(tx);
         let notices: Vec<Notice> = rx.iter().collect();
@@ -781,6 +842,60 @@ mod tests {
             }
             n => panic!("{n:?}"),
         }
+    }
+
+    #[test]
+    fn the_inbox_merges_file_events_per_path_and_keeps_directory_events_in_order() {
+        let mut inbox = Inbox::default();
+        assert!(inbox.is_empty());
+        let f = std::ffi::OsStr::new("f");
+        for _ in 0..10_000 {
+            inbox.push(1, EventMask::MODIFY, Some(f));
+        }
+        inbox.push(1, EventMask::CLOSE_WRITE, Some(f));
+        inbox.push(2, EventMask::MODIFY, Some(f));
+        inbox.push(1, EventMask::CREATE | EventMask::ISDIR, Some("d".as_ref()));
+        inbox.push(1, EventMask::DELETE | EventMask::ISDIR, Some("d".as_ref()));
+        inbox.push(3, EventMask::DELETE_SELF, None);
+        assert_eq!(inbox.merged_len, 2);
+        assert_eq!(
+            inbox.merged[&1][f],
+            EventMask::MODIFY | EventMask::CLOSE_WRITE
+        );
+        let order: Vec<(i32, EventMask)> = inbox.ordered.iter().map(|e| (e.wd, e.mask)).collect();
+        assert_eq!(
+            order,
+            vec![
+                (1, EventMask::CREATE | EventMask::ISDIR),
+                (1, EventMask::DELETE | EventMask::ISDIR),
+                (3, EventMask::DELETE_SELF),
+            ]
+        );
+        assert!(!inbox.lost);
+    }
+
+    #[test]
+    fn an_inbox_past_its_cap_is_dropped_and_asks_for_a_rescan() {
+        let mut inbox = Inbox::default();
+        for i in 0..=MAX_HELD {
+            inbox.push(
+                1,
+                EventMask::CREATE,
+                Some(OsString::from(i.to_string()).as_os_str()),
+            );
+        }
+        assert!(inbox.lost);
+        assert_eq!((inbox.merged_len, inbox.ordered.len()), (0, 0));
+        assert!(!inbox.is_empty(), "a lost inbox still wakes the checker");
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path());
+        let mut c = Watcher::start(&cfg, &d.path().join("state"))
+            .unwrap()
+            .unwrap()
+            .state;
+        let mut overflow = false;
+        c.take(std::mem::take(&mut inbox), &mut overflow);
+        assert!(overflow);
     }
 
     #[test]
