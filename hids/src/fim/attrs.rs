@@ -120,6 +120,21 @@ fn parse_id_file(path: &Path) -> HashMap<u32, String> {
     map
 }
 
+/// Whether two stats of an entry give the same recorded attributes (all of them, whatever the
+/// checks): then the attributes built from the first serve for the second.
+pub fn same_attrs(a: &Metadata, b: &Metadata) -> bool {
+    a.mode() == b.mode()
+        && a.uid() == b.uid()
+        && a.gid() == b.gid()
+        && a.size() == b.size()
+        && a.ino() == b.ino()
+        && a.dev() == b.dev()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+}
+
 /// The attributes selected by `checks`, from an entry's metadata. The hash is left to the caller;
 /// `link_target` is the escaped target for symlinks.
 pub fn from_metadata(

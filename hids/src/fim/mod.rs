@@ -327,7 +327,11 @@ fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
                     hash,
                     content,
                 } => {
-                    a = attrs::from_metadata(&meta, &fp.checks, &ctx.names, None);
+                    // The walk's lstat and the open file's fstat agree unless the file changed
+                    // in between: then its attributes are those of what was read.
+                    if !attrs::same_attrs(&node.meta, &meta) {
+                        a = attrs::from_metadata(&meta, &fp.checks, &ctx.names, None);
+                    }
                     a.hash = Some(hash.to_hex().to_string());
                     item.content = content;
                     item.hashed = true;

@@ -280,6 +280,8 @@ struct Frame {
     ino: u64,
     /// The directory itself, held open for its files (see [`DirFd`]).
     dir: Option<Arc<DirFd>>,
+    /// The directory's key: its children's keys extend it by one component each.
+    key: Vec<u8>,
 }
 
 /// The walk over every configured path. `emit` returns false to stop early.
@@ -343,6 +345,7 @@ impl<'a> Walker<'a> {
         let _ = self.visit(
             path,
             None,
+            None,
             Scope::Record { root, level },
             level == 0,
             parent_dev.unwrap_or(0),
@@ -380,6 +383,7 @@ impl<'a> Walker<'a> {
         match self.visit(
             root,
             None,
+            None,
             Scope::Record { root: i, level: 0 },
             true,
             dev,
@@ -395,12 +399,18 @@ impl<'a> Walker<'a> {
             Visit::Skip | Visit::Leaf => {}
         }
         while let Some(top) = stack.last_mut() {
-            let Some((_, entry)) = top.entries.pop() else {
+            let Some((name, entry)) = top.entries.pop() else {
                 stack.pop();
                 ids.pop();
                 continue;
             };
             let path = entry.path();
+            // The child's key from its directory's (the same as `key_of(&path)`, without
+            // parsing the whole path again).
+            let mut key = Vec::with_capacity(top.key.len() + 1 + name.len());
+            key.extend_from_slice(&top.key);
+            key.push(0);
+            key.extend_from_slice(name.as_bytes());
             let parent_scope = top.scope;
             let parent_dev = top.dev;
             let parent_dir = top.dir.clone();
@@ -424,6 +434,7 @@ impl<'a> Walker<'a> {
             };
             match self.visit(
                 path,
+                Some(key),
                 Some((&entry, parent_dir)),
                 scope,
                 is_root,
@@ -448,6 +459,7 @@ impl<'a> Walker<'a> {
     fn visit(
         &mut self,
         mut path: PathBuf,
+        key: Option<Vec<u8>>,
         entry: Option<(&std::fs::DirEntry, Option<Arc<DirFd>>)>,
         mut scope: Scope,
         is_root: bool,
@@ -457,6 +469,7 @@ impl<'a> Walker<'a> {
         descend: bool,
     ) -> Visit {
         let toward_root = self.nested && self.plan.ancestors.contains(&path);
+        let mut key = key.unwrap_or_else(|| key_of(&path));
         let mut record = true;
         match scope {
             Scope::Transit => {
@@ -501,7 +514,6 @@ impl<'a> Walker<'a> {
                     } else {
                         self.error(&path, &e);
                     }
-                    let key = key_of(&path);
                     if !emit(WalkItem::Unreadable { key, root: r }) {
                         return Visit::Stop;
                     }
@@ -536,7 +548,6 @@ impl<'a> Walker<'a> {
                 record = false;
             }
         }
-        let mut key = key_of(&path);
         // A leaf's path and key are handed on, not copied.
         let leaf = !is_dir || !descend;
         if record {
@@ -603,7 +614,10 @@ impl<'a> Walker<'a> {
                         self.error(&path, &e);
                     }
                     if e.kind() != io::ErrorKind::NotFound
-                        && !emit(WalkItem::Unreadable { key, root: r })
+                        && !emit(WalkItem::Unreadable {
+                            key: std::mem::take(&mut key),
+                            root: r,
+                        })
                     {
                         return Visit::Stop;
                     }
@@ -621,6 +635,7 @@ impl<'a> Walker<'a> {
             } else {
                 None
             },
+            key,
         })
     }
 
