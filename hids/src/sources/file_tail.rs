@@ -54,9 +54,6 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Deliveries per batch sent to the consumer.
 const BATCH_MAX: usize = 1024;
-/// Bytes of text per batch sent to the consumer: with lines up to `max_line` long, a count of
-/// lines alone would let a queue of batches hold gigabytes.
-const BATCH_MAX_BYTES: usize = 4 << 20;
 /// Bytes read per system call.
 const CHUNK: usize = 256 << 10;
 
@@ -662,7 +659,7 @@ impl Tail {
             t.splitter.feed(&self.chunk[..n], |l| {
                 out.push(slot, generation, &loc, l, now)
             });
-            if self.out.batch.len() >= BATCH_MAX || self.out.text_bytes >= BATCH_MAX_BYTES {
+            if self.out.batch.len() >= BATCH_MAX || self.out.text_bytes >= super::BATCH_MAX_BYTES {
                 self.out.send();
                 if self.out.closed || self.ctx.stopping() {
                     return;

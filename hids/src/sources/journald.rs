@@ -294,6 +294,7 @@ fn follow(ctx: &SourceContext, cursor: &mut Option<String>) -> Result<(), Stop> 
     let mut reader = BufReader::with_capacity(256 << 10, stdout);
     let mut line = Vec::new();
     let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
     let mut bad = 0u64;
     let result = loop {
         line.clear();
@@ -330,6 +331,7 @@ fn follow(ctx: &SourceContext, cursor: &mut Option<String>) -> Result<(), Stop> 
         let c: Arc<str> = Arc::from(c.as_str());
         *cursor = Some(c.to_string());
         if let Some((full_log, truncated)) = entry_to_line(&entry, &ctx.host, ctx.config.max_line) {
+            batch_bytes += full_log.len();
             batch.push(Delivery {
                 event: Event {
                     time: SystemTime::now(),
@@ -352,9 +354,14 @@ fn follow(ctx: &SourceContext, cursor: &mut Option<String>) -> Result<(), Stop> 
             // No message: nothing to hand on, but the cursor moves past it once acknowledged
             // with the next entry.
         }
-        let due = batch.len() >= BATCH_MAX || (reader.buffer().is_empty() && !batch.is_empty());
-        if due && (!ctx.send(std::mem::take(&mut batch)) || ctx.stopping()) {
-            break Err(Stop);
+        let due = batch.len() >= BATCH_MAX
+            || batch_bytes >= super::BATCH_MAX_BYTES
+            || (reader.buffer().is_empty() && !batch.is_empty());
+        if due {
+            batch_bytes = 0;
+            if !ctx.send(std::mem::take(&mut batch)) || ctx.stopping() {
+                break Err(Stop);
+            }
         }
     };
     reading.store(false, Ordering::Relaxed);

@@ -77,6 +77,10 @@ pub struct Delivery {
     pub position: Position,
 }
 
+/// Bytes of text per batch a source sends: with lines up to `max_line` long (64 KiB by default),
+/// a count of lines alone would let a queue of batches hold gigabytes.
+pub(crate) const BATCH_MAX_BYTES: usize = 4 << 20;
+
 /// What the sources send: the deliveries read in one go, in order.
 ///
 /// It reads as a slice of [`Delivery`]. A file source's batch goes back to its source when the
