@@ -144,8 +144,20 @@ fn main() {
     let mut alerts = 0u64;
     let start = Instant::now();
     let cpu_start = cpu_secs();
-    for line in open().lines() {
-        let line = line.expect("read");
+    let mut reader = open();
+    // One line buffer for the whole run: the event takes it and gives it back.
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        if line.ends_with('\n') {
+            line.pop();
+            if line.ends_with('\r') {
+                line.pop();
+            }
+        }
         let event = Event {
             time: clock,
             host: host.clone(),
@@ -177,6 +189,7 @@ fn main() {
                 }
             }
         }
+        line = event.full_log;
     }
     sink.flush().expect("flush");
     let secs = start.elapsed().as_secs_f64();

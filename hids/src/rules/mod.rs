@@ -1055,7 +1055,7 @@ mod tests;
 /// writes it.
 #[derive(serde::Serialize)]
 struct AlertJson<'a> {
-    timestamp: String,
+    timestamp: &'a str,
     rule: &'a RuleInfo,
     host: &'a str,
     location: &'a str,
@@ -1113,27 +1113,42 @@ pub fn write_json_parts(
     decoded: &Decoded,
     related: &[String],
 ) -> std::io::Result<()> {
-    let data = DataJson(&decoded.fields);
-    let j = AlertJson {
-        timestamp: rfc3339(event.time),
-        rule,
-        host: &event.host,
-        location: &event.location,
-        full_log: (!rule.options.no_full_log).then_some(event.full_log.as_str()),
-        predecoder: predecoded,
-        decoder: decoded.decoder.as_deref(),
-        parent: decoded.parent.as_deref(),
-        data,
-        related,
-    };
     // Formatted into a buffer first: serde_json writes an alert in a few hundred small pieces,
     // each a dynamic call when made on `out` directly.
-    JSON_BUF.with(|b| {
-        let mut buf = b.borrow_mut();
+    JSON_SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let JsonScratch {
+            buf,
+            stamp_secs,
+            stamp,
+        } = &mut *scratch;
+        // Alerts come in bursts within the same second: the timestamp is formatted once per
+        // second (times before 1970 are formatted each time).
+        let secs = event
+            .time
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        if secs.is_none() || *stamp_secs != secs {
+            *stamp = rfc3339(event.time);
+            *stamp_secs = secs;
+        }
+        let j = AlertJson {
+            timestamp: stamp,
+            rule,
+            host: &event.host,
+            location: &event.location,
+            full_log: (!rule.options.no_full_log).then_some(event.full_log.as_str()),
+            predecoder: predecoded,
+            decoder: decoded.decoder.as_deref(),
+            parent: decoded.parent.as_deref(),
+            data: DataJson(&decoded.fields),
+            related,
+        };
         buf.clear();
         serde_json::to_writer(&mut *buf, &j).map_err(std::io::Error::other)?;
         buf.push(b'\n');
-        let r = out.write_all(&buf);
+        let r = out.write_all(buf);
         // A rare huge alert does not keep its buffer.
         if buf.capacity() > 1 << 16 {
             *buf = Vec::new();
@@ -1142,9 +1157,16 @@ pub fn write_json_parts(
     })
 }
 
+/// [`write_json_parts`]'s buffer, reused between alerts, and the last timestamp it formatted.
+#[derive(Default)]
+struct JsonScratch {
+    buf: Vec<u8>,
+    stamp_secs: Option<u64>,
+    stamp: String,
+}
+
 thread_local! {
-    /// [`write_json_parts`]'s buffer, reused between alerts.
-    static JSON_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static JSON_SCRATCH: std::cell::RefCell<JsonScratch> = std::cell::RefCell::default();
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a time (UTC).
