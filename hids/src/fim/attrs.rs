@@ -123,12 +123,15 @@ fn parse_id_file(path: &Path) -> HashMap<u32, String> {
 /// Whether two stats of an entry give the same recorded attributes (all of them, whatever the
 /// checks): then the attributes built from the first serve for the second.
 pub fn same_attrs(a: &Metadata, b: &Metadata) -> bool {
-    a.mode() == b.mode()
-        && a.uid() == b.uid()
-        && a.gid() == b.gid()
-        && a.size() == b.size()
+    a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() && same_content(a, b)
+}
+
+/// Whether two stats of a file say its content cannot have changed in between: same file (device
+/// and inode), size, mtime and ctime (a write moves both times).
+pub fn same_content(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev()
         && a.ino() == b.ino()
-        && a.dev() == b.dev()
+        && a.size() == b.size()
         && a.mtime() == b.mtime()
         && a.mtime_nsec() == b.mtime_nsec()
         && a.ctime() == b.ctime()

@@ -174,16 +174,6 @@ fn open_safely(dir: Option<&DirFd>, path: &Path, follow: bool) -> io::Result<Fil
     }
 }
 
-fn same_state(a: &Metadata, b: &Metadata) -> bool {
-    a.dev() == b.dev()
-        && a.ino() == b.ino()
-        && a.size() == b.size()
-        && a.mtime() == b.mtime()
-        && a.mtime_nsec() == b.mtime_nsec()
-        && a.ctime() == b.ctime()
-        && a.ctime_nsec() == b.ctime_nsec()
-}
-
 /// Hashes the regular file at `path` (through a final symlink only with `follow`). With
 /// `keep_content > 0`, also returns its content when it holds no more than that many bytes.
 ///
@@ -268,7 +258,7 @@ pub fn hash_at(
             Ok(m) => m,
             Err(e) => return Outcome::Failed(e),
         };
-        if let Some(hash) = hash.filter(|_| same_state(&before, &after)) {
+        if let Some(hash) = hash.filter(|_| super::attrs::same_content(&before, &after)) {
             let content = content.filter(|c| c.len() as u64 <= keep_content);
             return Outcome::Hashed {
                 meta: after,
