@@ -468,28 +468,14 @@ impl Outputs {
         } = new;
         self.stop(Duration::ZERO);
         let mut n = Self::start_with(list, &cfg, &hostname, &self.db_path, self.opts.clone())?;
-        self.spooler = std::mem::replace(
-            &mut n.spooler,
-            Spooler {
-                spool: self.spooler.spool.clone(),
-                outputs: Vec::new(),
-                log_level: 0,
-                hostname: String::new(),
-                last_full_alert: Mutex::new(None),
-            },
-        );
-        self.shared = n.shared.clone();
-        self.threads = std::mem::take(&mut n.threads);
-        let list = n.delivery_list();
+        // The delivery lock and the counters' list (read by the status and metrics) stay.
+        n.lock = self.lock.take();
+        let counters = std::mem::replace(&mut n.counters, self.counters.clone());
+        let list = std::mem::take(&mut *counters.lock().unwrap_or_else(|p| p.into_inner()));
         *self.counters.lock().unwrap_or_else(|p| p.into_inner()) = list;
+        // The old delivery threads have ended: dropping the old outputs waits for nothing.
+        *self = n;
         Ok(())
-    }
-
-    fn delivery_list(&self) -> Vec<(String, Arc<DeliveryCounters>)> {
-        self.counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     pub fn start_with(
