@@ -249,8 +249,8 @@ struct Failure {
 struct Watcher {
     watches: inotify::Watches,
     rx: Receiver<bool>,
-    dirs: HashSet<PathBuf>,
-    wds: Vec<inotify::WatchDescriptor>,
+    /// The directories watched, and their watches.
+    dirs: HashMap<PathBuf, inotify::WatchDescriptor>,
 }
 
 impl Drop for Watcher {
@@ -259,7 +259,7 @@ impl Drop for Watcher {
     /// inotify instance. Without this, a quiet directory kept both until its next event.
     fn drop(&mut self) {
         drop(std::mem::replace(&mut self.rx, mpsc::sync_channel(0).1));
-        for wd in self.wds.drain(..) {
+        for (_, wd) in self.dirs.drain() {
             let _ = self.watches.remove(wd);
         }
     }
@@ -314,14 +314,13 @@ impl Watcher {
         Some(Watcher {
             watches,
             rx,
-            dirs: HashSet::new(),
-            wds: Vec::new(),
+            dirs: HashMap::new(),
         })
     }
 
     fn watch(&mut self, dir: &Path) {
         use inotify::WatchMask as W;
-        if self.dirs.contains(dir) {
+        if self.dirs.contains_key(dir) {
             return;
         }
         let mask = W::MODIFY
@@ -335,8 +334,7 @@ impl Watcher {
             | W::ONLYDIR;
         match self.watches.add(dir, mask) {
             Ok(wd) => {
-                self.dirs.insert(dir.to_path_buf());
-                self.wds.push(wd);
+                self.dirs.insert(dir.to_path_buf(), wd);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
