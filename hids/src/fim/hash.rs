@@ -38,6 +38,8 @@ pub enum Outcome {
         hash: blake3::Hash,
         content: Option<Vec<u8>>,
     },
+    /// Larger than the size limit given: not read. Its metadata.
+    TooLarge(Metadata),
     /// The path is no longer a regular file (replaced by a symlink, FIFO, directory...): here is
     /// what it is now; the caller records it as such.
     NotRegular(Metadata),
@@ -185,16 +187,18 @@ pub fn hash_path(
     throttle: Option<&Throttle>,
     stop: Option<&AtomicBool>,
 ) -> Outcome {
-    hash_at(None, path, follow, keep_content, throttle, stop)
+    hash_at(None, path, follow, keep_content, u64::MAX, throttle, stop)
 }
 
 /// [`hash_path`], opening the file relative to its directory `dir` when given (the directory
-/// `path` is in, held open by the walk).
+/// `path` is in, held open by the walk), and reading it only when it holds at most `max_size`
+/// bytes ([`Outcome::TooLarge`] otherwise).
 pub fn hash_at(
     dir: Option<&DirFd>,
     path: &Path,
     follow: bool,
     keep_content: u64,
+    max_size: u64,
     throttle: Option<&Throttle>,
     stop: Option<&AtomicBool>,
 ) -> Outcome {
@@ -233,6 +237,9 @@ pub fn hash_at(
         };
         if !before.is_file() {
             return Outcome::NotRegular(before);
+        }
+        if before.size() > max_size {
+            return Outcome::TooLarge(before);
         }
         let want = keep_content > 0 && before.size() <= keep_content;
         let read = if !want

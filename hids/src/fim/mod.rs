@@ -237,13 +237,16 @@ fn needs_reading(item: &Item, ctx: &Ctx<'_>) -> bool {
         return false;
     };
     let fp = &ctx.paths[node.root];
-    if !node.meta.is_file() || !fp.checks.hash || node.meta.size() > fp.max_hashed_size {
+    // A file the walk did not stat is read.
+    let Some(m) = &node.meta else {
+        return true;
+    };
+    if !m.is_file() || !fp.checks.hash || m.size() > fp.max_hashed_size {
         return false;
     }
     if ctx.full {
         return true;
     }
-    let m = &node.meta;
     !item.old.as_ref().is_some_and(|o| {
         let a = &o.attrs;
         o.mac_ok
@@ -260,16 +263,18 @@ fn needs_reading(item: &Item, ctx: &Ctx<'_>) -> bool {
 /// Bytes that hashing this entry is expected to read (for sizing batches).
 fn expected_read(node: &Node, old: Option<&Row>, paths: &[FimPath], full: bool) -> u64 {
     let fp = &paths[node.root];
-    if !node.meta.is_file() || !fp.checks.hash || node.meta.size() > fp.max_hashed_size {
+    // Not known before the file is opened.
+    let Some(m) = &node.meta else {
+        return 0;
+    };
+    if !m.is_file() || !fp.checks.hash || m.size() > fp.max_hashed_size {
         return 0;
     }
     let same = old.is_some_and(|o| {
-        o.attrs.size == Some(node.meta.size())
-            && o.attrs.mtime.is_some()
-            && o.attrs.inode == Some(node.meta.ino())
+        o.attrs.size == Some(m.size()) && o.attrs.mtime.is_some() && o.attrs.inode == Some(m.ino())
     });
     if full || !same {
-        node.meta.size()
+        m.size()
     } else {
         0
     }
@@ -285,90 +290,156 @@ fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
         return;
     };
     let fp = &ctx.paths[node.root];
-    let mut a = attrs::from_metadata(&node.meta, &fp.checks, &ctx.names, node.link_target.clone());
-    if node.meta.is_file() && fp.checks.hash {
-        if node.meta.size() > fp.max_hashed_size {
+    let Some(walk_meta) = &node.meta else {
+        // A regular file the walk did not stat: opened, fstat-ed and read in one go.
+        let outcome = hash::hash_at(
+            node.dir.as_deref(),
+            &node.path,
+            false,
+            content_cap(fp, &node.path),
+            fp.max_hashed_size,
+            ctx.throttle,
+            ctx.stop,
+        );
+        settle(item, ctx, None, outcome);
+        return;
+    };
+    if !walk_meta.is_file() || !fp.checks.hash {
+        item.attrs = Some(attrs::from_metadata(
+            walk_meta,
+            &fp.checks,
+            &ctx.names,
+            node.link_target.clone(),
+        ));
+        return;
+    }
+    if walk_meta.size() > fp.max_hashed_size {
+        let outcome = Outcome::TooLarge(walk_meta.clone());
+        return settle(item, ctx, None, outcome);
+    }
+    let a = attrs::from_metadata(walk_meta, &fp.checks, &ctx.names, None);
+    if let Some(old) = item
+        .old
+        .as_ref()
+        .filter(|o| !ctx.full && reusable_hash(o, &a))
+    {
+        let hash = old.attrs.hash.clone();
+        item.attrs = Some(FileAttrs { hash, ..a });
+        return;
+    }
+    let outcome = hash::hash_at(
+        node.dir.as_deref(),
+        &node.path,
+        fp.follow_symlinks,
+        content_cap(fp, &node.path),
+        u64::MAX,
+        ctx.throttle,
+        ctx.stop,
+    );
+    settle(item, ctx, Some(a), outcome);
+}
+
+/// How much of a file's content to keep for diffs (0: none).
+fn content_cap(fp: &FimPath, path: &Path) -> u64 {
+    if fp.report_changes && !fp.nodiff.covers(path) {
+        diff::CONTENT_CAP
+    } else {
+        0
+    }
+}
+
+/// Records in `item` what hashing its file found. `walked` holds the attributes from the walk's
+/// stat, when it made one: they are kept when the opened file's fstat agrees with it.
+fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Outcome) {
+    let Some(node) = item.node.as_mut() else {
+        return;
+    };
+    let fp = &ctx.paths[node.root];
+    let from = |m: &std::fs::Metadata, target: Option<String>| {
+        attrs::from_metadata(m, &fp.checks, &ctx.names, target)
+    };
+    // Keep the last known hash, so that a change made meanwhile is still seen once the file can
+    // be read again.
+    let carried = || {
+        item.old
+            .as_ref()
+            .filter(|o| o.mac_ok)
+            .and_then(|o| o.attrs.hash.clone())
+    };
+    // Problems reading a file the walk did not stat: its attributes from an lstat now.
+    let lstat = |node: &mut Node| match (&node.meta, std::fs::symlink_metadata(&node.path)) {
+        (Some(m), _) => Some(m.clone()),
+        (None, Ok(m)) => Some(m),
+        (None, Err(_)) => None,
+    };
+    let (a, meta) = match outcome {
+        Outcome::Hashed {
+            meta,
+            hash,
+            content,
+        } => {
+            // The walk's lstat and the open file's fstat agree unless the file changed in
+            // between: then its attributes are those of what was read.
+            let mut a = match (walked, &node.meta) {
+                (Some(a), Some(w)) if attrs::same_attrs(w, &meta) => a,
+                _ => from(&meta, None),
+            };
+            a.hash = Some(hash.to_hex().to_string());
+            item.content = content;
+            item.hashed = true;
+            (a, meta)
+        }
+        Outcome::TooLarge(meta) => {
+            let mut a = walked.unwrap_or_else(|| from(&meta, None));
             a.hash_skipped = Some(format!(
                 "larger than max_hashed_size ({} bytes)",
                 fp.max_hashed_size
             ));
-        } else if let Some(old) = item
-            .old
-            .as_ref()
-            .filter(|o| !ctx.full && reusable_hash(o, &a))
-        {
-            a.hash = old.attrs.hash.clone();
-        } else {
-            let keep = if fp.report_changes && !fp.nodiff.covers(&node.path) {
-                diff::CONTENT_CAP
-            } else {
-                0
-            };
-            let carry = |a: &mut FileAttrs, why: String| {
-                // Keep the last known hash, so that a change made meanwhile is still seen once
-                // the file can be read again.
-                a.hash = item
-                    .old
-                    .as_ref()
-                    .filter(|o| o.mac_ok)
-                    .and_then(|o| o.attrs.hash.clone());
-                a.hash_skipped = Some(why);
-            };
-            match hash::hash_at(
-                node.dir.as_deref(),
-                &node.path,
-                fp.follow_symlinks,
-                keep,
-                ctx.throttle,
-                ctx.stop,
-            ) {
-                Outcome::Hashed {
-                    meta,
-                    hash,
-                    content,
-                } => {
-                    // The walk's lstat and the open file's fstat agree unless the file changed
-                    // in between: then its attributes are those of what was read.
-                    if !attrs::same_attrs(&node.meta, &meta) {
-                        a = attrs::from_metadata(&meta, &fp.checks, &ctx.names, None);
-                    }
-                    a.hash = Some(hash.to_hex().to_string());
-                    item.content = content;
-                    item.hashed = true;
-                }
-                Outcome::NotRegular(meta) => {
-                    let target = if meta.file_type().is_symlink() {
-                        std::fs::read_link(&node.path)
-                            .ok()
-                            .map(|t| display_path(&t).0)
-                    } else {
-                        None
-                    };
-                    a = attrs::from_metadata(&meta, &fp.checks, &ctx.names, target);
-                }
-                Outcome::Vanished => {
-                    item.node = None;
-                    return;
-                }
-                Outcome::Stopped => {
-                    item.skipped = true;
-                    return;
-                }
-                Outcome::Denied => {
-                    item.denied = true;
-                    carry(&mut a, "permission denied".into());
-                }
-                Outcome::Unsettled(meta) => {
-                    a = attrs::from_metadata(&meta, &fp.checks, &ctx.names, None);
-                    carry(
-                        &mut a,
-                        "changed while being read; hashed again next time".into(),
-                    );
-                }
-                Outcome::Failed(e) => carry(&mut a, format!("read error: {e}")),
-            }
+            (a, meta)
         }
-    }
+        Outcome::NotRegular(meta) => {
+            let target = if meta.file_type().is_symlink() {
+                std::fs::read_link(&node.path)
+                    .ok()
+                    .map(|t| display_path(&t).0)
+            } else {
+                None
+            };
+            (from(&meta, target), meta)
+        }
+        Outcome::Vanished => {
+            item.node = None;
+            return;
+        }
+        Outcome::Stopped => {
+            item.skipped = true;
+            return;
+        }
+        Outcome::Unsettled(meta) => {
+            let mut a = from(&meta, None);
+            a.hash = carried();
+            a.hash_skipped = Some("changed while being read; hashed again next time".into());
+            (a, meta)
+        }
+        Outcome::Denied | Outcome::Failed(_) => {
+            let why = match &outcome {
+                Outcome::Failed(e) => format!("read error: {e}"),
+                _ => {
+                    item.denied = true;
+                    "permission denied".to_string()
+                }
+            };
+            let Some(meta) = lstat(node) else {
+                item.node = None;
+                return;
+            };
+            let mut a = walked.unwrap_or_else(|| from(&meta, None));
+            a.hash = carried();
+            a.hash_skipped = Some(why);
+            (a, meta)
+        }
+    };
+    node.meta = Some(meta);
     item.attrs = Some(a);
 }
 
@@ -448,10 +519,10 @@ impl Writer<'_> {
                     let path: &Path = &node.path;
                     let s = &mut self.summary;
                     s.entries += 1;
-                    match node.meta.file_type() {
-                        t if t.is_file() => s.files += 1,
-                        t if t.is_dir() => s.directories += 1,
-                        t if t.is_symlink() => s.symlinks += 1,
+                    match node.meta.as_ref().map(std::fs::Metadata::file_type) {
+                        Some(t) if t.is_file() => s.files += 1,
+                        Some(t) if t.is_dir() => s.directories += 1,
+                        Some(t) if t.is_symlink() => s.symlinks += 1,
                         _ => s.other += 1,
                     }
                     if item.hashed {
@@ -1042,10 +1113,11 @@ pub fn check_paths(
         let mut items = std::mem::take(batch);
         let large = items.iter().any(|it| {
             needs_reading(it, &ctx)
-                && it
-                    .node
-                    .as_ref()
-                    .is_some_and(|n| n.meta.size() >= hash::PARALLEL_THRESHOLD)
+                && it.node.as_ref().is_some_and(|n| {
+                    n.meta
+                        .as_ref()
+                        .is_some_and(|m| m.size() >= hash::PARALLEL_THRESHOLD)
+                })
         });
         if large {
             let pool = hashing_pool()?;
@@ -1066,7 +1138,7 @@ pub fn check_paths(
         });
         // A directory's own entry only: its subtree stays as it is.
         if let Some(WalkItem::Entry(n)) = walked.first() {
-            if n.meta.is_dir() {
+            if n.meta.as_ref().is_some_and(|m| m.is_dir()) {
                 walked.push(WalkItem::Unreadable {
                     key: n.key.clone(),
                     root: n.root,
@@ -1111,6 +1183,7 @@ pub fn check_paths(
 mod tests {
     use super::*;
     use std::fs;
+    use std::process::Command;
 
     fn config(tree: &Path) -> FimConfig {
         let text = format!(
@@ -1294,7 +1367,7 @@ mod tests {
         let node = Node {
             path: f.clone(),
             key: baseline::key_of(&f),
-            meta: fs::symlink_metadata(&f).unwrap(),
+            meta: Some(fs::symlink_metadata(&f).unwrap()),
             root: 0,
             link_target: None,
             dir: None,
@@ -1336,6 +1409,90 @@ mod tests {
         w.finish(vec![item], &mut |_| n += 1).unwrap();
         assert_eq!(n, 0);
         assert_eq!(b.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn files_the_walk_did_not_stat_get_their_attributes_from_the_open_file() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path());
+        cfg.paths[0].max_hashed_size = 4;
+        let ctx = Ctx {
+            paths: &cfg.paths,
+            names: Arc::new(Names::default()),
+            full: true,
+            throttle: None,
+            stop: None,
+        };
+        let unseen = |name: &str| {
+            let path = d.path().join(name);
+            let key = baseline::key_of(&path);
+            Item {
+                key: key.clone(),
+                node: Some(Node {
+                    path,
+                    key,
+                    meta: None,
+                    root: 0,
+                    link_target: None,
+                    dir: None,
+                }),
+                old: None,
+                attrs: None,
+                content: None,
+                hashed: false,
+                denied: false,
+                skipped: false,
+            }
+        };
+        let run = |item: &mut Item| prepare(item, &ctx);
+        // Read and hashed: its size and hash, and the metadata the writer counts by.
+        fs::write(d.path().join("small"), "abc").unwrap();
+        let mut small = unseen("small");
+        run(&mut small);
+        let a = small.attrs.as_ref().unwrap();
+        assert_eq!(a.size, Some(3));
+        assert_eq!(
+            a.hash.as_deref(),
+            Some(blake3::hash(b"abc").to_hex().as_str())
+        );
+        assert!(
+            small.hashed
+                && small
+                    .node
+                    .as_ref()
+                    .unwrap()
+                    .meta
+                    .as_ref()
+                    .unwrap()
+                    .is_file()
+        );
+        // Larger than max_hashed_size: attributes only.
+        fs::write(d.path().join("big"), "abcdef").unwrap();
+        let mut big = unseen("big");
+        run(&mut big);
+        let a = big.attrs.as_ref().unwrap();
+        assert_eq!((a.size, a.hash.as_ref()), (Some(6), None));
+        assert!(a
+            .hash_skipped
+            .as_deref()
+            .unwrap()
+            .contains("max_hashed_size"));
+        assert!(!big.hashed);
+        // Replaced by a FIFO after the listing: recorded as one (never read: this would block).
+        let fifo = d.path().join("fifo");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let mut f = unseen("fifo");
+        run(&mut f);
+        assert_eq!(f.attrs.as_ref().unwrap().file_type, Some(FileType::Fifo));
+        assert!(f.attrs.as_ref().unwrap().hash.is_none() && !f.hashed);
+        // Gone before it was opened: nothing to record.
+        let mut gone = unseen("gone");
+        run(&mut gone);
+        assert!(gone.node.is_none() && gone.attrs.is_none());
     }
 
     #[test]

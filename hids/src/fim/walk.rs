@@ -55,8 +55,10 @@ const PSEUDO_FS: &[&str] = &[
 pub struct Node {
     pub path: PathBuf,
     pub key: Vec<u8>,
-    /// `lstat`, or `stat` for a followed symlink.
-    pub meta: Metadata,
+    /// `lstat`, or `stat` for a followed symlink. None for a regular file (as its directory
+    /// listing says) when every file is read and hashed: the walk leaves its attributes to the
+    /// `fstat` of the opened file rather than stat it once more.
+    pub meta: Option<Metadata>,
     /// The configured path governing this entry (index into `FimConfig::paths`).
     pub root: usize,
     /// A symlink's target, escaped.
@@ -293,7 +295,8 @@ pub struct Walker<'a> {
     pub pace: Option<&'a (dyn Fn() + Sync)>,
     /// Whether the tree being walked holds another configured path.
     nested: bool,
-    /// Hold directories open for their files (see [`DirFd`]): when most files will be read.
+    /// Every file will be read: hold directories open for their files (see [`DirFd`]), and
+    /// leave regular files' attributes to the `fstat` of the opened file ([`Node::meta`]).
     pub hold_dirs: bool,
 }
 
@@ -504,6 +507,26 @@ impl<'a> Walker<'a> {
             Some((e, d)) => (Some(e), d),
             None => (None, None),
         };
+        if let (true, Some(e), Scope::Record { root, .. }) = (self.hold_dirs, entry, scope) {
+            let fp = &self.paths[root];
+            if !is_root && fp.checks.hash && e.file_type().is_ok_and(|t| t.is_file()) {
+                if !fp.restrict.is_empty() && !fp.restrict.matches(&path) {
+                    return Visit::Leaf;
+                }
+                let node = Node {
+                    path,
+                    key,
+                    meta: None,
+                    root,
+                    link_target: None,
+                    dir: parent_dir,
+                };
+                if !emit(WalkItem::Entry(node)) {
+                    return Visit::Stop;
+                }
+                return Visit::Leaf;
+            }
+        }
         let meta = match entry.map_or_else(|| std::fs::symlink_metadata(&path), |e| e.metadata()) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Visit::Skip,
@@ -562,7 +585,7 @@ impl<'a> Walker<'a> {
                 } else {
                     key.clone()
                 },
-                meta: meta.clone(),
+                meta: Some(meta.clone()),
                 root,
                 link_target: target,
                 dir: if meta.is_file() { parent_dir } else { None },
