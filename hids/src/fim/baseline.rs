@@ -166,6 +166,57 @@ pub struct Baseline {
     bulk: bool,
     /// Rows written in the bulk transaction open now (None: none is open).
     bulk_open: Option<u64>,
+    /// While in bulk: the thread folding committed WAL frames into the database file.
+    checkpointer: Option<Checkpointer>,
+}
+
+/// A thread with a connection of its own that checkpoints the WAL (PASSIVE: never waiting on the
+/// writer) after each bulk commit, so that the copy into the database file and its fsyncs run
+/// while the scan goes on, rather than all at its end.
+struct Checkpointer {
+    tx: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// None when the connection or the thread cannot be had: the final checkpoint does it all.
+    fn start(db_path: &Path) -> Option<Checkpointer> {
+        let conn = Connection::open_with_flags(
+            db_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ok()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("fim-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    // Busy (another checkpoint, a reader at the end of the WAL): next time.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .ok()?;
+        Some(Checkpointer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a checkpoint (one already asked for and not started covers this one too).
+    fn poke(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn now_secs() -> i64 {
@@ -331,27 +382,32 @@ impl Baseline {
             mac_key,
             bulk: false,
             bulk_open: None,
+            checkpointer: None,
         })
     }
 
     /// Starts recording a new baseline in bulk: [`Baseline::apply`] then writes many batches per
     /// transaction (one commit per [`BULK_ROWS`] rows, each with its own WAL frames for the same
-    /// interior pages) and the WAL is not checkpointed until [`Baseline::end_bulk`] (an automatic
-    /// checkpoint every thousand pages wrote and synced the database file again and again).
-    /// Between transactions the write lock is released, so that other writers are not held off
-    /// for the whole scan.
+    /// interior pages). The writer never checkpoints (an automatic checkpoint every thousand
+    /// pages wrote and synced the database file again and again, on the writer's time): a
+    /// thread of its own folds each committed transaction into the database file while the scan
+    /// goes on, and [`Baseline::end_bulk`] the rest. Between transactions the write lock is
+    /// released, so that other writers are not held off for the whole scan.
     pub fn begin_bulk(&mut self) -> Result<(), FimError> {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(self.sql())?;
         self.bulk = true;
+        self.checkpointer = Checkpointer::start(&self.db_path);
         Ok(())
     }
 
-    /// Commits what [`Baseline::begin_bulk`] left open, checkpoints the WAL once, and goes back to
-    /// one transaction per [`Baseline::apply`].
+    /// Commits what [`Baseline::begin_bulk`] left open, checkpoints what is left of the WAL, and
+    /// goes back to one transaction per [`Baseline::apply`].
     pub fn end_bulk(&mut self) -> Result<(), FimError> {
         self.bulk = false;
+        // Its last checkpoint finishes first.
+        self.checkpointer = None;
         let committed = match self.bulk_open.take() {
             Some(_) => self.conn.execute_batch("COMMIT").map_err(self.sql()),
             None => Ok(()),
@@ -769,6 +825,9 @@ impl Baseline {
                 if rows >= BULK_ROWS {
                     self.bulk_open = None;
                     self.conn.execute_batch("COMMIT").map_err(sql)?;
+                    if let Some(c) = &self.checkpointer {
+                        c.poke();
+                    }
                 } else {
                     self.bulk_open = Some(rows);
                 }
@@ -810,6 +869,42 @@ mod tests {
         assert!(is_under(&key_of(Path::new("/etc/a/b")), &etc));
         assert!(!is_under(&key_of(Path::new("/etc.d")), &etc));
         assert!(!is_under(&etc, &etc));
+    }
+
+    #[test]
+    fn bulk_commits_are_folded_into_the_database_file_while_the_scan_goes_on() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = Baseline::open(d.path(), true).unwrap();
+        let db = b.db_path().to_path_buf();
+        let wal = db.with_extension("db-wal");
+        let start = fs::metadata(&db).unwrap().len();
+        b.begin_bulk().unwrap();
+        let put = |i: u64| Op::Put {
+            key: key_of(Path::new(&format!("/tree/{i:08}"))),
+            checks: 0x7ff,
+            attrs: FileAttrs {
+                file_type: Some(FileType::File),
+                size: Some(i),
+                ..Default::default()
+            },
+            expect: None,
+            content: ContentOp::Keep,
+            record: None,
+        };
+        let ops: Vec<Op> = (0..BULK_ROWS + 10).map(put).collect();
+        b.apply(&ops).unwrap();
+        // One bulk transaction committed: the checkpointing thread copies it into the database
+        // file without the writer's help.
+        let grown = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            fs::metadata(&db).unwrap().len() > start + 50 * 4096
+        });
+        assert!(grown, "the database file did not grow during the bulk");
+        b.apply(&[put(BULK_ROWS + 10)]).unwrap();
+        b.end_bulk().unwrap();
+        assert_eq!(b.count().unwrap(), BULK_ROWS + 11);
+        // All of it in the database file, the WAL emptied.
+        assert_eq!(fs::metadata(&wal).map_or(0, |m| m.len()), 0);
     }
 
     #[test]
