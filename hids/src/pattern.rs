@@ -26,6 +26,8 @@
 use std::fmt;
 use std::ops::Range;
 
+mod seq;
+
 /// Backtracking steps allowed to a non-linear pattern on one line before it counts as no match.
 pub const BACKTRACK_LIMIT: usize = 100_000;
 
@@ -69,6 +71,10 @@ pub struct Pattern {
     negate: bool,
     translated: String,
     engine: Engine,
+    /// The direct matcher for plain sequences, which extracts captures for [`Pattern::captures`]
+    /// when the expression fits it (see [`seq`]). Built for eagerly compiled patterns only: the
+    /// deferred ones are searched for a yes or no.
+    seq: Option<Box<seq::Seq>>,
 }
 
 #[derive(Clone)]
@@ -206,6 +212,7 @@ impl Pattern {
                     negate,
                     translated: String::new(),
                     engine: Engine::Always,
+                    seq: None,
                 });
             }
             let mut s = String::new();
@@ -226,6 +233,7 @@ impl Pattern {
             negate,
             translated,
             engine,
+            seq: None,
         })
     }
 
@@ -237,12 +245,14 @@ impl Pattern {
     fn os_regex_in(source: &str, defer: bool) -> Result<Pattern, PatternError> {
         let translated = translate_os_regex(source)?;
         let engine = linear(Dialect::OsRegex, source, &translated, defer)?;
+        let seq = sequence(&engine, &translated);
         Ok(Pattern {
             source: source.to_string(),
             dialect: Dialect::OsRegex,
             negate: false,
             translated,
             engine,
+            seq,
         })
     }
 
@@ -263,12 +273,14 @@ impl Pattern {
         } else {
             linear(Dialect::Pcre2, source, &translated, defer)?
         };
+        let seq = sequence(&engine, &translated);
         Ok(Pattern {
             source: source.to_string(),
             dialect: Dialect::Pcre2,
             negate: false,
             translated,
             engine,
+            seq,
         })
     }
 
@@ -347,6 +359,12 @@ impl Pattern {
 
     /// [`Pattern::captures`] on bytes (see [`Pattern::find_end_bytes`]); the ranges index `hay`.
     pub fn captures_bytes(&self, hay: &[u8]) -> Option<Captures> {
+        if let Some(s) = &self.seq {
+            // The direct matcher answers unless the search gave up.
+            if let Some(found) = s.captures(hay) {
+                return found;
+            }
+        }
         if let (Some(re), false) = (self.regex(), self.negate) {
             return re.captures(hay);
         }
@@ -379,7 +397,7 @@ impl Pattern {
                 end: 0,
                 groups: Vec::new(),
             }),
-            Engine::Linear(_) | Engine::Deferred(_) => self.regex()?.captures(text.as_bytes()),
+            Engine::Linear(_) | Engine::Deferred(_) => self.captures_bytes(text.as_bytes()),
             Engine::Backtrack(re) => {
                 let caps = re.captures(text).ok().flatten()?;
                 let end = caps.get(0).map_or(0, |m| m.end());
@@ -437,6 +455,14 @@ fn err(dialect: Dialect, pattern: &str, message: String, offset: Option<usize>) 
         pattern: pattern.to_string(),
         message,
         offset,
+    }
+}
+
+/// The direct matcher for an eagerly compiled linear pattern whose expression is a plain sequence.
+fn sequence(engine: &Engine, translated: &str) -> Option<Box<seq::Seq>> {
+    match engine {
+        Engine::Linear(_) => seq::Seq::new(translated).map(Box::new),
+        _ => None,
     }
 }
 

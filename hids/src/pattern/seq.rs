@@ -1,0 +1,571 @@
+//! A small matcher for the pattern shapes decoders use most: a plain sequence of literal text,
+//! byte classes, repeated byte classes (`\S+`, `\d*?`, `.+?` ...), capturing groups and `^`/`$`.
+//!
+//! The regex crate extracts captures with a general backtracker or PikeVM over its NFA; for a
+//! sequence that is several times the cost of walking the sequence directly. This matcher is
+//! compiled from the same translated expression the regex crate runs (so both dialects share it)
+//! and follows the same leftmost-first rules: start positions are tried left to right and, at a
+//! start, choices are tried in priority order (greedy repetitions longest first, lazy ones
+//! shortest first), backtracking to the latest choice on failure. It gives the same match and
+//! captures as the regex crate; the differential tests below compare them.
+//!
+//! Two things keep it cheap and linear:
+//! - a greedy repetition that nothing after it can start with (`\S+` before a space) never needs
+//!   to give bytes back, so it leaves no choice behind;
+//! - each search has a step budget linear in the haystack length. A search that exhausts it (a
+//!   pattern and text that make backtracking explode) gives up, and the caller runs the regex
+//!   crate, which is linear in all cases.
+
+use std::ops::Range;
+
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
+
+use super::Captures;
+
+/// Most capture groups a sequence may have (OSSEC decoders use at most a dozen).
+const MAX_GROUPS: usize = 16;
+/// Most repetitions that can leave a choice behind (one frame each on the backtracking stack).
+const MAX_CHOICES: usize = 24;
+
+/// A set of bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Set([u64; 4]);
+
+impl Set {
+    const EMPTY: Set = Set([0; 4]);
+
+    #[inline]
+    fn has(&self, b: u8) -> bool {
+        self.0[(b >> 6) as usize] >> (b & 63) & 1 != 0
+    }
+
+    fn add(&mut self, b: u8) {
+        self.0[(b >> 6) as usize] |= 1 << (b & 63);
+    }
+
+    fn union(&mut self, o: &Set) {
+        for (a, b) in self.0.iter_mut().zip(o.0) {
+            *a |= b;
+        }
+    }
+
+    fn disjoint(&self, o: &Set) -> bool {
+        self.0.iter().zip(o.0).all(|(a, b)| a & b == 0)
+    }
+
+    fn len(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..=255u8).filter(|&b| self.has(b))
+    }
+}
+
+#[derive(Clone)]
+enum Tok {
+    /// Literal bytes: text byte `h` matches `lit[i]` when `h | mask[i] == lit[i]` (a mask of 0x20
+    /// folds the case of an ASCII letter, whose `lit` byte is then lower case).
+    Lit { lit: Box<[u8]>, mask: Box<[u8]> },
+    /// One byte of a set.
+    Class(Set),
+    /// `min..=max` bytes of a set; `choice` is false when giving bytes back can never help.
+    Rep {
+        set: Set,
+        min: usize,
+        max: usize,
+        greedy: bool,
+        choice: bool,
+    },
+    /// Start or end of capture group `n` (slot `2n` or `2n + 1`).
+    Slot(usize),
+    /// `^`: the start of the text.
+    Start,
+    /// `$`: the end of the text.
+    End,
+}
+
+/// A choice left by a repetition: the repetition started at `base` and now takes `count` bytes.
+#[derive(Clone, Copy, Default)]
+struct Frame {
+    tok: usize,
+    base: usize,
+    count: usize,
+}
+
+/// Where a match may start.
+#[derive(Clone)]
+enum Starts {
+    /// Only at 0 (the pattern begins with `^`).
+    Zero,
+    /// At a byte of the set, or at the end of the text.
+    First(Set),
+    /// Anywhere.
+    Any,
+}
+
+/// A compiled sequence.
+#[derive(Clone)]
+pub(super) struct Seq {
+    toks: Box<[Tok]>,
+    groups: usize,
+    starts: Starts,
+    /// When the pattern begins with an unbounded repetition of this set (at least one byte): a
+    /// search that fails from inside a run of the set fails from the rest of the run too.
+    lead: Option<Set>,
+}
+
+/// What the follow-set walk found after a position of the sequence.
+struct Follow {
+    /// The bytes the rest can start with.
+    set: Set,
+    /// The rest can match without consuming a byte (it reaches the end of the sequence).
+    nullable: bool,
+    /// The rest contains `^` before its first byte (position-dependent: assume nothing).
+    start: bool,
+}
+
+impl Seq {
+    /// Compiles the regex crate's expression `translated` (byte semantics, no Unicode), or `None`
+    /// when it is not a plain sequence of the supported pieces.
+    pub(super) fn new(translated: &str) -> Option<Seq> {
+        let hir = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(translated)
+            .ok()?;
+        let mut toks = Vec::new();
+        let mut groups = 0;
+        flatten(&hir, &mut toks, &mut groups)?;
+        if groups > MAX_GROUPS {
+            return None;
+        }
+        let toks = merge_literals(toks);
+        // Possessive greedy repetitions.
+        let mut toks = toks;
+        for i in 0..toks.len() {
+            let f = follow(&toks[i + 1..]);
+            if let Tok::Rep {
+                set,
+                greedy,
+                choice,
+                ..
+            } = &mut toks[i]
+            {
+                if *greedy && !f.start && (f.nullable || f.set.disjoint(set)) {
+                    // Nothing after it starts with one of its bytes (or the rest matches empty,
+                    // so the longest run succeeds at once): shorter runs can only fail.
+                    *choice = false;
+                }
+            }
+        }
+        let choices = toks
+            .iter()
+            .filter(|t| matches!(t, Tok::Rep { choice: true, .. }))
+            .count();
+        if choices > MAX_CHOICES {
+            return None;
+        }
+        let f = follow(&toks);
+        let leading = toks.iter().find(|t| !matches!(t, Tok::Slot(_)));
+        let starts = match leading {
+            Some(Tok::Start) => Starts::Zero,
+            _ if f.start || f.nullable => Starts::Any,
+            _ => Starts::First(f.set),
+        };
+        let lead = match leading {
+            Some(Tok::Rep {
+                set,
+                min,
+                max: usize::MAX,
+                ..
+            }) if *min >= 1 => Some(*set),
+            _ => None,
+        };
+        Some(Seq {
+            toks: toks.into_boxed_slice(),
+            groups,
+            starts,
+            lead,
+        })
+    }
+
+    /// The leftmost-first match in `hay` with its groups: `Some(None)` when there is none, `None`
+    /// when the search gave up (the caller then asks the regex crate).
+    pub(super) fn captures(&self, hay: &[u8]) -> Option<Option<Captures>> {
+        let mut slots = [0usize; 2 * MAX_GROUPS + 2];
+        let mut frames = [Frame::default(); MAX_CHOICES];
+        // Linear in the text: a few steps per byte and token before giving up.
+        let mut budget = (hay.len() + 1) * (self.toks.len() + 4) * 2;
+        let mut at = 0;
+        loop {
+            // The next start position.
+            match &self.starts {
+                Starts::Zero if at > 0 => return Some(None),
+                Starts::First(set) => {
+                    while at < hay.len() && !set.has(hay[at]) {
+                        at += 1;
+                    }
+                }
+                _ => {}
+            }
+            if at > hay.len() {
+                return Some(None);
+            }
+            if let Some(end) = self.attempt(hay, at, &mut slots, &mut frames, &mut budget)? {
+                let groups = (1..=self.groups)
+                    .map(|g| slots[2 * g]..slots[2 * g + 1])
+                    .collect::<Vec<Range<usize>>>();
+                return Some(Some(Captures { end, groups }));
+            }
+            match &self.lead {
+                Some(set) if at < hay.len() && set.has(hay[at]) => {
+                    while at < hay.len() && set.has(hay[at]) {
+                        at += 1;
+                    }
+                }
+                _ => at += 1,
+            }
+        }
+    }
+
+    /// A match starting exactly at `start`: its end, or `Some(None)` when there is none, `None`
+    /// when the budget ran out.
+    fn attempt(
+        &self,
+        hay: &[u8],
+        start: usize,
+        slots: &mut [usize],
+        frames: &mut [Frame; MAX_CHOICES],
+        budget: &mut usize,
+    ) -> Option<Option<usize>> {
+        let toks = &self.toks;
+        let n = hay.len();
+        let mut sp = 0;
+        let mut pc = 0;
+        let mut pos = start;
+        loop {
+            // Forward until the sequence ends (a match) or a piece fails.
+            let ok = match toks.get(pc) {
+                None => return Some(Some(pos)),
+                Some(tok) => {
+                    *budget = budget.checked_sub(1)?;
+                    match tok {
+                        Tok::Lit { lit, mask } => {
+                            let ok = hay.get(pos..pos + lit.len()).is_some_and(|h| {
+                                h.iter()
+                                    .zip(lit.iter().zip(mask.iter()))
+                                    .all(|(&h, (&l, &m))| h | m == l)
+                            });
+                            if ok {
+                                pos += lit.len();
+                            }
+                            ok
+                        }
+                        Tok::Class(set) => {
+                            let ok = pos < n && set.has(hay[pos]);
+                            pos += ok as usize;
+                            ok
+                        }
+                        Tok::Rep {
+                            set,
+                            min,
+                            max,
+                            greedy,
+                            choice,
+                        } => {
+                            let (min, max) = (*min, *max);
+                            if *greedy {
+                                let limit = n.min(pos.saturating_add(max));
+                                let mut e = pos;
+                                while e < limit && set.has(hay[e]) {
+                                    e += 1;
+                                }
+                                *budget = budget.checked_sub(e - pos)?;
+                                let count = e - pos;
+                                if count < min {
+                                    false
+                                } else {
+                                    if *choice && count > min {
+                                        *frames.get_mut(sp)? = Frame {
+                                            tok: pc,
+                                            base: pos,
+                                            count,
+                                        };
+                                        sp += 1;
+                                    }
+                                    pos = e;
+                                    true
+                                }
+                            } else {
+                                let ok = pos + min <= n
+                                    && hay[pos..pos + min].iter().all(|&b| set.has(b));
+                                *budget = budget.checked_sub(min)?;
+                                if ok {
+                                    if max > min {
+                                        *frames.get_mut(sp)? = Frame {
+                                            tok: pc,
+                                            base: pos,
+                                            count: min,
+                                        };
+                                        sp += 1;
+                                    }
+                                    pos += min;
+                                }
+                                ok
+                            }
+                        }
+                        Tok::Slot(s) => {
+                            slots[*s] = pos;
+                            true
+                        }
+                        Tok::Start => pos == 0,
+                        Tok::End => pos == n,
+                    }
+                }
+            };
+            if ok {
+                pc += 1;
+                continue;
+            }
+            // Back to the latest choice that has another option. Slots need no restoring: the
+            // pieces after the choice set theirs again on the way forward, the ones before it
+            // have not changed.
+            loop {
+                if sp == 0 {
+                    return Some(None);
+                }
+                *budget = budget.checked_sub(1)?;
+                let f = &mut frames[sp - 1];
+                let Tok::Rep {
+                    set,
+                    min,
+                    max,
+                    greedy,
+                    ..
+                } = &toks[f.tok]
+                else {
+                    sp -= 1;
+                    continue;
+                };
+                let next = if *greedy {
+                    // Give one byte back.
+                    (f.count > *min).then(|| f.count - 1)
+                } else {
+                    // Take one more byte.
+                    let c = f.count + 1;
+                    (c <= *max && f.base + c <= n && set.has(hay[f.base + c - 1])).then_some(c)
+                };
+                match next {
+                    Some(c) => {
+                        f.count = c;
+                        pos = f.base + c;
+                        pc = f.tok + 1;
+                        if *greedy && c == *min || !*greedy && c == *max {
+                            sp -= 1;
+                        }
+                        break;
+                    }
+                    None => sp -= 1,
+                }
+            }
+        }
+    }
+}
+
+/// Appends the pieces of `hir` to `toks`; `None` when a piece is not supported.
+fn flatten(hir: &Hir, toks: &mut Vec<Tok>, groups: &mut usize) -> Option<()> {
+    match hir.kind() {
+        HirKind::Empty => {}
+        HirKind::Literal(lit) => {
+            for &b in lit.0.iter() {
+                toks.push(Tok::Lit {
+                    lit: Box::new([b]),
+                    mask: Box::new([0]),
+                });
+            }
+        }
+        HirKind::Class(c) => {
+            let set = class_set(c)?;
+            toks.push(single(set));
+        }
+        HirKind::Look(Look::Start) => toks.push(Tok::Start),
+        HirKind::Look(Look::End) => toks.push(Tok::End),
+        HirKind::Look(_) => return None,
+        HirKind::Repetition(r) => {
+            let set = match r.sub.kind() {
+                HirKind::Class(c) => class_set(c)?,
+                HirKind::Literal(lit) if lit.0.len() == 1 => {
+                    let mut s = Set::EMPTY;
+                    s.add(lit.0[0]);
+                    s
+                }
+                _ => return None,
+            };
+            let min = usize::try_from(r.min).ok()?;
+            let max = match r.max {
+                Some(m) => usize::try_from(m).ok()?,
+                None => usize::MAX,
+            };
+            toks.push(Tok::Rep {
+                set,
+                min,
+                max,
+                greedy: r.greedy,
+                choice: true,
+            });
+        }
+        HirKind::Capture(c) => {
+            let g = usize::try_from(c.index).ok()?;
+            if g == 0 || g > MAX_GROUPS {
+                return None;
+            }
+            *groups = (*groups).max(g);
+            toks.push(Tok::Slot(2 * g));
+            flatten(&c.sub, toks, groups)?;
+            toks.push(Tok::Slot(2 * g + 1));
+        }
+        HirKind::Concat(parts) => {
+            for p in parts {
+                flatten(p, toks, groups)?;
+            }
+        }
+        HirKind::Alternation(_) => return None,
+    }
+    Some(())
+}
+
+fn class_set(c: &Class) -> Option<Set> {
+    let mut s = Set::EMPTY;
+    match c {
+        Class::Bytes(b) => {
+            for r in b.ranges() {
+                for x in r.start()..=r.end() {
+                    s.add(x);
+                }
+            }
+        }
+        Class::Unicode(u) => {
+            for r in u.ranges() {
+                let (a, b) = (u8::try_from(r.start()).ok()?, u8::try_from(r.end()).ok()?);
+                if b > 0x7f {
+                    return None;
+                }
+                for x in a..=b {
+                    s.add(x);
+                }
+            }
+        }
+    }
+    Some(s)
+}
+
+/// A one-byte piece: a literal when the set is one byte or one ASCII letter in both cases.
+fn single(set: Set) -> Tok {
+    let lit = |b: u8, m: u8| Tok::Lit {
+        lit: Box::new([b]),
+        mask: Box::new([m]),
+    };
+    match set.len() {
+        1 => {
+            if let Some(b) = set.bytes().next() {
+                return lit(b, 0);
+            }
+        }
+        2 => {
+            let mut it = set.bytes();
+            if let (Some(a), Some(b)) = (it.next(), it.next()) {
+                if a.is_ascii_uppercase() && b == a.to_ascii_lowercase() {
+                    return lit(b, 0x20);
+                }
+            }
+        }
+        _ => {}
+    }
+    Tok::Class(set)
+}
+
+/// Joins runs of one-byte literals into one literal.
+fn merge_literals(toks: Vec<Tok>) -> Vec<Tok> {
+    let mut out: Vec<Tok> = Vec::with_capacity(toks.len());
+    for t in toks {
+        if let (Some(Tok::Lit { lit: l0, mask: m0 }), Tok::Lit { lit, mask }) = (out.last_mut(), &t)
+        {
+            let mut l = l0.to_vec();
+            l.extend_from_slice(lit);
+            let mut m = m0.to_vec();
+            m.extend_from_slice(mask);
+            *l0 = l.into_boxed_slice();
+            *m0 = m.into_boxed_slice();
+            continue;
+        }
+        out.push(t);
+    }
+    out
+}
+
+/// The bytes `toks` can start with.
+fn follow(toks: &[Tok]) -> Follow {
+    let mut set = Set::EMPTY;
+    for t in toks {
+        match t {
+            Tok::Slot(_) => {}
+            Tok::Lit { lit, mask } => {
+                if let (Some(&l), Some(&m)) = (lit.first(), mask.first()) {
+                    set.add(l);
+                    if m != 0 {
+                        set.add(l.to_ascii_uppercase());
+                    }
+                }
+                return Follow {
+                    set,
+                    nullable: false,
+                    start: false,
+                };
+            }
+            Tok::Class(s) => {
+                set.union(s);
+                return Follow {
+                    set,
+                    nullable: false,
+                    start: false,
+                };
+            }
+            Tok::Rep { set: s, min, .. } => {
+                set.union(s);
+                if *min > 0 {
+                    return Follow {
+                        set,
+                        nullable: false,
+                        start: false,
+                    };
+                }
+            }
+            // Matches only at the end of the text, where there is no byte to start with.
+            Tok::End => {
+                return Follow {
+                    set,
+                    nullable: false,
+                    start: false,
+                }
+            }
+            Tok::Start => {
+                return Follow {
+                    set,
+                    nullable: false,
+                    start: true,
+                }
+            }
+        }
+    }
+    Follow {
+        set,
+        nullable: true,
+        start: false,
+    }
+}
+
+#[cfg(test)]
+#[path = "seq_tests.rs"]
+mod tests;
