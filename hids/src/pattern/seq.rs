@@ -27,20 +27,20 @@ const MAX_GROUPS: usize = 16;
 /// Most repetitions that can leave a choice behind (one frame each on the backtracking stack).
 const MAX_CHOICES: usize = 24;
 
-/// A set of bytes.
+/// A set of bytes, as a table: one load per test in the inner loops.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Set([u64; 4]);
+struct Set([bool; 256]);
 
 impl Set {
-    const EMPTY: Set = Set([0; 4]);
+    const EMPTY: Set = Set([false; 256]);
 
     #[inline]
     fn has(&self, b: u8) -> bool {
-        self.0[(b >> 6) as usize] >> (b & 63) & 1 != 0
+        self.0[b as usize]
     }
 
     fn add(&mut self, b: u8) {
-        self.0[(b >> 6) as usize] |= 1 << (b & 63);
+        self.0[b as usize] = true;
     }
 
     fn union(&mut self, o: &Set) {
@@ -50,11 +50,11 @@ impl Set {
     }
 
     fn disjoint(&self, o: &Set) -> bool {
-        self.0.iter().zip(o.0).all(|(a, b)| a & b == 0)
+        self.0.iter().zip(o.0).all(|(a, b)| !(a & b))
     }
 
-    fn len(&self) -> u32 {
-        self.0.iter().map(|w| w.count_ones()).sum()
+    fn len(&self) -> usize {
+        self.0.iter().filter(|&&b| b).count()
     }
 
     fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
@@ -70,12 +70,15 @@ enum Tok {
     /// One byte of a set.
     Class(Set),
     /// `min..=max` bytes of a set; `choice` is false when giving bytes back can never help.
+    /// `next` is what the rest must start with, when known: a choice whose run ends before
+    /// another byte is skipped without trying the rest.
     Rep {
         set: Set,
         min: usize,
         max: usize,
         greedy: bool,
         choice: bool,
+        next: Option<Box<Set>>,
     },
     /// Start or end of capture group `n` (slot `2n` or `2n + 1`).
     Slot(usize),
@@ -98,6 +101,8 @@ struct Frame {
 enum Starts {
     /// Only at 0 (the pattern begins with `^`).
     Zero,
+    /// At this byte, or at the end of the text.
+    Byte(u8),
     /// At a byte of the set, or at the end of the text.
     First(Set),
     /// Anywhere.
@@ -150,6 +155,7 @@ impl Seq {
                 set,
                 greedy,
                 choice,
+                next,
                 ..
             } = &mut toks[i]
             {
@@ -157,6 +163,10 @@ impl Seq {
                     // Nothing after it starts with one of its bytes (or the rest matches empty,
                     // so the longest run succeeds at once): shorter runs can only fail.
                     *choice = false;
+                }
+                if !f.start && !f.nullable {
+                    // The rest needs a byte of `f.set`, or the end of the text for a `$`.
+                    *next = Some(Box::new(f.set));
                 }
             }
         }
@@ -172,6 +182,10 @@ impl Seq {
         let starts = match leading {
             Some(Tok::Start) => Starts::Zero,
             _ if f.start || f.nullable => Starts::Any,
+            _ if f.set.len() == 1 => match f.set.bytes().next() {
+                Some(b) => Starts::Byte(b),
+                None => Starts::Any,
+            },
             _ => Starts::First(f.set),
         };
         let lead = match leading {
@@ -196,13 +210,20 @@ impl Seq {
     pub(super) fn captures(&self, hay: &[u8]) -> Option<Option<Captures>> {
         let mut slots = [0usize; 2 * MAX_GROUPS + 2];
         let mut frames = [Frame::default(); MAX_CHOICES];
-        // Linear in the text: a few steps per byte and token before giving up.
+        // Linear in the text. Charged per start position, per choice taken back and per byte a
+        // repetition reads; the pieces run between two of those are at most the sequence.
         let mut budget = (hay.len() + 1) * (self.toks.len() + 4) * 2;
         let mut at = 0;
         loop {
             // The next start position.
             match &self.starts {
                 Starts::Zero if at > 0 => return Some(None),
+                Starts::Byte(b) => {
+                    at = match hay.get(at..) {
+                        Some(rest) => memchr::memchr(*b, rest).map_or(hay.len(), |i| at + i),
+                        None => at,
+                    };
+                }
                 Starts::First(set) => {
                     while at < hay.len() && !set.has(hay[at]) {
                         at += 1;
@@ -245,85 +266,84 @@ impl Seq {
         let mut sp = 0;
         let mut pc = 0;
         let mut pos = start;
+        *budget = budget.checked_sub(1)?;
         loop {
             // Forward until the sequence ends (a match) or a piece fails.
             let ok = match toks.get(pc) {
                 None => return Some(Some(pos)),
-                Some(tok) => {
-                    *budget = budget.checked_sub(1)?;
-                    match tok {
-                        Tok::Lit { lit, mask } => {
-                            let ok = hay.get(pos..pos + lit.len()).is_some_and(|h| {
-                                h.iter()
-                                    .zip(lit.iter().zip(mask.iter()))
-                                    .all(|(&h, (&l, &m))| h | m == l)
-                            });
-                            if ok {
-                                pos += lit.len();
-                            }
-                            ok
+                Some(tok) => match tok {
+                    Tok::Lit { lit, mask } => {
+                        let ok = hay.get(pos..pos + lit.len()).is_some_and(|h| {
+                            h.iter()
+                                .zip(lit.iter().zip(mask.iter()))
+                                .all(|(&h, (&l, &m))| h | m == l)
+                        });
+                        if ok {
+                            pos += lit.len();
                         }
-                        Tok::Class(set) => {
-                            let ok = pos < n && set.has(hay[pos]);
-                            pos += ok as usize;
-                            ok
-                        }
-                        Tok::Rep {
-                            set,
-                            min,
-                            max,
-                            greedy,
-                            choice,
-                        } => {
-                            let (min, max) = (*min, *max);
-                            if *greedy {
-                                let limit = n.min(pos.saturating_add(max));
-                                let mut e = pos;
-                                while e < limit && set.has(hay[e]) {
-                                    e += 1;
-                                }
-                                *budget = budget.checked_sub(e - pos)?;
-                                let count = e - pos;
-                                if count < min {
-                                    false
-                                } else {
-                                    if *choice && count > min {
-                                        *frames.get_mut(sp)? = Frame {
-                                            tok: pc,
-                                            base: pos,
-                                            count,
-                                        };
-                                        sp += 1;
-                                    }
-                                    pos = e;
-                                    true
-                                }
-                            } else {
-                                let ok = pos + min <= n
-                                    && hay[pos..pos + min].iter().all(|&b| set.has(b));
-                                *budget = budget.checked_sub(min)?;
-                                if ok {
-                                    if max > min {
-                                        *frames.get_mut(sp)? = Frame {
-                                            tok: pc,
-                                            base: pos,
-                                            count: min,
-                                        };
-                                        sp += 1;
-                                    }
-                                    pos += min;
-                                }
-                                ok
-                            }
-                        }
-                        Tok::Slot(s) => {
-                            slots[*s] = pos;
-                            true
-                        }
-                        Tok::Start => pos == 0,
-                        Tok::End => pos == n,
+                        ok
                     }
-                }
+                    Tok::Class(set) => {
+                        let ok = pos < n && set.has(hay[pos]);
+                        pos += ok as usize;
+                        ok
+                    }
+                    Tok::Rep {
+                        set,
+                        min,
+                        max,
+                        greedy,
+                        choice,
+                        ..
+                    } => {
+                        let (min, max) = (*min, *max);
+                        if *greedy {
+                            let limit = n.min(pos.saturating_add(max));
+                            let mut e = pos;
+                            while e < limit && set.has(hay[e]) {
+                                e += 1;
+                            }
+                            *budget = budget.checked_sub(e - pos)?;
+                            let count = e - pos;
+                            if count < min {
+                                false
+                            } else {
+                                if *choice && count > min {
+                                    *frames.get_mut(sp)? = Frame {
+                                        tok: pc,
+                                        base: pos,
+                                        count,
+                                    };
+                                    sp += 1;
+                                }
+                                pos = e;
+                                true
+                            }
+                        } else {
+                            let ok =
+                                pos + min <= n && hay[pos..pos + min].iter().all(|&b| set.has(b));
+                            *budget = budget.checked_sub(min)?;
+                            if ok {
+                                if max > min {
+                                    *frames.get_mut(sp)? = Frame {
+                                        tok: pc,
+                                        base: pos,
+                                        count: min,
+                                    };
+                                    sp += 1;
+                                }
+                                pos += min;
+                            }
+                            ok
+                        }
+                    }
+                    Tok::Slot(s) => {
+                        slots[*s] = pos;
+                        true
+                    }
+                    Tok::Start => pos == 0,
+                    Tok::End => pos == n,
+                },
             };
             if ok {
                 pc += 1;
@@ -343,19 +363,45 @@ impl Seq {
                     min,
                     max,
                     greedy,
+                    next: follow,
                     ..
                 } = &toks[f.tok]
                 else {
                     sp -= 1;
                     continue;
                 };
+                // Whether the rest can start at `at` (else that choice would fail at once).
+                let viable = |at: usize| match follow {
+                    Some(fs) => at == n || fs.has(hay[at]),
+                    None => true,
+                };
+                let base = f.base;
                 let next = if *greedy {
-                    // Give one byte back.
-                    (f.count > *min).then(|| f.count - 1)
+                    // Give bytes back, one or more.
+                    let mut c = f.count;
+                    loop {
+                        if c <= *min {
+                            break None;
+                        }
+                        c -= 1;
+                        *budget = budget.checked_sub(1)?;
+                        if viable(base + c) {
+                            break Some(c);
+                        }
+                    }
                 } else {
-                    // Take one more byte.
-                    let c = f.count + 1;
-                    (c <= *max && f.base + c <= n && set.has(hay[f.base + c - 1])).then_some(c)
+                    // Take one more byte, or more.
+                    let mut c = f.count;
+                    loop {
+                        c += 1;
+                        if c > *max || base + c > n || !set.has(hay[base + c - 1]) {
+                            break None;
+                        }
+                        *budget = budget.checked_sub(1)?;
+                        if viable(base + c) {
+                            break Some(c);
+                        }
+                    }
                 };
                 match next {
                     Some(c) => {
@@ -378,14 +424,10 @@ impl Seq {
 fn flatten(hir: &Hir, toks: &mut Vec<Tok>, groups: &mut usize) -> Option<()> {
     match hir.kind() {
         HirKind::Empty => {}
-        HirKind::Literal(lit) => {
-            for &b in lit.0.iter() {
-                toks.push(Tok::Lit {
-                    lit: Box::new([b]),
-                    mask: Box::new([0]),
-                });
-            }
-        }
+        HirKind::Literal(lit) => toks.push(Tok::Lit {
+            lit: lit.0.clone(),
+            mask: vec![0; lit.0.len()].into_boxed_slice(),
+        }),
         HirKind::Class(c) => {
             let set = class_set(c)?;
             toks.push(single(set));
@@ -414,6 +456,7 @@ fn flatten(hir: &Hir, toks: &mut Vec<Tok>, groups: &mut usize) -> Option<()> {
                 max,
                 greedy: r.greedy,
                 choice: true,
+                next: None,
             });
         }
         HirKind::Capture(c) => {
