@@ -72,9 +72,9 @@ pub struct Pattern {
     translated: String,
     engine: Engine,
     /// The direct matcher for plain sequences, which extracts captures for [`Pattern::captures`]
-    /// when the expression fits it (see [`seq`]). Built for eagerly compiled patterns only: the
-    /// deferred ones are searched for a yes or no.
-    seq: Option<Box<seq::Seq>>,
+    /// when the expression fits it (see [`seq`]). Compiled on the first capture search, so that
+    /// patterns only ever searched for a yes or no (prematches, rules) do not pay for it.
+    seq: std::sync::OnceLock<Option<Box<seq::Seq>>>,
 }
 
 #[derive(Clone)]
@@ -169,6 +169,17 @@ impl Pattern {
         Ok(())
     }
 
+    /// The direct matcher, compiled now if this is its first use; `None` when the expression is
+    /// not a plain sequence or the pattern is not an eagerly compiled OS_Regex or PCRE2 one.
+    fn seq(&self) -> Option<&seq::Seq> {
+        if self.dialect == Dialect::OsMatch || !matches!(self.engine, Engine::Linear(_)) {
+            return None;
+        }
+        self.seq
+            .get_or_init(|| seq::Seq::new(&self.translated).map(Box::new))
+            .as_deref()
+    }
+
     /// The linear automaton, built now if it was deferred.
     #[inline]
     fn regex(&self) -> Option<Lin<'_>> {
@@ -212,7 +223,7 @@ impl Pattern {
                     negate,
                     translated: String::new(),
                     engine: Engine::Always,
-                    seq: None,
+                    seq: Default::default(),
                 });
             }
             let mut s = String::new();
@@ -233,7 +244,7 @@ impl Pattern {
             negate,
             translated,
             engine,
-            seq: None,
+            seq: Default::default(),
         })
     }
 
@@ -245,14 +256,13 @@ impl Pattern {
     fn os_regex_in(source: &str, defer: bool) -> Result<Pattern, PatternError> {
         let translated = translate_os_regex(source)?;
         let engine = linear(Dialect::OsRegex, source, &translated, defer)?;
-        let seq = sequence(&engine, &translated);
         Ok(Pattern {
             source: source.to_string(),
             dialect: Dialect::OsRegex,
             negate: false,
             translated,
             engine,
-            seq,
+            seq: Default::default(),
         })
     }
 
@@ -273,14 +283,13 @@ impl Pattern {
         } else {
             linear(Dialect::Pcre2, source, &translated, defer)?
         };
-        let seq = sequence(&engine, &translated);
         Ok(Pattern {
             source: source.to_string(),
             dialect: Dialect::Pcre2,
             negate: false,
             translated,
             engine,
-            seq,
+            seq: Default::default(),
         })
     }
 
@@ -359,7 +368,7 @@ impl Pattern {
 
     /// [`Pattern::captures`] on bytes (see [`Pattern::find_end_bytes`]); the ranges index `hay`.
     pub fn captures_bytes(&self, hay: &[u8]) -> Option<Captures> {
-        if let Some(s) = &self.seq {
+        if let Some(s) = self.seq() {
             // The direct matcher answers unless the search gave up.
             if let Some(found) = s.captures(hay) {
                 return found;
@@ -455,14 +464,6 @@ fn err(dialect: Dialect, pattern: &str, message: String, offset: Option<usize>) 
         pattern: pattern.to_string(),
         message,
         offset,
-    }
-}
-
-/// The direct matcher for an eagerly compiled linear pattern whose expression is a plain sequence.
-fn sequence(engine: &Engine, translated: &str) -> Option<Box<seq::Seq>> {
-    match engine {
-        Engine::Linear(_) => seq::Seq::new(translated).map(Box::new),
-        _ => None,
     }
 }
 

@@ -67,18 +67,18 @@ enum Tok {
     /// Literal bytes: text byte `h` matches `lit[i]` when `h | mask[i] == lit[i]` (a mask of 0x20
     /// folds the case of an ASCII letter, whose `lit` byte is then lower case).
     Lit { lit: Box<[u8]>, mask: Box<[u8]> },
-    /// One byte of a set.
-    Class(Set),
+    /// One byte of a set (an index into [`Seq::sets`]).
+    Class(u16),
     /// `min..=max` bytes of a set; `choice` is false when giving bytes back can never help.
     /// `next` is what the rest must start with, when known: a choice whose run ends before
     /// another byte is skipped without trying the rest.
     Rep {
-        set: Set,
+        set: u16,
         min: usize,
         max: usize,
         greedy: bool,
         choice: bool,
-        next: Option<Box<Set>>,
+        next: Option<u16>,
     },
     /// Start or end of capture group `n` (slot `2n` or `2n + 1`).
     Slot(usize),
@@ -104,7 +104,7 @@ enum Starts {
     /// At this byte, or at the end of the text.
     Byte(u8),
     /// At a byte of the set, or at the end of the text.
-    First(Set),
+    First(u16),
     /// Anywhere.
     Any,
 }
@@ -113,11 +113,13 @@ enum Starts {
 #[derive(Clone)]
 pub(super) struct Seq {
     toks: Box<[Tok]>,
+    /// The byte sets the pieces refer to, each once.
+    sets: Box<[Set]>,
     groups: usize,
     starts: Starts,
     /// When the pattern begins with an unbounded repetition of this set (at least one byte): a
     /// search that fails from inside a run of the set fails from the rest of the run too.
-    lead: Option<Set>,
+    lead: Option<u16>,
 }
 
 /// What the follow-set walk found after a position of the sequence.
@@ -140,17 +142,19 @@ impl Seq {
             .build()
             .parse(translated)
             .ok()?;
-        let mut toks = Vec::new();
-        let mut groups = 0;
-        flatten(&hir, &mut toks, &mut groups)?;
-        if groups > MAX_GROUPS {
+        let mut b = Builder {
+            toks: Vec::new(),
+            sets: Vec::new(),
+            groups: 0,
+        };
+        b.flatten(&hir)?;
+        if b.groups > MAX_GROUPS {
             return None;
         }
-        let toks = merge_literals(toks);
-        // Possessive greedy repetitions.
-        let mut toks = toks;
+        let (groups, mut sets) = (b.groups, b.sets);
+        let mut toks = merge_literals(b.toks);
         for i in 0..toks.len() {
-            let f = follow(&toks[i + 1..]);
+            let f = follow(&toks[i + 1..], &sets);
             if let Tok::Rep {
                 set,
                 greedy,
@@ -159,14 +163,14 @@ impl Seq {
                 ..
             } = &mut toks[i]
             {
-                if *greedy && !f.start && (f.nullable || f.set.disjoint(set)) {
+                if *greedy && !f.start && (f.nullable || f.set.disjoint(&sets[*set as usize])) {
                     // Nothing after it starts with one of its bytes (or the rest matches empty,
                     // so the longest run succeeds at once): shorter runs can only fail.
                     *choice = false;
                 }
                 if !f.start && !f.nullable {
                     // The rest needs a byte of `f.set`, or the end of the text for a `$`.
-                    *next = Some(Box::new(f.set));
+                    *next = intern(&mut sets, f.set);
                 }
             }
         }
@@ -177,7 +181,7 @@ impl Seq {
         if choices > MAX_CHOICES {
             return None;
         }
-        let f = follow(&toks);
+        let f = follow(&toks, &sets);
         let leading = toks.iter().find(|t| !matches!(t, Tok::Slot(_)));
         let starts = match leading {
             Some(Tok::Start) => Starts::Zero,
@@ -186,7 +190,10 @@ impl Seq {
                 Some(b) => Starts::Byte(b),
                 None => Starts::Any,
             },
-            _ => Starts::First(f.set),
+            _ => match intern(&mut sets, f.set) {
+                Some(i) => Starts::First(i),
+                None => Starts::Any,
+            },
         };
         let lead = match leading {
             Some(Tok::Rep {
@@ -199,6 +206,7 @@ impl Seq {
         };
         Some(Seq {
             toks: toks.into_boxed_slice(),
+            sets: sets.into_boxed_slice(),
             groups,
             starts,
             lead,
@@ -224,7 +232,8 @@ impl Seq {
                         None => at,
                     };
                 }
-                Starts::First(set) => {
+                Starts::First(i) => {
+                    let set = &self.sets[*i as usize];
                     while at < hay.len() && !set.has(hay[at]) {
                         at += 1;
                     }
@@ -240,7 +249,7 @@ impl Seq {
                     .collect::<Vec<Range<usize>>>();
                 return Some(Some(Captures { end, groups }));
             }
-            match &self.lead {
+            match self.lead.map(|i| &self.sets[i as usize]) {
                 Some(set) if at < hay.len() && set.has(hay[at]) => {
                     while at < hay.len() && set.has(hay[at]) {
                         at += 1;
@@ -283,8 +292,8 @@ impl Seq {
                         }
                         ok
                     }
-                    Tok::Class(set) => {
-                        let ok = pos < n && set.has(hay[pos]);
+                    Tok::Class(i) => {
+                        let ok = pos < n && self.sets[*i as usize].has(hay[pos]);
                         pos += ok as usize;
                         ok
                     }
@@ -297,6 +306,7 @@ impl Seq {
                         ..
                     } => {
                         let (min, max) = (*min, *max);
+                        let set = &self.sets[*set as usize];
                         if *greedy {
                             let limit = n.min(pos.saturating_add(max));
                             let mut e = pos;
@@ -370,6 +380,8 @@ impl Seq {
                     sp -= 1;
                     continue;
                 };
+                let set = &self.sets[*set as usize];
+                let follow = follow.map(|i| &self.sets[i as usize]);
                 // Whether the rest can start at `at` (else that choice would fail at once).
                 let viable = |at: usize| match follow {
                     Some(fs) => at == n || fs.has(hay[at]),
@@ -420,63 +432,87 @@ impl Seq {
     }
 }
 
-/// Appends the pieces of `hir` to `toks`; `None` when a piece is not supported.
-fn flatten(hir: &Hir, toks: &mut Vec<Tok>, groups: &mut usize) -> Option<()> {
-    match hir.kind() {
-        HirKind::Empty => {}
-        HirKind::Literal(lit) => toks.push(Tok::Lit {
-            lit: lit.0.clone(),
-            mask: vec![0; lit.0.len()].into_boxed_slice(),
-        }),
-        HirKind::Class(c) => {
-            let set = class_set(c)?;
-            toks.push(single(set));
+/// The pieces and sets of a sequence being compiled.
+struct Builder {
+    toks: Vec<Tok>,
+    sets: Vec<Set>,
+    groups: usize,
+}
+
+/// The index of `set` in `sets`, added if new; `None` past the index range.
+fn intern(sets: &mut Vec<Set>, set: Set) -> Option<u16> {
+    let i = match sets.iter().position(|s| *s == set) {
+        Some(i) => i,
+        None => {
+            sets.push(set);
+            sets.len() - 1
         }
-        HirKind::Look(Look::Start) => toks.push(Tok::Start),
-        HirKind::Look(Look::End) => toks.push(Tok::End),
-        HirKind::Look(_) => return None,
-        HirKind::Repetition(r) => {
-            let set = match r.sub.kind() {
-                HirKind::Class(c) => class_set(c)?,
-                HirKind::Literal(lit) if lit.0.len() == 1 => {
-                    let mut s = Set::EMPTY;
-                    s.add(lit.0[0]);
-                    s
+    };
+    u16::try_from(i).ok()
+}
+
+impl Builder {
+    /// Appends the pieces of `hir`; `None` when a piece is not supported.
+    fn flatten(&mut self, hir: &Hir) -> Option<()> {
+        let toks = &mut self.toks;
+        match hir.kind() {
+            HirKind::Empty => {}
+            HirKind::Literal(lit) => toks.push(Tok::Lit {
+                lit: lit.0.clone(),
+                mask: vec![0; lit.0.len()].into_boxed_slice(),
+            }),
+            HirKind::Class(c) => {
+                let set = class_set(c)?;
+                let t = single(set, &mut self.sets)?;
+                toks.push(t);
+            }
+            HirKind::Look(Look::Start) => toks.push(Tok::Start),
+            HirKind::Look(Look::End) => toks.push(Tok::End),
+            HirKind::Look(_) => return None,
+            HirKind::Repetition(r) => {
+                let set = match r.sub.kind() {
+                    HirKind::Class(c) => class_set(c)?,
+                    HirKind::Literal(lit) if lit.0.len() == 1 => {
+                        let mut s = Set::EMPTY;
+                        s.add(lit.0[0]);
+                        s
+                    }
+                    _ => return None,
+                };
+                let min = usize::try_from(r.min).ok()?;
+                let max = match r.max {
+                    Some(m) => usize::try_from(m).ok()?,
+                    None => usize::MAX,
+                };
+                let set = intern(&mut self.sets, set)?;
+                toks.push(Tok::Rep {
+                    set,
+                    min,
+                    max,
+                    greedy: r.greedy,
+                    choice: true,
+                    next: None,
+                });
+            }
+            HirKind::Capture(c) => {
+                let g = usize::try_from(c.index).ok()?;
+                if g == 0 || g > MAX_GROUPS {
+                    return None;
                 }
-                _ => return None,
-            };
-            let min = usize::try_from(r.min).ok()?;
-            let max = match r.max {
-                Some(m) => usize::try_from(m).ok()?,
-                None => usize::MAX,
-            };
-            toks.push(Tok::Rep {
-                set,
-                min,
-                max,
-                greedy: r.greedy,
-                choice: true,
-                next: None,
-            });
-        }
-        HirKind::Capture(c) => {
-            let g = usize::try_from(c.index).ok()?;
-            if g == 0 || g > MAX_GROUPS {
-                return None;
+                self.groups = self.groups.max(g);
+                toks.push(Tok::Slot(2 * g));
+                self.flatten(&c.sub)?;
+                self.toks.push(Tok::Slot(2 * g + 1));
             }
-            *groups = (*groups).max(g);
-            toks.push(Tok::Slot(2 * g));
-            flatten(&c.sub, toks, groups)?;
-            toks.push(Tok::Slot(2 * g + 1));
-        }
-        HirKind::Concat(parts) => {
-            for p in parts {
-                flatten(p, toks, groups)?;
+            HirKind::Concat(parts) => {
+                for p in parts {
+                    self.flatten(p)?;
+                }
             }
+            HirKind::Alternation(_) => return None,
         }
-        HirKind::Alternation(_) => return None,
+        Some(())
     }
-    Some(())
 }
 
 fn class_set(c: &Class) -> Option<Set> {
@@ -505,7 +541,7 @@ fn class_set(c: &Class) -> Option<Set> {
 }
 
 /// A one-byte piece: a literal when the set is one byte or one ASCII letter in both cases.
-fn single(set: Set) -> Tok {
+fn single(set: Set, sets: &mut Vec<Set>) -> Option<Tok> {
     let lit = |b: u8, m: u8| Tok::Lit {
         lit: Box::new([b]),
         mask: Box::new([m]),
@@ -513,20 +549,20 @@ fn single(set: Set) -> Tok {
     match set.len() {
         1 => {
             if let Some(b) = set.bytes().next() {
-                return lit(b, 0);
+                return Some(lit(b, 0));
             }
         }
         2 => {
             let mut it = set.bytes();
             if let (Some(a), Some(b)) = (it.next(), it.next()) {
                 if a.is_ascii_uppercase() && b == a.to_ascii_lowercase() {
-                    return lit(b, 0x20);
+                    return Some(lit(b, 0x20));
                 }
             }
         }
         _ => {}
     }
-    Tok::Class(set)
+    intern(sets, set).map(Tok::Class)
 }
 
 /// Joins runs of one-byte literals into one literal.
@@ -549,7 +585,7 @@ fn merge_literals(toks: Vec<Tok>) -> Vec<Tok> {
 }
 
 /// The bytes `toks` can start with.
-fn follow(toks: &[Tok]) -> Follow {
+fn follow(toks: &[Tok], sets: &[Set]) -> Follow {
     let mut set = Set::EMPTY;
     for t in toks {
         match t {
@@ -568,7 +604,7 @@ fn follow(toks: &[Tok]) -> Follow {
                 };
             }
             Tok::Class(s) => {
-                set.union(s);
+                set.union(&sets[*s as usize]);
                 return Follow {
                     set,
                     nullable: false,
@@ -576,7 +612,7 @@ fn follow(toks: &[Tok]) -> Follow {
                 };
             }
             Tok::Rep { set: s, min, .. } => {
-                set.union(s);
+                set.union(&sets[*s as usize]);
                 if *min > 0 {
                     return Follow {
                         set,

@@ -11,7 +11,7 @@ fn reference(p: &Pattern, hay: &[u8]) -> Option<Captures> {
 
 /// Compares the two engines on `hay`; returns false when the direct matcher gave up.
 fn same(p: &Pattern, hay: &[u8]) -> bool {
-    let Some(s) = &p.seq else { return false };
+    let Some(s) = p.seq() else { return false };
     let Some(got) = s.captures(hay) else {
         // Gave up: the pattern's answer must still be the reference one.
         assert_eq!(
@@ -38,8 +38,8 @@ fn same(p: &Pattern, hay: &[u8]) -> bool {
 
 fn caps(p: &str, dialect: Dialect, t: &str) -> Option<Vec<String>> {
     let pat = Pattern::new(dialect, p).unwrap();
-    assert!(pat.seq.is_some(), "{p} should use the direct matcher");
-    let c = pat.seq.as_ref().unwrap().captures(t.as_bytes()).unwrap()?;
+    assert!(pat.seq().is_some(), "{p} should use the direct matcher");
+    let c = pat.seq().unwrap().captures(t.as_bytes()).unwrap()?;
     assert_eq!(Some(c.clone()), reference(&pat, t.as_bytes()));
     Some((0..c.groups.len()).map(|i| c.text(t, i).unwrap()).collect())
 }
@@ -64,7 +64,7 @@ impl Rng {
 
 #[test]
 fn sequence_shapes_are_accepted_and_others_are_not() {
-    let ok = |d, p: &str| Pattern::new(d, p).unwrap().seq.is_some();
+    let ok = |d, p: &str| Pattern::new(d, p).unwrap().seq().is_some();
     assert!(ok(Dialect::OsRegex, r"^(\S+) \S+ (\S+) \[\S+ \S\d+\] "));
     assert!(ok(Dialect::OsRegex, r"user (\w+) from (\S+)$"));
     assert!(ok(Dialect::OsRegex, r"^\.+(\d+)\s+\p\W\D"));
@@ -77,7 +77,7 @@ fn sequence_shapes_are_accepted_and_others_are_not() {
     // Rule patterns compiled on first use do not get it (they are never asked for captures).
     assert!(Pattern::new_deferred(Dialect::OsRegex, r"^(\S+)")
         .unwrap()
-        .seq
+        .seq()
         .is_none());
 }
 
@@ -129,7 +129,7 @@ fn sequence_captures_follow_ossec_greediness() {
 fn a_search_that_explodes_falls_back_to_the_regex_crate() {
     let p = Pattern::pcre2(r"^(.*?)(.*?)(.*?)(.*?)(.*?)x").unwrap();
     let hay = "a".repeat(400);
-    assert!(p.seq.as_ref().unwrap().captures(hay.as_bytes()).is_none());
+    assert!(p.seq().unwrap().captures(hay.as_bytes()).is_none());
     assert_eq!(p.captures_bytes(hay.as_bytes()), None);
     let hay = format!("{hay}x");
     assert_eq!(
@@ -203,7 +203,7 @@ fn sequence_matches_the_regex_crate_on_stock_decoders_and_the_corpus() {
     for d in set.decoders() {
         for p in [&d.regex, &d.prematch].into_iter().flatten() {
             total += 1;
-            if p.seq.is_some() && !patterns.iter().any(|q| q.translated() == p.translated()) {
+            if p.seq().is_some() && !patterns.iter().any(|q| q.translated() == p.translated()) {
                 patterns.push(p);
             }
         }
@@ -231,12 +231,7 @@ fn sequence_matches_the_regex_crate_on_stock_decoders_and_the_corpus() {
         for p in &patterns {
             if same(p, hay) {
                 compared += 1;
-                matched += p
-                    .seq
-                    .as_ref()
-                    .and_then(|s| s.captures(hay))
-                    .flatten()
-                    .is_some() as u64;
+                matched += p.seq().and_then(|s| s.captures(hay)).flatten().is_some() as u64;
             } else {
                 gave_up += 1;
             }
@@ -354,7 +349,7 @@ fn sequence_matches_the_regex_crate_on_random_patterns() {
         let Ok(p) = Pattern::new(dialect, &src) else {
             continue;
         };
-        if p.seq.is_none() {
+        if p.seq().is_none() {
             continue;
         }
         accepted += 1;
@@ -362,12 +357,7 @@ fn sequence_matches_the_regex_crate_on_random_patterns() {
             let hay = random_text(&mut rng);
             if same(&p, &hay) {
                 compared += 1;
-                matched += p
-                    .seq
-                    .as_ref()
-                    .and_then(|s| s.captures(&hay))
-                    .flatten()
-                    .is_some() as i32;
+                matched += p.seq().and_then(|s| s.captures(&hay)).flatten().is_some() as i32;
             }
         }
     }
