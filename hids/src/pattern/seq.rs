@@ -17,6 +17,7 @@
 //!   crate, which is linear in all cases.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
@@ -24,6 +25,8 @@ use super::Captures;
 
 /// Most capture groups a sequence may have (OSSEC decoders use at most a dozen).
 const MAX_GROUPS: usize = 16;
+/// Searches allowed to give up before a pattern stops using this matcher.
+const GIVE_UP_LIMIT: u32 = 64;
 /// Most repetitions that can leave a choice behind (one frame each on the backtracking stack).
 const MAX_CHOICES: usize = 24;
 
@@ -110,7 +113,6 @@ enum Starts {
 }
 
 /// A compiled sequence.
-#[derive(Clone)]
 pub(super) struct Seq {
     toks: Box<[Tok]>,
     /// The byte sets the pieces refer to, each once.
@@ -120,6 +122,22 @@ pub(super) struct Seq {
     /// When the pattern begins with an unbounded repetition of this set (at least one byte): a
     /// search that fails from inside a run of the set fails from the rest of the run too.
     lead: Option<u16>,
+    /// Searches that ran out of budget. Past [`GIVE_UP_LIMIT`] the pattern is left to the regex
+    /// crate: a pattern whose searches keep exploding would pay for both engines on every line.
+    gave_up: AtomicU32,
+}
+
+impl Clone for Seq {
+    fn clone(&self) -> Seq {
+        Seq {
+            toks: self.toks.clone(),
+            sets: self.sets.clone(),
+            groups: self.groups,
+            starts: self.starts.clone(),
+            lead: self.lead,
+            gave_up: AtomicU32::new(self.gave_up.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// What the follow-set walk found after a position of the sequence.
@@ -210,12 +228,24 @@ impl Seq {
             groups,
             starts,
             lead,
+            gave_up: AtomicU32::new(0),
         })
     }
 
     /// The leftmost-first match in `hay` with its groups: `Some(None)` when there is none, `None`
     /// when the search gave up (the caller then asks the regex crate).
     pub(super) fn captures(&self, hay: &[u8]) -> Option<Option<Captures>> {
+        if self.gave_up.load(Ordering::Relaxed) >= GIVE_UP_LIMIT {
+            return None;
+        }
+        let found = self.search(hay);
+        if found.is_none() {
+            self.gave_up.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    fn search(&self, hay: &[u8]) -> Option<Option<Captures>> {
         let mut slots = [0usize; 2 * MAX_GROUPS + 2];
         let mut frames = [Frame::default(); MAX_CHOICES];
         // Linear in the text. Charged per start position, per choice taken back and per byte a

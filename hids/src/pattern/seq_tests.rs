@@ -138,6 +138,21 @@ fn a_search_that_explodes_falls_back_to_the_regex_crate() {
     );
 }
 
+#[test]
+fn a_pattern_that_keeps_exploding_is_left_to_the_regex_crate() {
+    let p = Pattern::pcre2(r"^(.*?)(.*?)(.*?)(.*?)(.*?)x").unwrap();
+    let s = p.seq().unwrap();
+    assert!(s.captures(b"abx").is_some());
+    let long = "a".repeat(400);
+    for _ in 0..GIVE_UP_LIMIT {
+        assert!(s.captures(long.as_bytes()).is_none());
+    }
+    // Even an easy text now goes to the regex crate, with the same answer.
+    assert!(s.captures(b"abx").is_none());
+    assert_eq!(p.captures_bytes(b"abx"), reference(&p, b"abx"));
+    assert_eq!(p.captures_bytes(b"abx").map(|c| c.end), Some(3));
+}
+
 /// The benchmark corpus (`../shared/bench/corpus/gen.py`), `lines` lines.
 fn corpus(lines: usize, seed: u64) -> Vec<String> {
     let gen = crate::testutil::ossec_ruleset().join("../bench/corpus/gen.py");
