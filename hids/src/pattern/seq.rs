@@ -339,12 +339,10 @@ impl Seq {
                         let set = &self.sets[*set as usize];
                         if *greedy {
                             let limit = n.min(pos.saturating_add(max));
-                            let mut e = pos;
-                            while e < limit && set.has(hay[e]) {
-                                e += 1;
-                            }
-                            *budget = budget.checked_sub(e - pos)?;
-                            let count = e - pos;
+                            let run = hay.get(pos..limit).unwrap_or_default();
+                            let count = run.iter().position(|&b| !set.has(b)).unwrap_or(run.len());
+                            *budget = budget.checked_sub(count)?;
+                            let e = pos + count;
                             if count < min {
                                 false
                             } else {
@@ -413,9 +411,9 @@ impl Seq {
                 let set = &self.sets[*set as usize];
                 let follow = follow.map(|i| &self.sets[i as usize]);
                 // Whether the rest can start at `at` (else that choice would fail at once).
-                let viable = |at: usize| match follow {
-                    Some(fs) => at == n || fs.has(hay[at]),
-                    None => true,
+                let viable = |at: usize| match (follow, hay.get(at)) {
+                    (Some(fs), Some(&b)) => fs.has(b),
+                    _ => true,
                 };
                 let base = f.base;
                 let next = if *greedy {
@@ -432,18 +430,25 @@ impl Seq {
                         }
                     }
                 } else {
-                    // Take one more byte, or more.
-                    let mut c = f.count;
-                    loop {
-                        c += 1;
-                        if c > *max || base + c > n || !set.has(hay[base + c - 1]) {
-                            break None;
+                    // Take one more byte, or more: the first byte after which the rest can
+                    // start, within the run of the set.
+                    let from = base + f.count;
+                    let limit = n.min(base.saturating_add(*max));
+                    let run = hay.get(from..limit).unwrap_or_default();
+                    let mut taken = None;
+                    let mut read = 0;
+                    for &b in run {
+                        if !set.has(b) {
+                            break;
                         }
-                        *budget = budget.checked_sub(1)?;
-                        if viable(base + c) {
-                            break Some(c);
+                        read += 1;
+                        if viable(from + read) {
+                            taken = Some(read);
+                            break;
                         }
                     }
+                    *budget = budget.checked_sub(read)?;
+                    taken.map(|k| f.count + k)
                 };
                 match next {
                     Some(c) => {
