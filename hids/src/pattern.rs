@@ -22,6 +22,10 @@
 //!
 //! Matching works on bytes, as OSSEC does: `\.` or `\S` consume one byte at a time and captures that
 //! cut a multi-byte character are returned with the replacement character.
+//!
+//! Captures of an expression that is a plain sequence (most decoder regexes) come from a direct
+//! matcher with the regex crate's semantics ([`seq`]), which costs a fraction of the crate's
+//! capture engines; everything else, and any search that matcher gives up on, uses the crate.
 
 use std::fmt;
 use std::ops::Range;
