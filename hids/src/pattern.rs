@@ -22,9 +22,15 @@
 //!
 //! Matching works on bytes, as OSSEC does: `\.` or `\S` consume one byte at a time and captures that
 //! cut a multi-byte character are returned with the replacement character.
+//!
+//! Captures of an expression that is a plain sequence (most decoder regexes) come from a direct
+//! matcher with the regex crate's semantics ([`seq`]), which costs a fraction of the crate's
+//! capture engines; everything else, and any search that matcher gives up on, uses the crate.
 
 use std::fmt;
 use std::ops::Range;
+
+mod seq;
 
 /// Backtracking steps allowed to a non-linear pattern on one line before it counts as no match.
 pub const BACKTRACK_LIMIT: usize = 100_000;
@@ -69,6 +75,10 @@ pub struct Pattern {
     negate: bool,
     translated: String,
     engine: Engine,
+    /// The direct matcher for plain sequences, which extracts captures for [`Pattern::captures`]
+    /// when the expression fits it (see [`seq`]). Compiled on the first capture search, so that
+    /// patterns only ever searched for a yes or no (prematches, rules) do not pay for it.
+    seq: std::sync::OnceLock<Option<Box<seq::Seq>>>,
 }
 
 #[derive(Clone)]
@@ -163,6 +173,17 @@ impl Pattern {
         Ok(())
     }
 
+    /// The direct matcher, compiled now if this is its first use; `None` when the expression is
+    /// not a plain sequence or the pattern is not an eagerly compiled OS_Regex or PCRE2 one.
+    fn seq(&self) -> Option<&seq::Seq> {
+        if self.dialect == Dialect::OsMatch || !matches!(self.engine, Engine::Linear(_)) {
+            return None;
+        }
+        self.seq
+            .get_or_init(|| seq::Seq::new(&self.translated).map(Box::new))
+            .as_deref()
+    }
+
     /// The linear automaton, built now if it was deferred.
     #[inline]
     fn regex(&self) -> Option<Lin<'_>> {
@@ -206,6 +227,7 @@ impl Pattern {
                     negate,
                     translated: String::new(),
                     engine: Engine::Always,
+                    seq: Default::default(),
                 });
             }
             let mut s = String::new();
@@ -226,6 +248,7 @@ impl Pattern {
             negate,
             translated,
             engine,
+            seq: Default::default(),
         })
     }
 
@@ -243,6 +266,7 @@ impl Pattern {
             negate: false,
             translated,
             engine,
+            seq: Default::default(),
         })
     }
 
@@ -269,6 +293,7 @@ impl Pattern {
             negate: false,
             translated,
             engine,
+            seq: Default::default(),
         })
     }
 
@@ -347,6 +372,12 @@ impl Pattern {
 
     /// [`Pattern::captures`] on bytes (see [`Pattern::find_end_bytes`]); the ranges index `hay`.
     pub fn captures_bytes(&self, hay: &[u8]) -> Option<Captures> {
+        if let Some(s) = self.seq() {
+            // The direct matcher answers unless the search gave up.
+            if let Some(found) = s.captures(hay) {
+                return found;
+            }
+        }
         if let (Some(re), false) = (self.regex(), self.negate) {
             return re.captures(hay);
         }
@@ -379,7 +410,7 @@ impl Pattern {
                 end: 0,
                 groups: Vec::new(),
             }),
-            Engine::Linear(_) | Engine::Deferred(_) => self.regex()?.captures(text.as_bytes()),
+            Engine::Linear(_) | Engine::Deferred(_) => self.captures_bytes(text.as_bytes()),
             Engine::Backtrack(re) => {
                 let caps = re.captures(text).ok().flatten()?;
                 let end = caps.get(0).map_or(0, |m| m.end());

@@ -180,6 +180,10 @@ fn multi_regex(patterns: &[String]) -> Option<regex_automata::meta::Regex> {
         .ok()
 }
 
+/// Unanchored roots tried one by one rather than first asking the multi-pattern search whether
+/// any could match: each has its own prefilter, the multi-pattern search reads the whole line.
+const FEW_ROOTS: usize = 2;
+
 /// Children indexed only when there are at least this many candidates.
 const CHILD_INDEX_MIN: usize = 4;
 
@@ -430,10 +434,14 @@ impl DecoderSet {
         });
         let limit = anchored.map_or(usize::MAX, |(i, _)| i);
         let mut tried = 0u64;
-        let skip_all = self
-            .nopname_always_any
-            .as_ref()
-            .is_some_and(|re| !re.is_match(log));
+        // The roots to try come before the anchored one. When they are few, trying them costs
+        // less than the pass over the line that tells whether any of them could match.
+        let before = self.nopname_always.partition_point(|&i| i < limit);
+        let skip_all = before > FEW_ROOTS
+            && self
+                .nopname_always_any
+                .as_ref()
+                .is_some_and(|re| !re.is_match(log));
         let always: &[usize] = if skip_all { &[] } else { &self.nopname_always };
         for &i in always.iter().take_while(|&&i| i < limit) {
             tried += 1;
