@@ -10,6 +10,7 @@
 //! without an alert and is not remembered for correlation.
 
 pub mod correlate;
+mod json;
 pub mod lists;
 pub mod matcher;
 pub mod pat;
@@ -83,6 +84,7 @@ pub struct RuleSet {
 }
 
 pub use crate::xml::expand_paths;
+pub use json::{rfc3339, write_alert_json, write_json_parts};
 
 impl RuleSet {
     /// Loads rule files (directories expand to their `*.xml` in name order) in the order given.
@@ -1050,126 +1052,3 @@ fn pick(on: bool, s: Option<&str>) -> &str {
 
 #[cfg(test)]
 mod tests;
-
-/// The JSON form of an alert (one object per line), as `logtest --json` shows it and the benchmark
-/// writes it.
-#[derive(serde::Serialize)]
-struct AlertJson<'a> {
-    timestamp: &'a str,
-    rule: &'a RuleInfo,
-    host: &'a str,
-    location: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    full_log: Option<&'a str>,
-    predecoder: &'a Predecoded,
-    decoder: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parent: Option<&'a str>,
-    data: DataJson<'a>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    related: &'a [String],
-}
-
-/// The decoded fields as a JSON object: keys in byte order, the last value of a repeated name
-/// (what collecting them into a `serde_json::Map` gave), written without copying them.
-struct DataJson<'a>(&'a [(Arc<str>, String)]);
-
-impl serde::Serialize for DataJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut fields: Vec<(&str, &str)> =
-            self.0.iter().map(|(k, v)| (&**k, v.as_str())).collect();
-        // Stable: of equal names, the last one found stays last.
-        fields.sort_by(|a, b| a.0.cmp(b.0));
-        let mut map = s.serialize_map(None)?;
-        for (i, (k, v)) in fields.iter().enumerate() {
-            if fields.get(i + 1).is_some_and(|next| next.0 == *k) {
-                continue;
-            }
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
-/// Writes `alert` as one JSON line.
-pub fn write_alert_json(out: &mut dyn std::io::Write, alert: &Alert) -> std::io::Result<()> {
-    write_json_parts(
-        out,
-        &alert.rule,
-        &alert.event,
-        &alert.predecoded,
-        &alert.decoded,
-        &alert.related,
-    )
-}
-
-/// Writes an alert, given by its parts, as one JSON line (what [`write_alert_json`] writes).
-pub fn write_json_parts(
-    out: &mut dyn std::io::Write,
-    rule: &RuleInfo,
-    event: &Event,
-    predecoded: &Predecoded,
-    decoded: &Decoded,
-    related: &[String],
-) -> std::io::Result<()> {
-    // Formatted into a buffer first: serde_json writes an alert in a few hundred small pieces,
-    // each a dynamic call when made on `out` directly.
-    JSON_SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let JsonScratch {
-            buf,
-            stamp_secs,
-            stamp,
-        } = &mut *scratch;
-        // Alerts come in bursts within the same second: the timestamp is formatted once per
-        // second (times before 1970 are formatted each time).
-        let secs = event
-            .time
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
-        if secs.is_none() || *stamp_secs != secs {
-            *stamp = rfc3339(event.time);
-            *stamp_secs = secs;
-        }
-        let j = AlertJson {
-            timestamp: stamp,
-            rule,
-            host: &event.host,
-            location: &event.location,
-            full_log: (!rule.options.no_full_log).then_some(event.full_log.as_str()),
-            predecoder: predecoded,
-            decoder: decoded.decoder.as_deref(),
-            parent: decoded.parent.as_deref(),
-            data: DataJson(&decoded.fields),
-            related,
-        };
-        buf.clear();
-        serde_json::to_writer(&mut *buf, &j).map_err(std::io::Error::other)?;
-        buf.push(b'\n');
-        let r = out.write_all(buf);
-        // A rare huge alert does not keep its buffer.
-        if buf.capacity() > 1 << 16 {
-            *buf = Vec::new();
-        }
-        r
-    })
-}
-
-/// [`write_json_parts`]'s buffer, reused between alerts, and the last timestamp it formatted.
-#[derive(Default)]
-struct JsonScratch {
-    buf: Vec<u8>,
-    stamp_secs: Option<u64>,
-    stamp: String,
-}
-
-thread_local! {
-    static JSON_SCRATCH: std::cell::RefCell<JsonScratch> = std::cell::RefCell::default();
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a time (UTC).
-pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
