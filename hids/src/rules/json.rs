@@ -222,10 +222,6 @@ fn opt_string(b: &mut Vec<u8>, s: Option<&str>) {
 /// A JSON string with serde_json's escapes: `\"`, `\\`, `\b \t \n \f \r`, and `\u00xx` for the
 /// other control characters below 0x20; everything else (DEL and UTF-8 included) as is.
 fn string(b: &mut Vec<u8>, s: &str) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Whether any byte of `w` is zero.
-    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
     let bytes = s.as_bytes();
     b.reserve(bytes.len() + 2);
     b.push(b'"');
@@ -233,52 +229,66 @@ fn string(b: &mut Vec<u8>, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(chunk);
-            let w = u64::from_le_bytes(w);
-            // A byte below 0x20 (exact as a whole-word test), a quote or a backslash.
-            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
-            if !control
-                && !zero(w ^ (ONES * u64::from(b'"')))
-                && !zero(w ^ (ONES * u64::from(b'\\')))
-            {
-                i += 8;
-                continue;
+        let mut word = [b' '; 8];
+        let n = match bytes.get(i..i + 8) {
+            Some(chunk) => {
+                word.copy_from_slice(chunk);
+                8
             }
-        }
-        let end = (i + 8).min(bytes.len());
-        while i < end {
-            let c = bytes[i];
-            let esc: &[u8] = match c {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                0x08 => b"\\b",
-                b'\t' => b"\\t",
-                b'\n' => b"\\n",
-                0x0c => b"\\f",
-                b'\r' => b"\\r",
-                0..=0x1f => &[],
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            };
-            b.extend_from_slice(&bytes[start..i]);
-            if esc.is_empty() {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                b.extend_from_slice(b"\\u00");
-                b.push(HEX[usize::from(c >> 4)]);
-                b.push(HEX[usize::from(c & 0xf)]);
-            } else {
-                b.extend_from_slice(esc);
+            None => {
+                // The last few bytes, padded with spaces (which need no escape).
+                let rest = &bytes[i..];
+                word[..rest.len()].copy_from_slice(rest);
+                rest.len()
             }
-            i += 1;
-            start = i;
+        };
+        let m = to_escape(u64::from_le_bytes(word));
+        if m == 0 {
+            i += n;
+            continue;
         }
+        let at = i + (m.trailing_zeros() / 8) as usize;
+        b.extend_from_slice(&bytes[start..at]);
+        escape(b, bytes[at]);
+        i = at + 1;
+        start = i;
     }
     b.extend_from_slice(&bytes[start..]);
     b.push(b'"');
+}
+
+/// The bytes of `w` (little-endian) that JSON strings escape, as their high bits: below 0x20, a
+/// quote or a backslash. Exact per byte (no carries between bytes).
+fn to_escape(w: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // High bit set exactly in the zero bytes of `x`.
+    let zero = |x: u64| !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7);
+    zero(w & (ONES * 0xe0))
+        | zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+}
+
+/// serde_json's escape for one byte that needs one.
+fn escape(b: &mut Vec<u8>, c: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match c {
+        b'"' => b.extend_from_slice(b"\\\""),
+        b'\\' => b.extend_from_slice(b"\\\\"),
+        0x08 => b.extend_from_slice(b"\\b"),
+        b'\t' => b.extend_from_slice(b"\\t"),
+        b'\n' => b.extend_from_slice(b"\\n"),
+        0x0c => b.extend_from_slice(b"\\f"),
+        b'\r' => b.extend_from_slice(b"\\r"),
+        _ => b.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(c >> 4)],
+            HEX[usize::from(c & 0xf)],
+        ]),
+    }
 }
 
 /// [`write_json_parts`]'s buffers, reused between alerts, and the last timestamp it formatted.
