@@ -81,16 +81,19 @@ pub struct View<'a> {
     pub f: Fields<'a>,
 }
 
-/// The texts whose patterns a sibling list can answer with one multi-pattern scan each: the log (`match`/`regex`/`pcre2`), the URL and the id (a web status code).
+/// The texts whose patterns a sibling list can answer with one multi-pattern scan each: the log
+/// (`match`/`regex`/`pcre2`), the URL, the id (a web status code) and the program name (which
+/// dozens of top-level rules test, each with its own pattern).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Src {
     Log = 0,
     Url = 1,
     Id = 2,
+    ProgramName = 3,
 }
 
 /// Number of [`Src`] values.
-pub const SOURCES: usize = 3;
+pub const SOURCES: usize = 4;
 
 /// A sibling list's patterns, per source, in one set each.
 #[derive(Debug, Clone, Default)]
@@ -561,7 +564,13 @@ impl Conditions {
                 return false;
             }
         }
-        if !all(&self.program_name, v.program_name) || !all_k(&self.id, f.id, Src::Id, &mut known) {
+        if !all_k(
+            &self.program_name,
+            v.program_name,
+            Src::ProgramName,
+            &mut known,
+        ) || !all_k(&self.id, f.id, Src::Id, &mut known)
+        {
             return false;
         }
         for (i, p) in self.matches.iter().chain(self.regex.iter()).enumerate() {

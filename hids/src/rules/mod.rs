@@ -339,7 +339,7 @@ const MIN_SET_PATTERNS: usize = 4;
 fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
     let mut out = SiblingSets::default();
     let mut any = false;
-    for src in [Src::Log, Src::Url, Src::Id] {
+    for src in [Src::Log, Src::Url, Src::Id, Src::ProgramName] {
         let mut sources: Vec<&str> = Vec::new();
         let mut maps = Vec::with_capacity(list.len());
         for &n in list {
@@ -390,6 +390,7 @@ fn patterns_of(c: &matcher::Conditions, src: Src) -> Vec<&pat::Pat> {
         Src::Log => c.matches.iter().chain(c.regex.iter()).collect(),
         Src::Url => c.url.iter().collect(),
         Src::Id => c.id.iter().collect(),
+        Src::ProgramName => c.program_name.iter().collect(),
     }
 }
 
@@ -402,8 +403,8 @@ fn build_uncovered(
     child_sets: &[Option<SiblingSets>],
     errors: &mut Vec<Diagnostic>,
 ) {
-    const SRCS: [Src; 3] = [Src::Log, Src::Url, Src::Id];
-    let mut needed: Vec<[Vec<bool>; 3]> = tree
+    const SRCS: [Src; 4] = [Src::Log, Src::Url, Src::Id, Src::ProgramName];
+    let mut needed: Vec<[Vec<bool>; 4]> = tree
         .rules
         .iter()
         .map(|r| SRCS.map(|s| vec![false; patterns_of(&r.cond, s).len()]))

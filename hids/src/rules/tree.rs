@@ -625,7 +625,7 @@ fn parse_rule(
         };
         // The patterns sibling sets can answer for are built only when needed (RuleSet::link
         // builds those that a set does not cover).
-        let deferred = matches!(base, "match" | "regex" | "url" | "id");
+        let deferred = matches!(base, "match" | "regex" | "url" | "id" | "program_name");
         let compiled = if deferred {
             Pat::compile_deferred(dialect, &text).map_err(|e| e.to_string())
         } else {
