@@ -207,6 +207,9 @@ pub struct Found {
     pub related: Vec<String>,
 }
 
+/// How many earlier events' logs an alert from a correlation rule carries at most.
+const MAX_RELATED: usize = 11;
+
 impl State {
     /// Empty memory with `lists` lists.
     pub fn new(limits: Limits, lists: usize) -> Self {
@@ -261,10 +264,13 @@ impl State {
         }
         let newest = *l.back()?;
         let mut count: u32 = 0;
-        let mut related = Vec::new();
+        // The records whose logs the alert will carry (at most 11, newest first): their logs
+        // are copied only if the search succeeds, which most searches do not.
+        let mut related = [0usize; MAX_RELATED];
+        let mut n_related = 0;
         let at = |seq: u64| -> Option<usize> { usize::try_from(seq.checked_sub(base)?).ok() };
         for &seq in l.iter().rev() {
-            let Some(rec) = at(seq).and_then(|i| records.get_mut(i)) else {
+            let Some((i, rec)) = at(seq).and_then(|i| Some((i, records.get_mut(i)?))) else {
                 break;
             };
             if now.saturating_sub(rec.time) > rule.timeframe {
@@ -279,8 +285,9 @@ impl State {
             if filter.is_some_and(|f| !f(rec.log(), rec.category)) {
                 continue;
             }
-            if related.len() <= 10 {
-                related.push(rec.log().to_string());
+            if n_related < MAX_RELATED {
+                related[n_related] = i;
+                n_related += 1;
             }
             if count < rule.frequency {
                 count += 1;
@@ -290,6 +297,11 @@ impl State {
             if let Some(first) = at(newest).and_then(|i| records.get_mut(i)) {
                 first.matched = rule.level;
             }
+            let related = related[..n_related]
+                .iter()
+                .filter_map(|&i| records.get(i))
+                .map(|r| r.log().to_string())
+                .collect();
             return Some(Found { related });
         }
         None
