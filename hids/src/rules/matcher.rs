@@ -101,6 +101,25 @@ pub struct SiblingSets {
     pub sets: [Option<regex_automata::meta::Regex>; SOURCES],
     /// Per source, per sibling (in list order), per pattern of that source: its index in the set.
     pub maps: [Vec<Box<[Option<u32>]>>; SOURCES],
+    /// Per source, per sibling: the set index of its first pattern the set answers for.
+    pub first: [Vec<Option<u32>>; SOURCES],
+}
+
+impl SiblingSets {
+    /// Whether a set already scanned for this list says that the sibling at `pos` does not match
+    /// (one of its patterns did not): its conditions need not be looked at, as they would fail
+    /// at that pattern with nothing else done before it.
+    #[inline]
+    pub fn rules_out(&self, pos: usize, scratch: &Scratch) -> bool {
+        (0..SOURCES).any(|s| {
+            scratch.done[s]
+                && matches!(
+                    (self.first[s].get(pos), &scratch.results[s]),
+                    (Some(&Some(si)), Some(r))
+                        if !regex_automata::PatternID::new(si as usize).is_ok_and(|p| r.contains(p))
+                )
+        })
+    }
 }
 
 /// Per-evaluation scratch space for [`Known`]. The engine keeps these between events, so their

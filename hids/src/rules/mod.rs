@@ -378,6 +378,10 @@ fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
             continue;
         };
         out.sets[src as usize] = Some(set);
+        out.first[src as usize] = maps
+            .iter()
+            .map(|m| m.iter().flatten().next().copied())
+            .collect();
         out.maps[src as usize] = maps;
         any = true;
     }
@@ -762,6 +766,13 @@ impl Engine {
         scratch.reset();
         for &pos in set.top_index.candidates(input.category, w.view.decoder) {
             let pos = pos as usize;
+            if set
+                .top_set
+                .as_ref()
+                .is_some_and(|s| s.rules_out(pos, &scratch))
+            {
+                continue;
+            }
             let n = set.tree.top[pos];
             let known = set.top_set.as_ref().map(|s| Known {
                 sets: s,
@@ -884,6 +895,9 @@ impl Engine {
             let sibs = set.child_sets[node].as_ref();
             let mut found = None;
             for (pos, &c) in n.children.iter().enumerate() {
+                if sibs.is_some_and(|s| s.rules_out(pos, &scratch)) {
+                    continue;
+                }
                 let known = sibs.map(|s| Known {
                     sets: s,
                     pos,
