@@ -563,6 +563,7 @@ pub struct Conditions {
     pub lists: Vec<ListCheck>,
 }
 
+#[inline]
 fn all(pats: &[Pat], text: Option<&str>) -> bool {
     if pats.is_empty() {
         return true;

@@ -589,7 +589,7 @@ fn same_correlation(a: &Rule, b: &Rule) -> bool {
 /// Per-event scratch space for the tree walk.
 struct Walk<'a> {
     view: View<'a>,
-    keys: Option<Keys>,
+    keys: Option<Keys<'a>>,
     fts: Fts,
     matched: u8,
     related: Vec<String>,
@@ -597,23 +597,22 @@ struct Walk<'a> {
     pool: Vec<Scratch>,
 }
 
-impl Walk<'_> {
-    fn keys(&mut self) -> &Keys {
+impl<'a> Walk<'a> {
+    fn keys(&mut self) -> &Keys<'a> {
         let v = &self.view;
         self.keys.get_or_insert_with(|| keys_of(v))
     }
 }
 
-fn keys_of(v: &View) -> Keys {
-    let b = |s: Option<&str>| s.map(Box::<str>::from);
+fn keys_of<'a>(v: &View<'a>) -> Keys<'a> {
     Keys {
-        srcip: b(v.f.srcip),
-        srcport: b(v.f.srcport),
-        dstport: b(v.f.dstport),
-        dstuser: b(v.f.dstuser),
-        id: b(v.f.id),
-        url: b(v.f.url),
-        host: v.hostname.into(),
+        srcip: v.f.srcip,
+        srcport: v.f.srcport,
+        dstport: v.f.dstport,
+        dstuser: v.f.dstuser,
+        id: v.f.id,
+        url: v.f.url,
+        host: v.hostname,
         category: v.category as u8,
     }
 }
