@@ -459,8 +459,8 @@ mod tests {
 
     fn keys(ip: &str) -> Keys<'_> {
         Keys {
-            srcip: Some(ip.into()),
-            host: "h".into(),
+            srcip: Some(ip),
+            host: "h",
             ..Keys::default()
         }
     }
