@@ -3,7 +3,9 @@
 //! (compared with OSSEC's, when a reference file is given).
 //!
 //! Run through `tests/bench/rules.sh`, which makes the corpus and the rule set. Arguments:
-//! `CORPUS DECODER_FILE RULES_DIR_OR_FILE... [--order FILE] [--reference FILE] [--memory N]`.
+//! `CORPUS DECODER_FILE RULES_DIR_OR_FILE... [--order FILE] [--reference FILE] [--memory N]
+//! [--out FILE]` (`--out`: the alerts' JSON goes to FILE instead of /dev/null, to compare the
+//! output of two builds).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -65,14 +67,16 @@ fn main() {
     let mut reference = None;
     let mut order = None;
     let mut limits = Limits::default();
+    let mut out = String::from("/dev/null");
     while let Some(i) = args
         .iter()
-        .position(|a| a == "--reference" || a == "--order" || a == "--memory")
+        .position(|a| a == "--reference" || a == "--order" || a == "--memory" || a == "--out")
     {
         let v = args.remove(i + 1);
         match args.remove(i).as_str() {
             "--reference" => reference = Some(v),
             "--order" => order = Some(v),
+            "--out" => out = v,
             _ => limits.max_events = v.parse().expect("--memory N"),
         }
     }
@@ -137,7 +141,7 @@ fn main() {
     let clock = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_786_536_000);
     let mut engine = Engine::new(rules.clone(), limits);
     let mut cache = DecodeCache::default();
-    let mut sink = std::io::BufWriter::new(std::fs::File::create("/dev/null").expect("/dev/null"));
+    let mut sink = std::io::BufWriter::new(std::fs::File::create(&out).expect("--out"));
     let host: Arc<str> = Arc::from("bench");
     let location: Arc<str> = Arc::from("stdin");
     let mut per_rule: BTreeMap<u32, (u8, u64)> = BTreeMap::new();

@@ -270,11 +270,11 @@ fn builtin_fim_rule(c: &FimChange) -> RuleInfo {
         id,
         level,
         description: description.to_string(),
-        groups: vec!["ossec".into(), "syscheck".into()],
-        mitre: Vec::new(),
+        groups: ["ossec".into(), "syscheck".into()].into(),
+        mitre: Arc::from([]),
         firedtimes: 0,
         options: AlertOptions::default(),
-        info: Vec::new(),
+        info: Arc::from([]),
     }
 }
 

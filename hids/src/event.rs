@@ -228,12 +228,13 @@ pub struct RuleInfo {
     pub level: u8,
     /// With `$(field)` expanded.
     pub description: String,
-    pub groups: Vec<String>,
-    pub mitre: Vec<String>,
+    /// The rule's own lists, shared rather than copied per alert.
+    pub groups: Arc<[String]>,
+    pub mitre: Arc<[String]>,
     /// How many times this rule has fired since the agent started (OSSEC's firedtimes).
     pub firedtimes: u64,
     pub options: AlertOptions,
-    pub info: Vec<String>,
+    pub info: Arc<[String]>,
 }
 
 /// What the rules raise (OSSEC's phase 3) and outputs deliver.
@@ -268,10 +269,10 @@ impl Alert {
                 level,
                 description,
                 groups: groups.iter().map(|g| g.to_string()).collect(),
-                mitre: Vec::new(),
+                mitre: Arc::from([]),
                 firedtimes: 1,
                 options: AlertOptions::default(),
-                info: Vec::new(),
+                info: Arc::from([]),
             },
             event: Event {
                 time: now,

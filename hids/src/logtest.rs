@@ -355,11 +355,11 @@ mod tests {
                 id: 5715,
                 level: 3,
                 description: "ok".into(),
-                groups: vec!["sshd".into()],
-                mitre: vec![],
+                groups: vec!["sshd".into()].into(),
+                mitre: Vec::new().into(),
                 firedtimes: 1,
                 options: Default::default(),
-                info: vec![],
+                info: Vec::new().into(),
             })
         }
     }

@@ -558,11 +558,11 @@ mod tests {
             id: 5710,
             level: 5,
             description: String::new(),
-            groups: Vec::new(),
-            mitre: Vec::new(),
+            groups: Vec::new().into(),
+            mitre: Vec::new().into(),
             firedtimes: 1,
             options: Default::default(),
-            info: Vec::new(),
+            info: Vec::new().into(),
         });
         let c = Arc::new(Counters::default());
         c.events.store(12, Ordering::Relaxed);

@@ -246,10 +246,10 @@ impl AlertRecord {
                 id: r.id,
                 level: r.level,
                 description: r.description.clone(),
-                groups: r.groups.clone(),
-                mitre: r.mitre.clone(),
+                groups: r.groups.to_vec(),
+                mitre: r.mitre.to_vec(),
                 firedtimes: r.firedtimes,
-                info: r.info.clone(),
+                info: r.info.to_vec(),
                 options: OptionsRecord {
                     alert_by_email: r.options.alert_by_email,
                     no_email_alert: r.options.no_email_alert,

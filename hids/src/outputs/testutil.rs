@@ -22,11 +22,12 @@ pub fn alert(id: u32, level: u8, description: &str) -> Alert {
                 "syslog".into(),
                 "sshd".into(),
                 "authentication_failed".into(),
-            ],
-            mitre: vec!["T1110".into()],
+            ]
+            .into(),
+            mitre: vec!["T1110".into()].into(),
             firedtimes: 3,
             options: AlertOptions::default(),
-            info: vec![],
+            info: Vec::new().into(),
         },
         event: Event {
             time: std::time::SystemTime::now(),

@@ -75,17 +75,18 @@ impl SameFlags {
     }
 }
 
-/// The fields of an event that correlation compares, owned so they outlive the event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Keys {
-    pub srcip: Option<Box<str>>,
-    pub srcport: Option<Box<str>>,
-    pub dstport: Option<Box<str>>,
-    pub dstuser: Option<Box<str>>,
-    pub id: Option<Box<str>>,
-    pub url: Option<Box<str>>,
+/// The fields of an event that correlation compares, borrowed from the event: a [`Record`] copies
+/// them when the event is remembered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keys<'a> {
+    pub srcip: Option<&'a str>,
+    pub srcport: Option<&'a str>,
+    pub dstport: Option<&'a str>,
+    pub dstuser: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub url: Option<&'a str>,
     /// OSSEC compares the host name (the location when the log has no syslog header).
-    pub host: Box<str>,
+    pub host: &'a str,
     /// The decoder category, compared by `if_matched_regex` searches.
     pub category: u8,
 }
@@ -126,12 +127,12 @@ impl Record {
 
     fn new(time: u64, matched: u8, keys: &Keys, log: &str) -> Record {
         let fields = [
-            keys.srcip.as_deref(),
-            keys.srcport.as_deref(),
-            keys.dstport.as_deref(),
-            keys.dstuser.as_deref(),
-            keys.id.as_deref(),
-            keys.url.as_deref(),
+            keys.srcip,
+            keys.srcport,
+            keys.dstport,
+            keys.dstuser,
+            keys.id,
+            keys.url,
         ];
         let len =
             log.len() + fields.iter().flatten().map(|f| f.len()).sum::<usize>() + keys.host.len();
@@ -155,7 +156,7 @@ impl Record {
                 push(&mut text, i + 1, "");
             }
         }
-        push(&mut text, Record::HOST, &keys.host);
+        push(&mut text, Record::HOST, keys.host);
         Record {
             time,
             matched,
@@ -206,6 +207,9 @@ pub struct State {
 pub struct Found {
     pub related: Vec<String>,
 }
+
+/// How many earlier events' logs an alert from a correlation rule carries at most.
+const MAX_RELATED: usize = 11;
 
 impl State {
     /// Empty memory with `lists` lists.
@@ -261,10 +265,13 @@ impl State {
         }
         let newest = *l.back()?;
         let mut count: u32 = 0;
-        let mut related = Vec::new();
+        // The records whose logs the alert will carry (at most 11, newest first): their logs
+        // are copied only if the search succeeds, which most searches do not.
+        let mut related = [0usize; MAX_RELATED];
+        let mut n_related = 0;
         let at = |seq: u64| -> Option<usize> { usize::try_from(seq.checked_sub(base)?).ok() };
         for &seq in l.iter().rev() {
-            let Some(rec) = at(seq).and_then(|i| records.get_mut(i)) else {
+            let Some((i, rec)) = at(seq).and_then(|i| Some((i, records.get_mut(i)?))) else {
                 break;
             };
             if now.saturating_sub(rec.time) > rule.timeframe {
@@ -279,8 +286,9 @@ impl State {
             if filter.is_some_and(|f| !f(rec.log(), rec.category)) {
                 continue;
             }
-            if related.len() <= 10 {
-                related.push(rec.log().to_string());
+            if n_related < MAX_RELATED {
+                related[n_related] = i;
+                n_related += 1;
             }
             if count < rule.frequency {
                 count += 1;
@@ -290,6 +298,11 @@ impl State {
             if let Some(first) = at(newest).and_then(|i| records.get_mut(i)) {
                 first.matched = rule.level;
             }
+            let related = related[..n_related]
+                .iter()
+                .filter_map(|&i| records.get(i))
+                .map(|r| r.log().to_string())
+                .collect();
             return Some(Found { related });
         }
         None
@@ -407,11 +420,11 @@ impl State {
 }
 
 fn same_ok(same: &SameFlags, old: &Record, cur: &Keys) -> bool {
-    fn eq(a: Option<&str>, b: &Option<Box<str>>) -> bool {
-        matches!((a, b), (Some(a), Some(b)) if a == &**b)
+    fn eq(a: Option<&str>, b: &Option<&str>) -> bool {
+        matches!((a, b), (Some(a), Some(b)) if a == *b)
     }
-    fn differ(a: Option<&str>, b: &Option<Box<str>>) -> bool {
-        matches!((a, b), (Some(a), Some(b)) if a != &**b)
+    fn differ(a: Option<&str>, b: &Option<&str>) -> bool {
+        matches!((a, b), (Some(a), Some(b)) if a != *b)
     }
     if same.id && !eq(old.key(Record::ID), &cur.id) {
         return false;
@@ -428,7 +441,7 @@ fn same_ok(same: &SameFlags, old: &Record, cur: &Keys) -> bool {
     if same.user && !eq(old.key(Record::DSTUSER), &cur.dstuser) {
         return false;
     }
-    if same.location && old.part(Record::HOST) != &*cur.host {
+    if same.location && old.part(Record::HOST) != cur.host {
         return false;
     }
     if same.different_url && !differ(old.key(Record::URL), &cur.url) {
@@ -444,10 +457,10 @@ fn same_ok(same: &SameFlags, old: &Record, cur: &Keys) -> bool {
 mod tests {
     use super::*;
 
-    fn keys(ip: &str) -> Keys {
+    fn keys(ip: &str) -> Keys<'_> {
         Keys {
-            srcip: Some(ip.into()),
-            host: "h".into(),
+            srcip: Some(ip),
+            host: "h",
             ..Keys::default()
         }
     }

@@ -81,16 +81,19 @@ pub struct View<'a> {
     pub f: Fields<'a>,
 }
 
-/// The texts whose patterns a sibling list can answer with one multi-pattern scan each: the log (`match`/`regex`/`pcre2`), the URL and the id (a web status code).
+/// The texts whose patterns a sibling list can answer with one multi-pattern scan each: the log
+/// (`match`/`regex`/`pcre2`), the URL, the id (a web status code) and the program name (which
+/// dozens of top-level rules test, each with its own pattern).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Src {
     Log = 0,
     Url = 1,
     Id = 2,
+    ProgramName = 3,
 }
 
 /// Number of [`Src`] values.
-pub const SOURCES: usize = 3;
+pub const SOURCES: usize = 4;
 
 /// A sibling list's patterns, per source, in one set each.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +101,25 @@ pub struct SiblingSets {
     pub sets: [Option<regex_automata::meta::Regex>; SOURCES],
     /// Per source, per sibling (in list order), per pattern of that source: its index in the set.
     pub maps: [Vec<Box<[Option<u32>]>>; SOURCES],
+    /// Per source, per sibling: the set index of its first pattern the set answers for.
+    pub first: [Vec<Option<u32>>; SOURCES],
+}
+
+impl SiblingSets {
+    /// Whether a set already scanned for this list says that the sibling at `pos` does not match
+    /// (one of its patterns did not): its conditions need not be looked at, as they would fail
+    /// at that pattern with nothing else done before it.
+    #[inline]
+    pub fn rules_out(&self, pos: usize, scratch: &Scratch) -> bool {
+        (0..SOURCES).any(|s| {
+            scratch.done[s]
+                && matches!(
+                    (self.first[s].get(pos), &scratch.results[s]),
+                    (Some(&Some(si)), Some(r))
+                        if !regex_automata::PatternID::new(si as usize).is_ok_and(|p| r.contains(p))
+                )
+        })
+    }
 }
 
 /// Per-evaluation scratch space for [`Known`]. The engine keeps these between events, so their
@@ -139,7 +161,13 @@ impl Known<'_> {
             } else {
                 r.clear();
             }
-            set.which_overlapping_matches(&regex_automata::Input::new(text.as_bytes()), r);
+            // Most texts match no pattern of the set: a search that stops at the first match
+            // (the lazy DFA's fast loop) rules that out first; the overlapping search that names
+            // every matching pattern costs several times more per byte.
+            let input = regex_automata::Input::new(text.as_bytes());
+            if set.is_match(input.clone()) {
+                set.which_overlapping_matches(&input, r);
+            }
             self.scratch.done[s] = true;
         }
         Some(r.contains(regex_automata::PatternID::new(si).ok()?))
@@ -535,6 +563,7 @@ pub struct Conditions {
     pub lists: Vec<ListCheck>,
 }
 
+#[inline]
 fn all(pats: &[Pat], text: Option<&str>) -> bool {
     if pats.is_empty() {
         return true;
@@ -555,7 +584,13 @@ impl Conditions {
                 return false;
             }
         }
-        if !all(&self.program_name, v.program_name) || !all_k(&self.id, f.id, Src::Id, &mut known) {
+        if !all_k(
+            &self.program_name,
+            v.program_name,
+            Src::ProgramName,
+            &mut known,
+        ) || !all_k(&self.id, f.id, Src::Id, &mut known)
+        {
             return false;
         }
         for (i, p) in self.matches.iter().chain(self.regex.iter()).enumerate() {

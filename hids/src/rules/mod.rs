@@ -10,6 +10,7 @@
 //! without an alert and is not remembered for correlation.
 
 pub mod correlate;
+mod json;
 pub mod lists;
 pub mod matcher;
 pub mod pat;
@@ -83,6 +84,7 @@ pub struct RuleSet {
 }
 
 pub use crate::xml::expand_paths;
+pub use json::{rfc3339, write_alert_json, write_json_parts};
 
 impl RuleSet {
     /// Loads rule files (directories expand to their `*.xml` in name order) in the order given.
@@ -337,7 +339,7 @@ const MIN_SET_PATTERNS: usize = 4;
 fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
     let mut out = SiblingSets::default();
     let mut any = false;
-    for src in [Src::Log, Src::Url, Src::Id] {
+    for src in [Src::Log, Src::Url, Src::Id, Src::ProgramName] {
         let mut sources: Vec<&str> = Vec::new();
         let mut maps = Vec::with_capacity(list.len());
         for &n in list {
@@ -376,6 +378,10 @@ fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
             continue;
         };
         out.sets[src as usize] = Some(set);
+        out.first[src as usize] = maps
+            .iter()
+            .map(|m| m.iter().flatten().next().copied())
+            .collect();
         out.maps[src as usize] = maps;
         any = true;
     }
@@ -388,6 +394,7 @@ fn patterns_of(c: &matcher::Conditions, src: Src) -> Vec<&pat::Pat> {
         Src::Log => c.matches.iter().chain(c.regex.iter()).collect(),
         Src::Url => c.url.iter().collect(),
         Src::Id => c.id.iter().collect(),
+        Src::ProgramName => c.program_name.iter().collect(),
     }
 }
 
@@ -400,8 +407,8 @@ fn build_uncovered(
     child_sets: &[Option<SiblingSets>],
     errors: &mut Vec<Diagnostic>,
 ) {
-    const SRCS: [Src; 3] = [Src::Log, Src::Url, Src::Id];
-    let mut needed: Vec<[Vec<bool>; 3]> = tree
+    const SRCS: [Src; 4] = [Src::Log, Src::Url, Src::Id, Src::ProgramName];
+    let mut needed: Vec<[Vec<bool>; 4]> = tree
         .rules
         .iter()
         .map(|r| SRCS.map(|s| vec![false; patterns_of(&r.cond, s).len()]))
@@ -582,7 +589,7 @@ fn same_correlation(a: &Rule, b: &Rule) -> bool {
 /// Per-event scratch space for the tree walk.
 struct Walk<'a> {
     view: View<'a>,
-    keys: Option<Keys>,
+    keys: Option<Keys<'a>>,
     fts: Fts,
     matched: u8,
     related: Vec<String>,
@@ -590,23 +597,22 @@ struct Walk<'a> {
     pool: Vec<Scratch>,
 }
 
-impl Walk<'_> {
-    fn keys(&mut self) -> &Keys {
+impl<'a> Walk<'a> {
+    fn keys(&mut self) -> &Keys<'a> {
         let v = &self.view;
         self.keys.get_or_insert_with(|| keys_of(v))
     }
 }
 
-fn keys_of(v: &View) -> Keys {
-    let b = |s: Option<&str>| s.map(Box::<str>::from);
+fn keys_of<'a>(v: &View<'a>) -> Keys<'a> {
     Keys {
-        srcip: b(v.f.srcip),
-        srcport: b(v.f.srcport),
-        dstport: b(v.f.dstport),
-        dstuser: b(v.f.dstuser),
-        id: b(v.f.id),
-        url: b(v.f.url),
-        host: v.hostname.into(),
+        srcip: v.f.srcip,
+        srcport: v.f.srcport,
+        dstport: v.f.dstport,
+        dstuser: v.f.dstuser,
+        id: v.f.id,
+        url: v.f.url,
+        host: v.hostname,
         category: v.category as u8,
     }
 }
@@ -759,6 +765,13 @@ impl Engine {
         scratch.reset();
         for &pos in set.top_index.candidates(input.category, w.view.decoder) {
             let pos = pos as usize;
+            if set
+                .top_set
+                .as_ref()
+                .is_some_and(|s| s.rules_out(pos, &scratch))
+            {
+                continue;
+            }
             let n = set.tree.top[pos];
             let known = set.top_set.as_ref().map(|s| Known {
                 sets: s,
@@ -881,6 +894,9 @@ impl Engine {
             let sibs = set.child_sets[node].as_ref();
             let mut found = None;
             for (pos, &c) in n.children.iter().enumerate() {
+                if sibs.is_some_and(|s| s.rules_out(pos, &scratch)) {
+                    continue;
+                }
                 let known = sibs.map(|s| Known {
                     sets: s,
                     pos,
@@ -1050,126 +1066,3 @@ fn pick(on: bool, s: Option<&str>) -> &str {
 
 #[cfg(test)]
 mod tests;
-
-/// The JSON form of an alert (one object per line), as `logtest --json` shows it and the benchmark
-/// writes it.
-#[derive(serde::Serialize)]
-struct AlertJson<'a> {
-    timestamp: &'a str,
-    rule: &'a RuleInfo,
-    host: &'a str,
-    location: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    full_log: Option<&'a str>,
-    predecoder: &'a Predecoded,
-    decoder: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parent: Option<&'a str>,
-    data: DataJson<'a>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    related: &'a [String],
-}
-
-/// The decoded fields as a JSON object: keys in byte order, the last value of a repeated name
-/// (what collecting them into a `serde_json::Map` gave), written without copying them.
-struct DataJson<'a>(&'a [(Arc<str>, String)]);
-
-impl serde::Serialize for DataJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut fields: Vec<(&str, &str)> =
-            self.0.iter().map(|(k, v)| (&**k, v.as_str())).collect();
-        // Stable: of equal names, the last one found stays last.
-        fields.sort_by(|a, b| a.0.cmp(b.0));
-        let mut map = s.serialize_map(None)?;
-        for (i, (k, v)) in fields.iter().enumerate() {
-            if fields.get(i + 1).is_some_and(|next| next.0 == *k) {
-                continue;
-            }
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
-}
-
-/// Writes `alert` as one JSON line.
-pub fn write_alert_json(out: &mut dyn std::io::Write, alert: &Alert) -> std::io::Result<()> {
-    write_json_parts(
-        out,
-        &alert.rule,
-        &alert.event,
-        &alert.predecoded,
-        &alert.decoded,
-        &alert.related,
-    )
-}
-
-/// Writes an alert, given by its parts, as one JSON line (what [`write_alert_json`] writes).
-pub fn write_json_parts(
-    out: &mut dyn std::io::Write,
-    rule: &RuleInfo,
-    event: &Event,
-    predecoded: &Predecoded,
-    decoded: &Decoded,
-    related: &[String],
-) -> std::io::Result<()> {
-    // Formatted into a buffer first: serde_json writes an alert in a few hundred small pieces,
-    // each a dynamic call when made on `out` directly.
-    JSON_SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let JsonScratch {
-            buf,
-            stamp_secs,
-            stamp,
-        } = &mut *scratch;
-        // Alerts come in bursts within the same second: the timestamp is formatted once per
-        // second (times before 1970 are formatted each time).
-        let secs = event
-            .time
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
-        if secs.is_none() || *stamp_secs != secs {
-            *stamp = rfc3339(event.time);
-            *stamp_secs = secs;
-        }
-        let j = AlertJson {
-            timestamp: stamp,
-            rule,
-            host: &event.host,
-            location: &event.location,
-            full_log: (!rule.options.no_full_log).then_some(event.full_log.as_str()),
-            predecoder: predecoded,
-            decoder: decoded.decoder.as_deref(),
-            parent: decoded.parent.as_deref(),
-            data: DataJson(&decoded.fields),
-            related,
-        };
-        buf.clear();
-        serde_json::to_writer(&mut *buf, &j).map_err(std::io::Error::other)?;
-        buf.push(b'\n');
-        let r = out.write_all(buf);
-        // A rare huge alert does not keep its buffer.
-        if buf.capacity() > 1 << 16 {
-            *buf = Vec::new();
-        }
-        r
-    })
-}
-
-/// [`write_json_parts`]'s buffer, reused between alerts, and the last timestamp it formatted.
-#[derive(Default)]
-struct JsonScratch {
-    buf: Vec<u8>,
-    stamp_secs: Option<u64>,
-    stamp: String,
-}
-
-thread_local! {
-    static JSON_SCRATCH: std::cell::RefCell<JsonScratch> = std::cell::RefCell::default();
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for a time (UTC).
-pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}

@@ -630,7 +630,7 @@ fn overwrite_replaces_definition_in_place() {
         (v.info.id, v.info.level, v.info.description.as_str()),
         (801, 11, "new")
     );
-    assert_eq!(v.info.groups, ["local"]);
+    assert_eq!(*v.info.groups, ["local"]);
     // Overwriting a rule that does not exist is an error.
     let c = r#"<group name="x,"><rule id="999" level="1" overwrite="yes"><match>a</match></rule></group>"#;
     let docs = [crate::xml::Document::parse(Path::new("c.xml"), c.into()).unwrap()];

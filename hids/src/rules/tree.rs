@@ -111,7 +111,8 @@ pub struct Rule {
     pub category: Category,
     /// OSSEC's group string (the wrapper's name followed by the rule's `<group>` texts).
     pub group_text: String,
-    pub groups: Vec<String>,
+    /// Shared with every alert the rule raises (as are `info` and `mitre`).
+    pub groups: Arc<[String]>,
     pub cond: Conditions,
     pub if_sid: Vec<u32>,
     pub if_group: Option<String>,
@@ -126,8 +127,8 @@ pub struct Rule {
     pub check_ignore_fields: KeyFields,
     pub options: AlertOptions,
     pub description: String,
-    pub info: Vec<String>,
-    pub mitre: Vec<String>,
+    pub info: Arc<[String]>,
+    pub mitre: Arc<[String]>,
     pub file: Arc<Path>,
     pub line: usize,
 }
@@ -345,7 +346,7 @@ fn parse_rule(
         noalert: false,
         category: Category::Syslog,
         group_text: group.to_string(),
-        groups: Vec::new(),
+        groups: Arc::from([]),
         cond: Conditions::default(),
         if_sid: Vec::new(),
         if_group: None,
@@ -360,8 +361,8 @@ fn parse_rule(
         check_ignore_fields: KeyFields::default(),
         options: AlertOptions::default(),
         description: String::new(),
-        info: Vec::new(),
-        mitre: Vec::new(),
+        info: Arc::from([]),
+        mitre: Arc::from([]),
         file: file.clone(),
         line: crate::diag::line_col(f.text, r.span.start).0,
     };
@@ -406,6 +407,8 @@ fn parse_rule(
     // Elements of the same kind are concatenated as OSSEC does before compiling.
     let mut texts: HashMap<&'static str, (String, Range<usize>)> = HashMap::new();
     let mut groups_extra = String::new();
+    let mut info = Vec::new();
+    let mut mitre = Vec::new();
     for e in &r.children {
         let name = e.name.to_ascii_lowercase();
         let Some(&key) = ELEMENTS.iter().find(|k| **k == name) else {
@@ -550,7 +553,7 @@ fn parse_rule(
             "description" => rule.description.push_str(text),
             "info" | "cve" => {
                 let kind = e.attr("type").map(|a| a.value.clone());
-                rule.info.push(match (key, kind) {
+                info.push(match (key, kind) {
                     ("cve", _) => format!("cve: {text}"),
                     (_, Some(t)) => format!("{t}: {text}"),
                     _ => text.to_string(),
@@ -559,13 +562,13 @@ fn parse_rule(
             "mitre" => {
                 for c in &e.children {
                     if c.name.eq_ignore_ascii_case("id") {
-                        rule.mitre.push(c.text.trim().to_string());
+                        mitre.push(c.text.trim().to_string());
                     } else {
                         f.err(c.span.clone(), "<mitre> holds <id> elements only");
                     }
                 }
                 if e.children.is_empty() && !text.trim().is_empty() {
-                    rule.mitre.push(text.trim().to_string());
+                    mitre.push(text.trim().to_string());
                 }
             }
             "ignore" => rule.ignore_fields = rule.ignore_fields.or(KeyFields::parse(text)),
@@ -622,7 +625,7 @@ fn parse_rule(
         };
         // The patterns sibling sets can answer for are built only when needed (RuleSet::link
         // builds those that a set does not cover).
-        let deferred = matches!(base, "match" | "regex" | "url" | "id");
+        let deferred = matches!(base, "match" | "regex" | "url" | "id" | "program_name");
         let compiled = if deferred {
             Pat::compile_deferred(dialect, &text).map_err(|e| e.to_string())
         } else {
@@ -654,6 +657,8 @@ fn parse_rule(
         }
     }
     rule.group_text.push_str(&groups_extra);
+    rule.info = info.into();
+    rule.mitre = mitre.into();
     rule.groups = rule
         .group_text
         .split(',')
