@@ -186,6 +186,8 @@ impl Checkpointer {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .ok()?;
+        // Its checkpoints sync the WAL before copying from it, and the database file after.
+        conn.pragma_update(None, "synchronous", "NORMAL").ok()?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
             .name("fim-checkpoint".into())
@@ -397,6 +399,13 @@ impl Baseline {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(self.sql())?;
+        // The writer does not fsync: each time the checkpointing thread has emptied the WAL, the
+        // next commit would otherwise sync the WAL's new header on the writer's time. The
+        // checkpointing connection syncs the WAL before it copies anything into the database
+        // file, and the database file after; end_bulk syncs what is left.
+        self.conn
+            .pragma_update(None, "synchronous", "OFF")
+            .map_err(self.sql())?;
         self.bulk = true;
         self.checkpointer = Checkpointer::start(&self.db_path);
         Ok(())
@@ -417,6 +426,7 @@ impl Baseline {
         let restored = self
             .conn
             .pragma_update(None, "wal_autocheckpoint", 1000)
+            .and_then(|()| self.conn.pragma_update(None, "synchronous", "NORMAL"))
             .map_err(self.sql());
         let _ = self
             .conn
@@ -903,8 +913,13 @@ mod tests {
         b.apply(&[put(BULK_ROWS + 10)]).unwrap();
         b.end_bulk().unwrap();
         assert_eq!(b.count().unwrap(), BULK_ROWS + 11);
-        // All of it in the database file, the WAL emptied.
+        // All of it in the database file, the WAL emptied, and commits synced as before.
         assert_eq!(fs::metadata(&wal).map_or(0, |m| m.len()), 0);
+        let sync: i64 = b
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1);
     }
 
     #[test]
