@@ -1502,15 +1502,21 @@ fn translate_pcre2(src: &str) -> Result<Pcre2Translation, PatternError> {
 // ---------------------------------------------------------------------------------------------
 // Literal prefixes for indexing
 
-fn anchored_prefixes(translated: &str) -> Option<Vec<Vec<u8>>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    use regex_syntax::hir::{HirKind, Look};
-    let hir = regex_syntax::ParserBuilder::new()
+/// The syntax tree of a translated expression as the byte-oriented engines run it (no Unicode
+/// classes, any byte may match). None when it does not parse.
+fn byte_hir(translated: &str) -> Option<regex_syntax::hir::Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(translated)
-        .ok()?;
+        .ok()
+}
+
+fn anchored_prefixes(translated: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    use regex_syntax::hir::{HirKind, Look};
+    let hir = byte_hir(translated)?;
     // Every alternative must start with '^'.
     let alts: Vec<&regex_syntax::hir::Hir> = match hir.kind() {
         HirKind::Alternation(a) => a.iter().collect(),

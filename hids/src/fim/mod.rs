@@ -1195,6 +1195,16 @@ mod tests {
             .fim
     }
 
+    fn test_ctx(cfg: &FimConfig, full: bool) -> Ctx<'_> {
+        Ctx {
+            paths: &cfg.paths,
+            names: Arc::new(Names::default()),
+            full,
+            throttle: None,
+            stop: None,
+        }
+    }
+
     fn collect(b: &mut Baseline, cfg: &FimConfig, mode: Mode) -> (Summary, Vec<FimChange>) {
         let mut v = Vec::new();
         let s = scan(b, cfg, mode, &ScanOptions::default(), &mut |c| {
@@ -1383,13 +1393,7 @@ mod tests {
             denied: false,
             skipped: false,
         };
-        let ctx = Ctx {
-            paths: &cfg.paths,
-            names: Arc::new(Names::default()),
-            full: false,
-            throttle: None,
-            stop: None,
-        };
+        let ctx = test_ctx(&cfg, false);
         prepare(&mut item, &ctx);
         assert!(item.node.is_none() && item.attrs.is_none());
         // The writer sees nothing to record for it.
@@ -1416,13 +1420,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut cfg = config(d.path());
         cfg.paths[0].max_hashed_size = 4;
-        let ctx = Ctx {
-            paths: &cfg.paths,
-            names: Arc::new(Names::default()),
-            full: true,
-            throttle: None,
-            stop: None,
-        };
+        let ctx = test_ctx(&cfg, true);
         let unseen = |name: &str| {
             let path = d.path().join(name);
             let key = baseline::key_of(&path);

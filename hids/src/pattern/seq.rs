@@ -154,12 +154,7 @@ impl Seq {
     /// Compiles the regex crate's expression `translated` (byte semantics, no Unicode), or `None`
     /// when it is not a plain sequence of the supported pieces.
     pub(super) fn new(translated: &str) -> Option<Seq> {
-        let hir = regex_syntax::ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .build()
-            .parse(translated)
-            .ok()?;
+        let hir = super::byte_hir(translated)?;
         let mut b = Builder {
             toks: Vec::new(),
             sets: Vec::new(),
