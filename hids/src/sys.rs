@@ -103,6 +103,35 @@ pub fn try_lock_exclusive(f: &std::fs::File) -> std::io::Result<bool> {
     }
 }
 
+/// Makes the command's process receive SIGTERM when the thread that starts it ends (and so when
+/// this process ends, however it ends): for helpers started in a process group of their own, which
+/// a signal to ours no longer reaches.
+pub fn end_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl, getppid
+    // and raise, all async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have ended before the prctl: then nothing would ever send the signal.
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Sends SIGKILL to every process in the process group `pgid` (a command started with
 /// `process_group(0)`, so that what it started goes too).
 pub fn kill_process_group(pgid: u32) -> std::io::Result<()> {

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,6 +111,46 @@ impl Agent {
         Agent { child, log }
     }
 
+    /// Started as the leader of a process group of its own, as a shell job or a systemd service's
+    /// cgroup: [`Agent::signal_group`] then reaches it and everything it started that stayed in
+    /// its group.
+    pub(crate) fn start_as_group_leader(env: &Env, name: &str) -> Agent {
+        let log = env.path().join(name);
+        let child = env
+            .cmd()
+            .arg("run")
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    /// Sends `sig` to the agent's whole process group (Ctrl-C in a terminal, `systemctl stop`).
+    pub(crate) fn signal_group(&self, sig: &str) {
+        let s = Command::new("kill")
+            .args([sig, "--", &format!("-{}", self.child.id())])
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+
+    /// Waits for the agent to exit by itself; its exit status.
+    pub(crate) fn wait_exit(mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("hids run did not stop:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub(crate) fn stderr(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -127,19 +168,9 @@ impl Agent {
     }
 
     /// SIGTERM, then the exit status; fails if the agent does not stop.
-    pub(crate) fn stop(mut self) -> i32 {
+    pub(crate) fn stop(self) -> i32 {
         self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("hids run did not stop:\n{}", self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_exit()
     }
 }
 

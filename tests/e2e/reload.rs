@@ -374,6 +374,76 @@ fn agent_sighup_removing_a_journald_source_stops_it_at_once() {
 }
 
 #[test]
+fn stopping_the_whole_process_group_stops_journald_sources_quietly() {
+    // Ctrl-C in a terminal or `systemctl stop` signals every process of the agent's group or
+    // cgroup at once: journalctl must not die before the agent, which stops it itself.
+    let env = Env::new();
+    let (tree, log, _) = setup(&env);
+    let jdir = env.path().join("journal");
+    fs::create_dir(&jdir).unwrap();
+    crate::logs::journal_remote(&jdir, &[(1_700_000_000_000_000, "sshd", "one", 1)]);
+    let journald = format!(
+        "[[logs]]\nformat = \"journald\"\njournal_dir = \"{}\"\n",
+        jdir.display()
+    );
+    write_config(&env, &[(&tree, false)], &[&log], &journald);
+    let agent = Agent::start_as_group_leader(&env, "run.log");
+    wait_for(
+        &|| agent.stderr().contains("reading the journal"),
+        "journalctl following a quiet journal",
+        &agent,
+    );
+    // journalctl is not in the agent's process group, so the group's signal misses it.
+    let agent_pid = agent.child.id();
+    let find = || {
+        children(agent_pid)
+            .into_iter()
+            .find(|(_, comm, _)| comm == "journalctl")
+    };
+    wait_for(&|| find().is_some(), "journalctl under the agent", &agent);
+    let journalctl = find().unwrap();
+    assert_ne!(
+        journalctl.2, agent_pid,
+        "journalctl is in the agent's group"
+    );
+    agent.signal_group("-TERM");
+    let err_path = env.path().join("run.log");
+    assert_eq!(agent.wait_exit(), 0);
+    let err = fs::read_to_string(err_path).unwrap();
+    assert!(err.contains("hids agent stopped"), "{err}");
+    assert!(!err.contains("journalctl exited"), "{err}");
+    // And the agent stopped it.
+    assert!(!Path::new(&format!("/proc/{}", journalctl.0)).exists());
+}
+
+/// (pid, command name, process group) of each child of `parent`.
+fn children(parent: u32) -> Vec<(u32, String, u32)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let (Ok(pid), Some(Ok(ppid)), Some(Ok(pgrp))) = (
+            stat[..open].trim().parse::<u32>(),
+            rest.get(1).map(|v| v.parse::<u32>()),
+            rest.get(2).map(|v| v.parse::<u32>()),
+        ) else {
+            continue;
+        };
+        if ppid == parent {
+            out.push((pid, comm, pgrp));
+        }
+    }
+    out
+}
+
+#[test]
 fn agent_sighup_removing_a_file_source_releases_its_watches() {
     let env = Env::new();
     let (tree, log, _) = setup(&env);

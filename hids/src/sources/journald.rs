@@ -200,8 +200,15 @@ pub fn run(ctx: SourceContext, saved_cursor: Option<String>) {
 struct Stop;
 
 fn spawn(ctx: &SourceContext, args: &[String]) -> io::Result<Child> {
-    Command::new(JOURNALCTL)
-        .args(args)
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(JOURNALCTL);
+    // A process group of its own: Ctrl-C in a terminal (or a signal to the agent's group)
+    // reaches the agent alone, which stops journalctl itself once it has stopped reading;
+    // journalctl dying first would be reported as a failure of the source. And it ends when the
+    // source's thread does, should the process end without stopping it (`hids tail` on Ctrl-C).
+    cmd.process_group(0);
+    crate::sys::end_with_parent(&mut cmd);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
