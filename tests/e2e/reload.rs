@@ -338,10 +338,13 @@ fn agent_sighup_with_an_invalid_configuration_keeps_everything_running() {
     assert_eq!(agent.stop(), 0);
 }
 
-#[test]
-fn agent_sighup_removing_a_journald_source_stops_it_at_once() {
-    let env = Env::new();
-    let (tree, log, _) = setup(&env);
+/// An agent started by `start` with a file source and a journald source whose journal holds one
+/// entry and stays quiet, once journalctl follows it; the FIM tree and the log file.
+fn agent_on_a_quiet_journal(
+    env: &Env,
+    start: fn(&Env, &str) -> Agent,
+) -> (Agent, PathBuf, PathBuf) {
+    let (tree, log, _) = setup(env);
     let jdir = env.path().join("journal");
     fs::create_dir(&jdir).unwrap();
     crate::logs::journal_remote(&jdir, &[(1_700_000_000_000_000, "sshd", "one", 1)]);
@@ -349,13 +352,20 @@ fn agent_sighup_removing_a_journald_source_stops_it_at_once() {
         "[[logs]]\nformat = \"journald\"\njournal_dir = \"{}\"\n",
         jdir.display()
     );
-    write_config(&env, &[(&tree, false)], &[&log], &journald);
-    let agent = Agent::start(&env, "run.log");
+    write_config(env, &[(&tree, false)], &[&log], &journald);
+    let agent = start(env, "run.log");
     wait_for(
         &|| agent.stderr().contains("reading the journal"),
         "journalctl following a quiet journal",
         &agent,
     );
+    (agent, tree, log)
+}
+
+#[test]
+fn agent_sighup_removing_a_journald_source_stops_it_at_once() {
+    let env = Env::new();
+    let (agent, tree, log) = agent_on_a_quiet_journal(&env, Agent::start);
     // journalctl blocks while the journal is quiet: the source is stopped all the same, and
     // the reload does not wait for a new entry.
     write_config(&env, &[(&tree, false)], &[&log], "");
@@ -378,21 +388,7 @@ fn stopping_the_whole_process_group_stops_journald_sources_quietly() {
     // Ctrl-C in a terminal or `systemctl stop` signals every process of the agent's group or
     // cgroup at once: journalctl must not die before the agent, which stops it itself.
     let env = Env::new();
-    let (tree, log, _) = setup(&env);
-    let jdir = env.path().join("journal");
-    fs::create_dir(&jdir).unwrap();
-    crate::logs::journal_remote(&jdir, &[(1_700_000_000_000_000, "sshd", "one", 1)]);
-    let journald = format!(
-        "[[logs]]\nformat = \"journald\"\njournal_dir = \"{}\"\n",
-        jdir.display()
-    );
-    write_config(&env, &[(&tree, false)], &[&log], &journald);
-    let agent = Agent::start_as_group_leader(&env, "run.log");
-    wait_for(
-        &|| agent.stderr().contains("reading the journal"),
-        "journalctl following a quiet journal",
-        &agent,
-    );
+    let (agent, _, _) = agent_on_a_quiet_journal(&env, Agent::start_as_group_leader);
     // journalctl is not in the agent's process group, so the group's signal misses it.
     let agent_pid = agent.child.id();
     let find = || {
