@@ -256,6 +256,13 @@ fn kill_9_with_alerts_spooled_then_restart_delivers_all() {
         "{}",
         status()
     );
+    // The spool holds them for every output from the start: the file outputs write them at their
+    // own pace, syslog keeps them.
+    let lines = || {
+        std::fs::read_to_string(env.state_dir().join("alerts.json"))
+            .map_or(0, |t| t.matches('\n').count())
+    };
+    assert!(wait_for(60, || lines() == 25), "{}", status());
     let _ = std::process::Command::new("kill")
         .args(["-9", &child.id().to_string()])
         .status();
