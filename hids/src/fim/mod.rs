@@ -150,6 +150,20 @@ struct Item {
 }
 
 impl Item {
+    /// An entry the walk met, with its baseline row if it has one.
+    fn new(node: Node, old: Option<Row>) -> Item {
+        Item {
+            key: node.key.clone(),
+            node: Some(node),
+            old,
+            attrs: None,
+            content: None,
+            hashed: false,
+            denied: false,
+            skipped: false,
+        }
+    }
+
     fn gone(row: Row) -> Item {
         Item {
             key: row.key.clone(),
@@ -367,10 +381,9 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
             .and_then(|o| o.attrs.hash.clone())
     };
     // Problems reading a file the walk did not stat: its attributes from an lstat now.
-    let lstat = |node: &mut Node| match (&node.meta, std::fs::symlink_metadata(&node.path)) {
-        (Some(m), _) => Some(m.clone()),
-        (None, Ok(m)) => Some(m),
-        (None, Err(_)) => None,
+    let lstat = |node: &Node| match &node.meta {
+        Some(m) => Some(m.clone()),
+        None => std::fs::symlink_metadata(&node.path).ok(),
     };
     let (a, meta) = match outcome {
         Outcome::Hashed {
@@ -675,16 +688,7 @@ impl Cursor {
                     _ => None,
                 };
                 let bytes = expected_read(&node, old.as_ref(), paths, full);
-                batch.push(Item {
-                    key: node.key.clone(),
-                    node: Some(node),
-                    old,
-                    attrs: None,
-                    content: None,
-                    hashed: false,
-                    denied: false,
-                    skipped: false,
-                });
+                batch.push(Item::new(node, old));
                 Ok(bytes)
             }
             WalkItem::Unreadable { key, .. } => {
@@ -1383,16 +1387,7 @@ mod tests {
             dir: None,
         };
         fs::remove_file(&f).unwrap();
-        let mut item = Item {
-            key: node.key.clone(),
-            node: Some(node),
-            old: None,
-            attrs: None,
-            content: None,
-            hashed: false,
-            denied: false,
-            skipped: false,
-        };
+        let mut item = Item::new(node, None);
         let ctx = test_ctx(&cfg, false);
         prepare(&mut item, &ctx);
         assert!(item.node.is_none() && item.attrs.is_none());
@@ -1424,23 +1419,15 @@ mod tests {
         let unseen = |name: &str| {
             let path = d.path().join(name);
             let key = baseline::key_of(&path);
-            Item {
-                key: key.clone(),
-                node: Some(Node {
-                    path,
-                    key,
-                    meta: None,
-                    root: 0,
-                    link_target: None,
-                    dir: None,
-                }),
-                old: None,
-                attrs: None,
-                content: None,
-                hashed: false,
-                denied: false,
-                skipped: false,
-            }
+            let node = Node {
+                path,
+                key,
+                meta: None,
+                root: 0,
+                link_target: None,
+                dir: None,
+            };
+            Item::new(node, None)
         };
         let run = |item: &mut Item| prepare(item, &ctx);
         // Read and hashed: its size and hash, and the metadata the writer counts by.
