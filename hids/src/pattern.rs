@@ -79,6 +79,10 @@ pub struct Pattern {
     /// when the expression fits it (see [`seq`]). Compiled on the first capture search, so that
     /// patterns only ever searched for a yes or no (prematches, rules) do not pay for it.
     seq: std::sync::OnceLock<Option<Box<seq::Seq>>>,
+    /// When the pattern is a choice of literals all anchored at the start (most prematches and
+    /// many rule patterns), those literals: comparing them answers a search without the regex
+    /// engine, whose per-search setup costs more than the comparison. Found on first use.
+    prefixes: std::sync::OnceLock<Option<Box<[LiteralAlt]>>>,
 }
 
 #[derive(Clone)]
@@ -152,6 +156,10 @@ impl Pattern {
     /// Builds a deferred pattern's automaton now, reporting what would stop it from ever
     /// matching (an expression too large for the size limits).
     pub fn compile_deferred(&self) -> Result<(), PatternError> {
+        if self.prefixes().is_some() {
+            // Answered by comparing literals: the automaton is never needed.
+            return Ok(());
+        }
         if let Engine::Deferred(cell) = &self.engine {
             let mut error = None;
             cell.get_or_init(|| match build_lean(&self.translated) {
@@ -197,6 +205,21 @@ impl Pattern {
         }
     }
 
+    /// The start-anchored literals that answer for this linear pattern, if it is made of them.
+    #[inline]
+    fn prefixes(&self) -> Option<&[LiteralAlt]> {
+        if !matches!(self.engine, Engine::Linear(_) | Engine::Deferred(_)) {
+            return None;
+        }
+        self.prefixes
+            .get_or_init(|| {
+                literal_alternatives(&self.translated)
+                    .filter(|alts| alts.iter().all(|a| a.start))
+                    .map(Vec::into_boxed_slice)
+            })
+            .as_deref()
+    }
+
     /// OS_Match: literal alternatives with `^`/`$`, case-insensitive; a leading `!` negates.
     pub fn os_match(source: &str) -> Result<Pattern, PatternError> {
         Pattern::os_match_in(source, false)
@@ -228,6 +251,7 @@ impl Pattern {
                     translated: String::new(),
                     engine: Engine::Always,
                     seq: Default::default(),
+                    prefixes: Default::default(),
                 });
             }
             let mut s = String::new();
@@ -249,6 +273,7 @@ impl Pattern {
             translated,
             engine,
             seq: Default::default(),
+            prefixes: Default::default(),
         })
     }
 
@@ -267,6 +292,7 @@ impl Pattern {
             translated,
             engine,
             seq: Default::default(),
+            prefixes: Default::default(),
         })
     }
 
@@ -294,6 +320,7 @@ impl Pattern {
             translated,
             engine,
             seq: Default::default(),
+            prefixes: Default::default(),
         })
     }
 
@@ -326,9 +353,10 @@ impl Pattern {
     pub fn is_match(&self, text: &str) -> bool {
         let m = match &self.engine {
             Engine::Always => true,
-            Engine::Linear(_) | Engine::Deferred(_) => {
-                self.regex().is_some_and(|re| re.is_match(text.as_bytes()))
-            }
+            Engine::Linear(_) | Engine::Deferred(_) => match self.prefixes() {
+                Some(p) => prefix_end(p, text.as_bytes()).is_some(),
+                None => self.regex().is_some_and(|re| re.is_match(text.as_bytes())),
+            },
             // A pattern that exceeds its backtrack limit counts as not matching.
             Engine::Backtrack(re) => re.is_match(text).unwrap_or(false),
         };
@@ -340,9 +368,10 @@ impl Pattern {
     pub fn find_end(&self, text: &str) -> Option<usize> {
         let end = match &self.engine {
             Engine::Always => Some(0),
-            Engine::Linear(_) | Engine::Deferred(_) => {
-                self.regex().and_then(|re| re.find_end(text.as_bytes()))
-            }
+            Engine::Linear(_) | Engine::Deferred(_) => match self.prefixes() {
+                Some(p) => prefix_end(p, text.as_bytes()),
+                None => self.regex().and_then(|re| re.find_end(text.as_bytes())),
+            },
             Engine::Backtrack(re) => re.find(text).ok().flatten().map(|m| m.end()),
         };
         match (self.negate, end) {
@@ -356,6 +385,14 @@ impl Pattern {
     /// have left inside a multi-byte character. The backtracking engine needs text; there the
     /// bytes are read lossily.
     pub fn find_end_bytes(&self, hay: &[u8]) -> Option<usize> {
+        if let Some(p) = self.prefixes() {
+            let end = prefix_end(p, hay);
+            return match (self.negate, end) {
+                (false, e) => e,
+                (true, Some(_)) => None,
+                (true, None) => Some(0),
+            };
+        }
         if let Some(re) = self.regex() {
             let end = re.find_end(hay);
             return match (self.negate, end) {
@@ -1548,6 +1585,152 @@ fn anchored_prefixes(translated: &str) -> Option<Vec<Vec<u8>>> {
     out.sort();
     out.dedup();
     Some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patterns that are literals
+
+/// One alternative of a pattern that is a choice of literals compared ignoring ASCII case (many
+/// prematches and `<match>`/`<pcre2>` elements): a literal, maybe anchored at the start and/or
+/// the end of the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LiteralAlt {
+    /// The literal; letters stand for both cases.
+    text: Vec<u8>,
+    /// Anchored at the start of the text (`^`).
+    start: bool,
+    /// Anchored at the end of the text (`$`).
+    end: bool,
+}
+
+impl LiteralAlt {
+    /// Whether this anchored alternative holds for `text` (ASCII case ignored). Unanchored
+    /// alternatives are searched for, not tested here.
+    fn anchored_match(&self, text: &[u8]) -> bool {
+        let n = self.text.len();
+        match (self.start, self.end) {
+            (true, true) => text.eq_ignore_ascii_case(&self.text),
+            (true, false) => text
+                .get(..n)
+                .is_some_and(|t| t.eq_ignore_ascii_case(&self.text)),
+            (false, true) => text
+                .len()
+                .checked_sub(n)
+                .is_some_and(|k| text[k..].eq_ignore_ascii_case(&self.text)),
+            (false, false) => false,
+        }
+    }
+}
+
+/// The end of the leftmost-first match of start-anchored literal alternatives: the first one,
+/// in the pattern's order, that holds.
+#[inline]
+fn prefix_end(alts: &[LiteralAlt], hay: &[u8]) -> Option<usize> {
+    alts.iter()
+        .find(|a| a.anchored_match(hay))
+        .map(|a| a.text.len())
+}
+
+/// Most alternatives a pattern may expand to and still count as literals.
+const MAX_LITERAL_ALTS: usize = 64;
+
+/// One position of an expanded alternative.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Start,
+    End,
+    /// A byte; letters (lower-cased) stand for both cases.
+    Byte(u8),
+}
+
+/// Expands a translated expression into the literal alternatives it means exactly, or `None` when
+/// it means anything else: a letter compared with its case (`(?-i)`), a class other than a
+/// letter's two cases, a repetition, an anchor elsewhere than at an end, or too many alternatives.
+fn literal_alternatives(translated: &str) -> Option<Vec<LiteralAlt>> {
+    let hir = byte_hir(translated)?;
+    let mut out = Vec::new();
+    for toks in expand(&hir)? {
+        let (start, rest) = match toks.split_first() {
+            Some((Tok::Start, r)) => (true, r),
+            _ => (false, &toks[..]),
+        };
+        let (end, mid) = match rest.split_last() {
+            Some((Tok::End, m)) => (true, m),
+            _ => (false, rest),
+        };
+        let text = mid
+            .iter()
+            .map(|t| match t {
+                Tok::Byte(b) => Some(*b),
+                _ => None,
+            })
+            .collect::<Option<Vec<u8>>>()?;
+        if text.is_empty() && !(start && end) {
+            // Matches everywhere (or at every start or end): not worth a literal search.
+            return None;
+        }
+        out.push(LiteralAlt { text, start, end });
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn expand(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<Tok>>> {
+    use regex_syntax::hir::{Class, HirKind, Look};
+    Some(match hir.kind() {
+        HirKind::Empty => vec![Vec::new()],
+        HirKind::Literal(l) => {
+            // A letter here is compared with its case: not what a case-blind search does.
+            if l.0.iter().any(u8::is_ascii_alphabetic) {
+                return None;
+            }
+            vec![l.0.iter().map(|&b| Tok::Byte(b)).collect()]
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let r = c.ranges();
+            let one = |i: usize| r.get(i).filter(|x| x.start() == x.end()).map(|x| x.start());
+            match (r.len(), one(0), one(1)) {
+                (1, Some(b), _) if !b.is_ascii_alphabetic() => vec![vec![Tok::Byte(b)]],
+                (2, Some(u), Some(l)) if u.is_ascii_uppercase() && l == u.to_ascii_lowercase() => {
+                    vec![vec![Tok::Byte(l)]]
+                }
+                _ => return None,
+            }
+        }
+        HirKind::Look(Look::Start) => vec![vec![Tok::Start]],
+        HirKind::Look(Look::End) => vec![vec![Tok::End]],
+        HirKind::Capture(c) => expand(&c.sub)?,
+        HirKind::Concat(parts) => {
+            let mut acc: Vec<Vec<Tok>> = vec![Vec::new()];
+            for p in parts {
+                let next = expand(p)?;
+                if acc.len() * next.len() > MAX_LITERAL_ALTS {
+                    return None;
+                }
+                acc = acc
+                    .iter()
+                    .flat_map(|a| {
+                        next.iter().map(move |n| {
+                            let mut v = a.clone();
+                            v.extend_from_slice(n);
+                            v
+                        })
+                    })
+                    .collect();
+            }
+            acc
+        }
+        HirKind::Alternation(alts) => {
+            let mut acc = Vec::new();
+            for a in alts {
+                acc.extend(expand(a)?);
+                if acc.len() > MAX_LITERAL_ALTS {
+                    return None;
+                }
+            }
+            acc
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -408,3 +408,72 @@ fn deferred_patterns_behave_like_compiled_ones() {
     assert!(huge.compile_deferred().is_err());
     assert!(!huge.is_match("abc"));
 }
+
+/// Patterns made of start-anchored literals are answered by comparing them; the answer must be
+/// the regex engine's, alternative order (leftmost-first) and negation included.
+#[test]
+fn start_anchored_literals_answer_as_the_regex_engine_does() {
+    let cases: &[(Dialect, &str, bool)] = &[
+        (Dialect::Pcre2, "^Accepted", true),
+        (Dialect::Pcre2, "^Failed keyboard|^Postponed keyboard", true),
+        (Dialect::Pcre2, "^ab|^abc", true),
+        (Dialect::Pcre2, "^abc|^ab", true),
+        (Dialect::Pcre2, "^(?:Invalid|Illegal) user", true),
+        (Dialect::Pcre2, "^\\(pam_unix\\)|^pam_unix", true),
+        (Dialect::Pcre2, "^exact$", true),
+        (Dialect::Pcre2, "^$", true),
+        (Dialect::Pcre2, "^1[.]2", true),
+        (Dialect::OsMatch, "^Accepted |^session opened", true),
+        (Dialect::OsMatch, "!^Accepted", true),
+        (Dialect::OsMatch, "^Dé", true),
+        (Dialect::OsRegex, "^Failed \\S+ ", false),
+        (Dialect::Pcre2, "^[ab]c", false),
+        (Dialect::Pcre2, "Accepted", false),
+        (Dialect::Pcre2, "^Accepted|password", false),
+        (Dialect::Pcre2, "^Acc(?-i:e)pted", false),
+    ];
+    let texts = [
+        "Accepted publickey for root",
+        "ACCEPTED",
+        "accepte",
+        "Failed keyboard-interactive",
+        "Postponed Keyboard",
+        "abc",
+        "ab",
+        "Invalid user x",
+        "illegal user y",
+        "(pam_unix) session",
+        "pam_unix(sshd)",
+        "exact",
+        "EXACT",
+        "exact ",
+        "",
+        "1.2",
+        "1x2",
+        "session opened for",
+        "Dé",
+        "DÉ",
+        "bc",
+        "AcCepted",
+        " Accepted",
+    ];
+    for &(dialect, src, literal) in cases {
+        let p = Pattern::new(dialect, src).unwrap();
+        assert_eq!(p.prefixes().is_some(), literal, "{src}");
+        let re = regex::bytes::RegexBuilder::new(p.translated())
+            .unicode(false)
+            .build()
+            .unwrap();
+        for t in texts {
+            let want = re.find(t.as_bytes()).map(|m| m.end());
+            let want_end = match (p.is_negated(), want) {
+                (false, e) => e,
+                (true, Some(_)) => None,
+                (true, None) => Some(0),
+            };
+            assert_eq!(p.find_end_bytes(t.as_bytes()), want_end, "{src} on {t:?}");
+            assert_eq!(p.find_end(t), want_end, "{src} on {t:?}");
+            assert_eq!(p.is_match(t), want_end.is_some(), "{src} on {t:?}");
+        }
+    }
+}
