@@ -78,7 +78,7 @@ pub struct Pattern {
     /// The direct matcher for plain sequences, which extracts captures for [`Pattern::captures`]
     /// when the expression fits it (see [`seq`]). Compiled on the first capture search, so that
     /// patterns only ever searched for a yes or no (prematches, rules) do not pay for it.
-    seq: std::sync::OnceLock<Option<Box<seq::Seq>>>,
+    seq: std::sync::OnceLock<Option<Box<seq::Seqs>>>,
     /// When the pattern is a choice of literals all anchored at the start (most prematches and
     /// many rule patterns), those literals: comparing them answers a search without the regex
     /// engine, whose per-search setup costs more than the comparison. Found on first use.
@@ -128,7 +128,13 @@ impl Captures {
     /// The same on the bytes the match ran on.
     pub fn text_bytes(&self, haystack: &[u8], i: usize) -> Option<String> {
         let r = self.groups.get(i)?;
-        Some(String::from_utf8_lossy(haystack.get(r.clone())?).into_owned())
+        let b = haystack.get(r.clone())?;
+        // Checking is much cheaper than the lossy conversion's scan, and captures are nearly
+        // always whole characters.
+        Some(match std::str::from_utf8(b) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(b).into_owned(),
+        })
     }
 }
 
@@ -183,12 +189,12 @@ impl Pattern {
 
     /// The direct matcher, compiled now if this is its first use; `None` when the expression is
     /// not a plain sequence or the pattern is not an eagerly compiled OS_Regex or PCRE2 one.
-    fn seq(&self) -> Option<&seq::Seq> {
+    fn seq(&self) -> Option<&seq::Seqs> {
         if self.dialect == Dialect::OsMatch || !matches!(self.engine, Engine::Linear(_)) {
             return None;
         }
         self.seq
-            .get_or_init(|| seq::Seq::new(&self.translated).map(Box::new))
+            .get_or_init(|| seq::Seqs::new(&self.translated).map(Box::new))
             .as_deref()
     }
 

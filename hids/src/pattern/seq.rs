@@ -117,7 +117,9 @@ pub(super) struct Seq {
     toks: Box<[Tok]>,
     /// The byte sets the pieces refer to, each once.
     sets: Box<[Set]>,
-    groups: usize,
+    /// The capture groups the sequence holds, by their number in the whole pattern, ascending
+    /// (an alternative of a choice holds only its own).
+    groups: Box<[usize]>,
     starts: Starts,
     /// When the pattern begins with an unbounded repetition of this set (at least one byte): a
     /// search that fails from inside a run of the set fails from the rest of the run too.
@@ -132,12 +134,111 @@ impl Clone for Seq {
         Seq {
             toks: self.toks.clone(),
             sets: self.sets.clone(),
-            groups: self.groups,
+            groups: self.groups.clone(),
             starts: self.starts.clone(),
             lead: self.lead,
             gave_up: AtomicU32::new(self.gave_up.load(Ordering::Relaxed)),
         }
     }
+}
+
+/// Most alternatives a choice of sequences may have.
+const MAX_ALTERNATIVES: usize = 8;
+
+/// A compiled pattern: one sequence, or a choice between sequences (`^from (\S+): |^from (\S+) `,
+/// as several decoders write theirs).
+pub(super) struct Seqs {
+    alts: Box<[Seq]>,
+}
+
+impl Clone for Seqs {
+    fn clone(&self) -> Seqs {
+        Seqs {
+            alts: self.alts.clone(),
+        }
+    }
+}
+
+impl Seqs {
+    /// Compiles the regex crate's expression `translated` (byte semantics, no Unicode), or `None`
+    /// when it is not a sequence or a choice of sequences of the supported pieces.
+    pub(super) fn new(translated: &str) -> Option<Seqs> {
+        let hir = super::byte_hir(translated)?;
+        let alts = alternatives(&hir)?
+            .iter()
+            .map(Seq::from_hir)
+            .collect::<Option<Vec<Seq>>>()?;
+        Some(Seqs {
+            alts: alts.into_boxed_slice(),
+        })
+    }
+
+    /// The leftmost-first match in `hay` with its groups: `Some(None)` when there is none, `None`
+    /// when a search gave up (the caller then asks the regex crate).
+    ///
+    /// For a choice, the regex crate's match starts at the first position where some
+    /// alternative matches, and is the first such alternative's: that is, of each alternative's
+    /// own leftmost-first match, the one starting first, ties going to the earlier alternative.
+    pub(super) fn captures(&self, hay: &[u8]) -> Option<Option<Captures>> {
+        let mut best: Option<(usize, Captures)> = None;
+        for alt in self.alts.iter() {
+            if let Some((start, c)) = alt.captures(hay)? {
+                if best.as_ref().map_or(true, |(b, _)| start < *b) {
+                    let done = start == 0;
+                    best = Some((start, c));
+                    if done {
+                        // Nothing starts earlier; later alternatives lose ties.
+                        break;
+                    }
+                }
+            }
+        }
+        Some(best.map(|(_, c)| c))
+    }
+}
+
+/// The alternatives of `hir` as sequences, in priority order: itself when it has no choice; the
+/// branches of a choice, whole or with the pieces around it (which regex-syntax lifts out of
+/// branches that begin alike) copied into each. `None` when a choice sits elsewhere or after
+/// a repetition, whose choices would then interleave with the branches'.
+fn alternatives(hir: &Hir) -> Option<Vec<Hir>> {
+    let out = match hir.kind() {
+        HirKind::Alternation(alts) => alts.to_vec(),
+        HirKind::Concat(parts) => {
+            let mut choices = parts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| matches!(p.kind(), HirKind::Alternation(_)));
+            match (choices.next(), choices.next()) {
+                (None, _) => vec![hir.clone()],
+                (Some((k, choice)), None) => {
+                    let fixed = |h: &Hir| {
+                        matches!(
+                            h.kind(),
+                            HirKind::Literal(_) | HirKind::Class(_) | HirKind::Look(_)
+                        )
+                    };
+                    if !parts[..k].iter().all(fixed) {
+                        return None;
+                    }
+                    let HirKind::Alternation(alts) = choice.kind() else {
+                        return None;
+                    };
+                    alts.iter()
+                        .map(|a| {
+                            let mut v = parts[..k].to_vec();
+                            v.push(a.clone());
+                            v.extend_from_slice(&parts[k + 1..]);
+                            Hir::concat(v)
+                        })
+                        .collect()
+                }
+                _ => return None,
+            }
+        }
+        _ => vec![hir.clone()],
+    };
+    (out.len() <= MAX_ALTERNATIVES).then_some(out)
 }
 
 /// What the follow-set walk found after a position of the sequence.
@@ -151,20 +252,17 @@ struct Follow {
 }
 
 impl Seq {
-    /// Compiles the regex crate's expression `translated` (byte semantics, no Unicode), or `None`
-    /// when it is not a plain sequence of the supported pieces.
-    pub(super) fn new(translated: &str) -> Option<Seq> {
-        let hir = super::byte_hir(translated)?;
+    /// Compiles one sequence, or `None` when it is not a plain sequence of the supported pieces.
+    fn from_hir(hir: &Hir) -> Option<Seq> {
         let mut b = Builder {
             toks: Vec::new(),
             sets: Vec::new(),
-            groups: 0,
+            groups: Vec::new(),
         };
-        b.flatten(&hir)?;
-        if b.groups > MAX_GROUPS {
-            return None;
-        }
-        let (groups, mut sets) = (b.groups, b.sets);
+        b.flatten(hir)?;
+        let (mut groups, mut sets) = (b.groups, b.sets);
+        groups.sort_unstable();
+        groups.dedup();
         let mut toks = merge_literals(b.toks);
         for i in 0..toks.len() {
             let f = follow(&toks[i + 1..], &sets);
@@ -220,16 +318,16 @@ impl Seq {
         Some(Seq {
             toks: toks.into_boxed_slice(),
             sets: sets.into_boxed_slice(),
-            groups,
+            groups: groups.into_boxed_slice(),
             starts,
             lead,
             gave_up: AtomicU32::new(0),
         })
     }
 
-    /// The leftmost-first match in `hay` with its groups: `Some(None)` when there is none, `None`
-    /// when the search gave up (the caller then asks the regex crate).
-    pub(super) fn captures(&self, hay: &[u8]) -> Option<Option<Captures>> {
+    /// The leftmost-first match in `hay`, with where it starts and its groups: `Some(None)` when
+    /// there is none, `None` when the search gave up (the caller then asks the regex crate).
+    fn captures(&self, hay: &[u8]) -> Option<Option<(usize, Captures)>> {
         if self.gave_up.load(Ordering::Relaxed) >= GIVE_UP_LIMIT {
             return None;
         }
@@ -240,7 +338,7 @@ impl Seq {
         found
     }
 
-    fn search(&self, hay: &[u8]) -> Option<Option<Captures>> {
+    fn search(&self, hay: &[u8]) -> Option<Option<(usize, Captures)>> {
         let mut slots = [0usize; 2 * MAX_GROUPS + 2];
         let mut frames = [Frame::default(); MAX_CHOICES];
         // Linear in the text. Charged per start position, per choice taken back and per byte a
@@ -269,10 +367,12 @@ impl Seq {
                 return Some(None);
             }
             if let Some(end) = self.attempt(hay, at, &mut slots, &mut frames, &mut budget)? {
-                let groups = (1..=self.groups)
-                    .map(|g| slots[2 * g]..slots[2 * g + 1])
+                let groups = self
+                    .groups
+                    .iter()
+                    .map(|&g| slots[2 * g]..slots[2 * g + 1])
                     .collect::<Vec<Range<usize>>>();
-                return Some(Some(Captures { end, groups }));
+                return Some(Some((at, Captures { end, groups })));
             }
             match self.lead.map(|i| &self.sets[i as usize]) {
                 Some(set) if at < hay.len() && set.has(hay[at]) => {
@@ -466,7 +566,7 @@ impl Seq {
 struct Builder {
     toks: Vec<Tok>,
     sets: Vec<Set>,
-    groups: usize,
+    groups: Vec<usize>,
 }
 
 /// The index of `set` in `sets`, added if new; `None` past the index range.
@@ -529,7 +629,7 @@ impl Builder {
                 if g == 0 || g > MAX_GROUPS {
                     return None;
                 }
-                self.groups = self.groups.max(g);
+                self.groups.push(g);
                 toks.push(Tok::Slot(2 * g));
                 self.flatten(&c.sub)?;
                 self.toks.push(Tok::Slot(2 * g + 1));

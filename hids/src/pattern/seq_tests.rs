@@ -70,7 +70,11 @@ fn sequence_shapes_are_accepted_and_others_are_not() {
     assert!(ok(Dialect::OsRegex, r"^\.+(\d+)\s+\p\W\D"));
     assert!(ok(Dialect::Pcre2, r#""(\w+) (.+?) HTTP\S+" (\d+) "#));
     assert!(ok(Dialect::Pcre2, r"^[a-f0-9]{2,8}(?:x|X)?"));
-    assert!(!ok(Dialect::OsRegex, r"^a (\S+)|^b (\S+)"));
+    assert!(ok(Dialect::OsRegex, r"^a (\S+)|^b (\S+)"));
+    assert!(ok(Dialect::Pcre2, r"^from (\S+): |^from (\S+) "));
+    // A choice after a repetition, or two choices, are left to the regex crate.
+    assert!(!ok(Dialect::Pcre2, r"(\S+) (?:ab|cd)"));
+    assert!(!ok(Dialect::Pcre2, r"(?:ab|cd)x(?:ef|gh)"));
     assert!(!ok(Dialect::Pcre2, r"(ab)+"));
     assert!(!ok(Dialect::Pcre2, r"\bword\b"));
     assert!(!ok(Dialect::Pcre2, r"x(?=y)"));
@@ -395,4 +399,55 @@ fn sequence_matches_the_regex_crate_on_random_patterns() {
     }
     assert!(accepted > 1200, "{accepted} accepted");
     assert!(matched > compared / 10, "{matched} matches of {compared}");
+}
+
+/// Choices between sequences: the match is the one starting first, ties to the earlier branch,
+/// with only that branch's groups; a common beginning lifted out of the branches or a common
+/// end is copied into each.
+#[test]
+fn choices_of_sequences_match_as_the_regex_crate() {
+    let pats: &[(Dialect, &str)] = &[
+        (Dialect::OsRegex, r"^from (\S+): |^from (\S+) "),
+        (Dialect::OsRegex, r" from (\S+)$| from (\S+) port (\d+)$"),
+        (Dialect::OsRegex, r"\[(\S+)\]: (\d+) |\[(\S+)\]:\d+: (\d+) "),
+        (Dialect::Pcre2, r"b(\w+)|a(\w+)"),
+        (Dialect::Pcre2, r"(a)(\w*)|(\w)(b)"),
+        (Dialect::Pcre2, r"x(?:(\d+)|(\w+))y"),
+        (Dialect::Pcre2, r"^(?:GET|POST) (\S+)"),
+        (Dialect::Pcre2, r"^k=(?:ab|cd)(\S+)"),
+        (Dialect::Pcre2, r"(?:ab|cd)x(\d+)"),
+    ];
+    let texts = [
+        "from 1.2.3.4: x",
+        "from 1.2.3.4 x",
+        "from a:b: c d",
+        "Failed for root from 10.0.0.1 port 22",
+        "Failed for root from 10.0.0.1",
+        "x from a from b port 9",
+        "sshd[12]: 44 and [p]:7: 5 ",
+        "[p]:7: 5 [q]: 6 ",
+        "ab",
+        "ba",
+        "cab",
+        "abba",
+        "xy",
+        "x12y",
+        "x1ay",
+        "xay",
+        "GET /a",
+        "post /b c",
+        "PUT /c",
+        "k=abX",
+        "k=cd1 cdx2",
+        "abx1 cdx22",
+        "cdx",
+        "",
+    ];
+    for (d, src) in pats {
+        let p = Pattern::new(*d, src).unwrap();
+        assert!(p.seq().is_some(), "{src} should use the direct matcher");
+        for t in texts {
+            assert!(same(&p, t.as_bytes()), "gave up on {src} / {t:?}");
+        }
+    }
 }
