@@ -143,6 +143,9 @@ pub enum Op {
         content: ContentOp,
         /// The change record to keep in the history.
         record: Option<(String, String)>,
+        /// The row's MAC, computed ahead (off the writing thread) by [`Sealer::seal`] over these
+        /// same `key`, `checks` and `attrs`; None: computed when written.
+        seal: Option<Seal>,
     },
     /// Remove the row for `key` if it is still the one with MAC `expect`, its content copy, and
     /// (`subtree`) nothing else.
@@ -151,6 +154,43 @@ pub enum Op {
         expect: Vec<u8>,
         record: Option<(String, String)>,
     },
+}
+
+/// What sealing a row gives: its MAC and its hash in the stored (binary) form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seal {
+    mac: Vec<u8>,
+    hash: Option<Vec<u8>>,
+}
+
+/// Computes row MACs with the baseline's key, on any thread: so that the hashing threads seal the
+/// rows they prepare and the single writer only writes them.
+#[derive(Clone)]
+pub struct Sealer {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealer(..)")
+    }
+}
+
+impl Sealer {
+    /// A sealer with an all-zero key, for tests that never write what it seals.
+    #[cfg(test)]
+    pub(crate) fn unkeyed() -> Sealer {
+        Sealer { key: [0; 32] }
+    }
+
+    /// The MAC of the row (`key`, `checks`, `attrs`) and its hash as stored.
+    pub fn seal(&self, key: &[u8], checks: u16, attrs: &FileAttrs) -> Seal {
+        let hash = attrs.hash.as_deref().and_then(hex_to_bytes);
+        let mac = blake3::keyed_hash(&self.key, &mac_input(key, checks, attrs, hash.as_deref()))
+            .as_bytes()
+            .to_vec();
+        Seal { mac, hash }
+    }
 }
 
 /// Rows written per transaction while recording a new baseline in bulk.
@@ -452,6 +492,29 @@ impl Baseline {
             .to_vec()
     }
 
+    /// What seals rows with this baseline's key (see [`Op::Put`]'s `seal`).
+    pub fn sealer(&self) -> Sealer {
+        Sealer { key: self.mac_key }
+    }
+
+    /// Another connection to the same baseline, for reading it (a scan's cursor) while this one
+    /// writes. WAL mode: it never waits on the writer, and sees what was committed when each of
+    /// its queries starts.
+    pub fn reader(&self) -> Result<Baseline, FimError> {
+        let conn = crate::state::open_db(&self.db_path)?;
+        let _ = conn.pragma_update(None, "cache_size", -16384i64);
+        conn.pragma_update(None, "query_only", true)
+            .map_err(self.sql())?;
+        Ok(Baseline {
+            conn,
+            db_path: self.db_path.clone(),
+            mac_key: self.mac_key,
+            bulk: false,
+            bulk_open: None,
+            checkpointer: None,
+        })
+    }
+
     fn content_mac(&self, key: &[u8], data: &[u8]) -> Vec<u8> {
         let mut h = blake3::Hasher::new_keyed(&self.mac_key);
         h.update(b"hids fim content v1\0");
@@ -657,18 +720,16 @@ impl Baseline {
     pub fn apply(&mut self, ops: &[Op]) -> Result<Vec<bool>, FimError> {
         let now = now_secs();
         let mut done = Vec::with_capacity(ops.len());
-        // Compute MACs before borrowing the connection for the transaction.
-        type RowMac = Option<(Vec<u8>, Option<Vec<u8>>)>;
+        // Compute the MACs not computed ahead before borrowing the connection for the transaction.
         type ContentRow = Option<(Vec<u8>, Vec<u8>, usize)>;
-        let macs: Vec<RowMac> = ops
+        let sealer = self.sealer();
+        let macs: Vec<Option<Seal>> = ops
             .iter()
             .map(|op| match op {
+                Op::Put { seal: Some(_), .. } => None,
                 Op::Put {
                     key, checks, attrs, ..
-                } => {
-                    let hash = attrs.hash.as_deref().and_then(hex_to_bytes);
-                    Some((self.mac(key, *checks, attrs, hash.as_deref()), hash))
-                }
+                } => Some(sealer.seal(key, *checks, attrs)),
                 Op::Delete { .. } => None,
             })
             .collect();
@@ -755,10 +816,15 @@ impl Baseline {
                         expect,
                         content,
                         record,
+                        seal,
                     } => {
-                        let Some((mac, hash)) = &macs[i] else {
+                        let Some(Seal { mac, hash }) = seal.as_ref().or(macs[i].as_ref()) else {
                             continue;
                         };
+                        debug_assert!(
+                            seal.is_none() || seal.as_ref() == Some(&sealer.seal(key, *checks, a)),
+                            "a row sealed ahead no longer matches its seal"
+                        );
                         let values = params![
                             key,
                             i64::from(*checks),
@@ -900,6 +966,7 @@ mod tests {
             expect: None,
             content: ContentOp::Keep,
             record: None,
+            seal: None,
         };
         let ops: Vec<Op> = (0..BULK_ROWS + 10).map(put).collect();
         b.apply(&ops).unwrap();
@@ -942,6 +1009,7 @@ mod tests {
             expect: None,
             content: ContentOp::Set(b"hello\n".to_vec()),
             record: None,
+            seal: None,
         };
         assert_eq!(b.apply(std::slice::from_ref(&put)).unwrap(), vec![true]);
         // A second insert of the same key does not apply: the row exists now.

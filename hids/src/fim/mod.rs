@@ -40,7 +40,7 @@ use crate::config::{CheckMode, FimConfig, FimPath};
 use crate::event::{display_path, ChangeKind, FileAttrs, FileType, FimChange};
 use crate::state::StateError;
 use attrs::Names;
-use baseline::{checks_bits, is_under, Baseline, Content, ContentOp, Op, Row};
+use baseline::{checks_bits, is_under, Baseline, Content, ContentOp, Op, Row, Seal, Sealer};
 use hash::{Outcome, Throttle};
 use walk::{Node, Plan, WalkItem, WalkStats, Walker};
 
@@ -147,13 +147,17 @@ struct Item {
     denied: bool,
     /// Not looked at because the scan is stopping: neither compared nor written.
     skipped: bool,
+    /// The MAC of the row to write for it, computed while hashing (None: unchanged, or not known).
+    seal: Option<Seal>,
 }
 
 impl Item {
     /// An entry the walk met, with its baseline row if it has one.
-    fn new(node: Node, old: Option<Row>) -> Item {
+    fn new(mut node: Node, old: Option<Row>) -> Item {
+        // The key moves to the item (the node's is not looked at again).
+        let key = std::mem::take(&mut node.key);
         Item {
-            key: node.key.clone(),
+            key,
             node: Some(node),
             old,
             attrs: None,
@@ -161,6 +165,7 @@ impl Item {
             hashed: false,
             denied: false,
             skipped: false,
+            seal: None,
         }
     }
 
@@ -174,6 +179,7 @@ impl Item {
             hashed: false,
             denied: false,
             skipped: false,
+            seal: None,
         }
     }
 }
@@ -224,6 +230,8 @@ struct Ctx<'a> {
     full: bool,
     throttle: Option<&'a Throttle>,
     stop: Option<&'a AtomicBool>,
+    /// Seals the rows to write, so that the writer does not have to.
+    sealer: Sealer,
 }
 
 /// Whether the metadata that fast mode trusts is unchanged (and the old hash usable).
@@ -294,8 +302,27 @@ fn expected_read(node: &Node, old: Option<&Row>, paths: &[FimPath], full: bool) 
     }
 }
 
-/// The hashing stage for one entry: its attributes, hash and (for diffs) content.
+/// The hashing stage for one entry: its attributes, hash and (for diffs) content, and the MAC
+/// of the row that will be written for it, unless it is the row recorded already.
 fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
+    inspect(item, ctx);
+    let (Some(node), Some(new)) = (&item.node, &item.attrs) else {
+        return;
+    };
+    let bits = checks_bits(&ctx.paths[node.root].checks);
+    // As `Writer::finish` decides it: an unchanged row is not written (or rarely: then it is
+    // sealed when written).
+    let unchanged = item
+        .old
+        .as_ref()
+        .is_some_and(|o| o.mac_ok && o.checks == bits && o.attrs == *new);
+    if !unchanged {
+        item.seal = Some(ctx.sealer.seal(&item.key, bits, new));
+    }
+}
+
+/// Looks at one entry: its attributes, and its hash and content when it is read.
+fn inspect(item: &mut Item, ctx: &Ctx<'_>) {
     if ctx.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
         item.skipped = true;
         return;
@@ -571,6 +598,7 @@ impl Writer<'_> {
                                         expect: Some(o.mac.clone()),
                                         content: op,
                                         record: None,
+                                        seal: None,
                                     });
                                     changes.push(None);
                                 }
@@ -608,6 +636,7 @@ impl Writer<'_> {
                         expect: old.as_ref().map(|o| o.mac.clone()),
                         content: content_op(&item, fp, path),
                         record: change.as_ref().map(record_of),
+                        seal: item.seal.take(),
                     });
                     changes.push(change);
                 }
@@ -749,42 +778,68 @@ fn hashing_pool() -> Result<Arc<rayon::ThreadPool>, FimError> {
     })
 }
 
-/// Hashing jobs under way and finished, for writing in walk order.
+/// Batches being hashed or written, on the dispatching side: the writing thread sends back the
+/// changes of each batch it wrote, in walk order, and they are reported here.
 struct InFlight {
     spawned: u64,
     written: u64,
-    done: std::collections::BTreeMap<u64, Vec<Item>>,
-    rx: mpsc::Receiver<(u64, Vec<Item>)>,
+    rx: mpsc::Receiver<Vec<FimChange>>,
 }
 
 impl InFlight {
-    /// Writes the hashed batches that are next in order, waiting for more until no more than
-    /// `max` batches are left in flight.
-    fn write(
-        &mut self,
-        writer: &mut Writer<'_>,
-        on_change: &mut dyn FnMut(&FimChange),
-        max: u64,
-    ) -> Result<(), FimError> {
+    fn report(&mut self, changes: Vec<FimChange>, on_change: &mut dyn FnMut(&FimChange)) {
+        self.written += 1;
+        for c in &changes {
+            on_change(c);
+        }
+    }
+
+    /// Reports the batches written, waiting for more until no more than `max` batches are left
+    /// in flight. False when the writing thread is gone (it failed: its error says why).
+    fn wait(&mut self, on_change: &mut dyn FnMut(&FimChange), max: u64) -> bool {
         loop {
-            while let Ok((seq, batch)) = self.rx.try_recv() {
-                self.done.insert(seq, batch);
-            }
-            while let Some(batch) = self.done.remove(&self.written) {
-                self.written += 1;
-                writer.finish(batch, on_change)?;
+            while let Ok(changes) = self.rx.try_recv() {
+                self.report(changes, on_change);
             }
             if self.spawned - self.written <= max {
-                return Ok(());
+                return true;
             }
             match self.rx.recv() {
-                Ok((seq, batch)) => {
-                    self.done.insert(seq, batch);
-                }
-                Err(_) => return Ok(()),
+                Ok(changes) => self.report(changes, on_change),
+                Err(_) => return false,
             }
         }
     }
+}
+
+/// The writing thread: writes the hashed batches in walk order as they come back from the
+/// hashing jobs (in any order), and sends the changes of each batch written back to the
+/// dispatching thread. Batches that come after `abort` is set are dropped unwritten.
+fn write_in_order(
+    writer: &mut Writer<'_>,
+    rx: mpsc::Receiver<(u64, Vec<Item>)>,
+    tx: mpsc::Sender<Vec<FimChange>>,
+    abort: &AtomicBool,
+) -> Result<(), FimError> {
+    let mut next = 0u64;
+    let mut done: std::collections::BTreeMap<u64, Vec<Item>> = Default::default();
+    for (seq, batch) in rx {
+        done.insert(seq, batch);
+        while let Some(batch) = done.remove(&next) {
+            next += 1;
+            if abort.load(Ordering::Relaxed) {
+                continue;
+            }
+            let mut changes = Vec::new();
+            writer.finish(batch, &mut |c| changes.push(c.clone()))?;
+            // The entries (paths, attributes, open directories) are freed here too, off the
+            // dispatching thread.
+            if tx.send(changes).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs the pipeline over every configured path.
@@ -800,12 +855,17 @@ fn engine(
     let started = Instant::now();
     let paths = &cfg.paths[..];
     let pool = hashing_pool()?;
+    // The cursor reads the baseline on a connection of its own, so that the writer's thread owns
+    // the other. Rows are written only behind the cursor (keys it has read past), so what it
+    // reads next is never something this scan wrote.
+    let reader = b.reader()?;
     let ctx = Ctx {
         paths,
         names: Names::current(),
         full: opts.full,
         throttle: opts.throttle,
         stop: opts.stop,
+        sealer: b.sealer(),
     };
     let pace = opts.throttle.map(|t| move || t.take(0, 1));
     let mut writer = Writer {
@@ -820,6 +880,8 @@ fn engine(
     };
     let stopped = |o: &ScanOptions<'_>| o.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let mut walk_stats = WalkStats::default();
+    // Set when dispatching failed: the writing thread drops the batches still to come.
+    let abort = AtomicBool::new(false);
     let result: Result<bool, FimError> = std::thread::scope(|s| {
         // Entries travel in chunks: one channel operation (and thread wake-up) per entry would
         // cost more than looking at the entry.
@@ -848,23 +910,40 @@ fn engine(
         });
         // Each batch is hashed by a job of its own on the pool, so that a batch's last large
         // file does not leave the other cores idle: the next batches are already being hashed.
-        // Batches are written in walk order as they come back.
-        let (dtx, drx) = mpsc::channel::<(u64, Vec<Item>)>();
+        // Batches are written in walk order as they come back, on a thread of their own, so that
+        // handing out work here never waits on the database.
+        let (htx, hrx) = mpsc::channel::<(u64, Vec<Item>)>();
+        let (atx, arx) = mpsc::channel::<Vec<FimChange>>();
+        let abort = &abort;
+        let writer = &mut writer;
+        let writing = std::thread::Builder::new()
+            .name("fim-write".into())
+            .spawn_scoped(s, move || write_in_order(writer, hrx, atx, abort))
+            .map_err(|e| FimError::Threads(e.to_string()));
+        let writing = match writing {
+            Ok(w) => w,
+            Err(e) => {
+                drop(wrx);
+                walk_stats = walker.join().unwrap_or_default();
+                return Err(e);
+            }
+        };
         let ctx = &ctx;
+        let reader = &reader;
         let mut flight = InFlight {
             spawned: 0,
             written: 0,
-            done: Default::default(),
-            rx: drx,
+            rx: arx,
         };
-        let r = pool.in_place_scope(|rs| {
-            let mut send = |batch: Vec<Item>,
-                            writer: &mut Writer<'_>,
-                            flight: &mut InFlight|
-             -> Result<(), FimError> {
+        let dispatched = pool.in_place_scope(|rs| {
+            // False when the writing thread is gone.
+            let send = |batch: Vec<Item>,
+                        flight: &mut InFlight,
+                        on_change: &mut dyn FnMut(&FimChange)|
+             -> bool {
                 let seq = flight.spawned;
                 flight.spawned += 1;
-                let dtx = dtx.clone();
+                let htx = htx.clone();
                 let mut batch = batch;
                 rs.spawn(move |_| {
                     if batch.iter().any(|it| needs_reading(it, ctx)) {
@@ -872,19 +951,21 @@ fn engine(
                     } else {
                         batch.iter_mut().for_each(|it| prepare(it, ctx));
                     }
-                    let _ = dtx.send((seq, batch));
+                    let _ = htx.send((seq, batch));
                 });
-                flight.write(writer, on_change, IN_FLIGHT)
+                flight.wait(on_change, IN_FLIGHT)
             };
-            let mut run = || -> Result<bool, FimError> {
+            let mut run = |on_change: &mut dyn FnMut(&FimChange)| -> Result<bool, FimError> {
                 let mut cursor = Cursor::new(Vec::new(), None);
                 let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
                 let mut batch_bytes = 0u64;
                 let mut interrupted = false;
                 for item in wrx.iter().flatten() {
-                    batch_bytes += cursor.join(writer.b, item, &mut batch, paths, opts.full)?;
+                    batch_bytes += cursor.join(reader, item, &mut batch, paths, opts.full)?;
                     if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-                        send(std::mem::take(&mut batch), &mut writer, &mut flight)?;
+                        if !send(std::mem::take(&mut batch), &mut flight, on_change) {
+                            return Ok(false);
+                        }
                         batch_bytes = 0;
                     }
                     if stopped(opts) {
@@ -894,31 +975,49 @@ fn engine(
                 }
                 if !interrupted {
                     // What the walk did not meet is gone (or no longer configured).
-                    while cursor.peek(writer.b)?.is_some() {
+                    while cursor.peek(reader)?.is_some() {
                         if let Some(r) = cursor.pop() {
                             batch.push(Item::gone(r));
                         }
-                        if batch.len() >= BATCH {
-                            send(std::mem::take(&mut batch), &mut writer, &mut flight)?;
+                        if batch.len() >= BATCH
+                            && !send(std::mem::take(&mut batch), &mut flight, on_change)
+                        {
+                            return Ok(false);
                         }
                     }
                 }
                 if !batch.is_empty() {
-                    send(batch, &mut writer, &mut flight)?;
+                    send(batch, &mut flight, on_change);
                 }
                 Ok(interrupted)
             };
-            let r = run();
-            // Write what was hashed (also when stopping: those entries were looked at).
-            r.and_then(|interrupted| {
-                flight.write(&mut writer, on_change, 0)?;
-                Ok(interrupted)
-            })
+            let r = run(on_change);
+            // Write what was hashed (also when stopping: those entries were looked at); on an
+            // error, nothing more.
+            match r {
+                Ok(interrupted) => {
+                    flight.wait(on_change, 0);
+                    Ok(interrupted)
+                }
+                Err(e) => {
+                    abort.store(true, Ordering::Relaxed);
+                    Err(e)
+                }
+            }
         });
         // Stop the walk if still going.
         drop(wrx);
         walk_stats = walker.join().unwrap_or_default();
-        r
+        drop(htx);
+        let written = match writing.join() {
+            Ok(w) => w,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        // Whatever was written is reported, also when something failed.
+        while let Ok(changes) = flight.rx.try_recv() {
+            flight.report(changes, on_change);
+        }
+        written.and(dispatched)
     });
     let interrupted = result?;
     let mut summary = writer.summary;
@@ -1095,6 +1194,7 @@ pub fn check_paths(
         full: false,
         throttle: None,
         stop: None,
+        sealer: b.sealer(),
     };
     let mut writer = Writer {
         b,
@@ -1206,6 +1306,7 @@ mod tests {
             full,
             throttle: None,
             stop: None,
+            sealer: Sealer::unkeyed(),
         }
     }
 
@@ -1501,5 +1602,157 @@ mod tests {
         assert!(s.interrupted);
         assert_eq!(n, 0);
         assert_eq!(b.count().unwrap(), 3001);
+    }
+
+    #[test]
+    fn changes_over_many_batches_are_reported_in_walk_order() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        for sub in ["a", "b", "c"] {
+            fs::create_dir_all(tree.join(sub)).unwrap();
+            for i in 0..1500 {
+                fs::write(tree.join(sub).join(format!("f{i:05}")), "x").unwrap();
+            }
+        }
+        let cfg = config(&tree);
+        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        let (s, v) = collect(&mut b, &cfg, Mode::Init);
+        assert_eq!((s.entries, v.len()), (4504, 0));
+        // Changes in every batch: modified, deleted and added files, and a directory gone.
+        let mut want = Vec::new();
+        for sub in ["a", "b"] {
+            for i in (0..1500).step_by(7) {
+                let f = tree.join(sub).join(format!("f{i:05}"));
+                if i % 2 == 0 {
+                    fs::write(&f, "changed").unwrap();
+                    want.push((f, ChangeKind::Modified));
+                } else {
+                    fs::remove_file(&f).unwrap();
+                    want.push((f, ChangeKind::Deleted));
+                }
+                let g = tree.join(sub).join(format!("g{i:05}"));
+                fs::write(&g, "new").unwrap();
+                want.push((g, ChangeKind::Added));
+            }
+        }
+        fs::remove_dir_all(tree.join("c")).unwrap();
+        want.push((tree.join("c"), ChangeKind::Deleted));
+        for i in 0..1500 {
+            want.push((tree.join("c").join(format!("f{i:05}")), ChangeKind::Deleted));
+        }
+        want.sort_by_key(|(p, _)| baseline::key_of(p));
+        let (s, v) = collect(&mut b, &cfg, Mode::Check);
+        let got: Vec<_> = v.iter().map(|c| (c.path.clone(), c.kind)).collect();
+        assert!(
+            got == want,
+            "{} changes reported, {} expected",
+            got.len(),
+            want.len()
+        );
+        assert_eq!(s.changes(), want.len() as u64);
+        let (_, v) = collect(&mut b, &cfg, Mode::Check);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn the_writing_thread_writes_in_walk_order_and_detects_conflicts() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        fs::create_dir(&tree).unwrap();
+        let names = ["a", "b", "c", "d", "e"];
+        for n in names {
+            fs::write(tree.join(n), "1").unwrap();
+        }
+        let cfg = config(&tree);
+        let plan = Plan::new(&cfg.paths);
+        let state = d.path().join("state");
+        let mut b = Baseline::open(&state, true).unwrap();
+        collect(&mut b, &cfg, Mode::Init);
+        for n in names {
+            fs::write(tree.join(n), "22").unwrap();
+        }
+        // Each entry compared with its row and hashed, as the scan does.
+        let mut ctx = test_ctx(&cfg, false);
+        ctx.sealer = b.sealer();
+        let reader = b.reader().unwrap();
+        let item = |n: &str| {
+            let path = tree.join(n);
+            let key = baseline::key_of(&path);
+            let old = reader.get(&key).unwrap();
+            let node = Node {
+                meta: Some(fs::symlink_metadata(&path).unwrap()),
+                path,
+                key,
+                root: 0,
+                link_target: None,
+                dir: None,
+            };
+            let mut it = Item::new(node, old);
+            prepare(&mut it, &ctx);
+            it
+        };
+        let batches = [vec![item("a"), item("b")], vec![item("c")], vec![item("d")]];
+        // Meanwhile another writer records a change of `c`: the scan's write of it must not apply.
+        let mut other = Baseline::open(&state, false).unwrap();
+        let key_c = baseline::key_of(&tree.join("c"));
+        let row_c = other.get(&key_c).unwrap().unwrap();
+        let mut attrs = row_c.attrs.clone();
+        attrs.size = Some(2);
+        let put = Op::Put {
+            key: key_c.clone(),
+            checks: row_c.checks,
+            attrs,
+            expect: Some(row_c.mac.clone()),
+            content: ContentOp::Keep,
+            record: None,
+            seal: None,
+        };
+        assert_eq!(other.apply(&[put]).unwrap(), [true]);
+        // The hashing jobs finish out of order; a batch after an abort is not written.
+        let (htx, hrx) = mpsc::channel();
+        let (atx, arx) = mpsc::channel();
+        let mut seqs = batches.into_iter().enumerate().collect::<Vec<_>>();
+        seqs.reverse();
+        for (seq, batch) in seqs.drain(..2) {
+            htx.send((seq as u64, batch)).unwrap();
+        }
+        let abort = AtomicBool::new(false);
+        let mut writer = Writer {
+            b: &mut b,
+            paths: &cfg.paths,
+            plan: &plan,
+            mode: Mode::Check,
+            summary: Summary::default(),
+            denied: WalkStats::default(),
+            conflicts: Vec::new(),
+            quiet: &[],
+        };
+        std::thread::scope(|s| {
+            let w = s.spawn(|| write_in_order(&mut writer, hrx, atx, &abort));
+            // Nothing is written before the first batch is back.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(arx.try_recv().is_err());
+            let (seq, batch) = seqs.pop().unwrap();
+            htx.send((seq as u64, batch)).unwrap();
+            let first: Vec<_> = arx.recv().unwrap();
+            let names: Vec<_> = first.iter().map(|c| c.path.clone()).collect();
+            assert_eq!(names, [tree.join("a"), tree.join("b")]);
+            // `c` conflicted: written by no one, reported by no one here.
+            assert!(arx.recv().unwrap().is_empty());
+            let third = arx.recv().unwrap();
+            assert_eq!(third.len(), 1);
+            assert_eq!(third[0].path, tree.join("d"));
+            abort.store(true, Ordering::Relaxed);
+            htx.send((3, vec![item("e")])).unwrap();
+            drop(htx);
+            w.join().unwrap().unwrap();
+            assert!(arx.recv().is_err(), "written after the abort");
+        });
+        assert_eq!(writer.conflicts, std::slice::from_ref(&key_c));
+        assert_eq!(writer.summary.modified, 3);
+        // The other writer's row stands; `e` keeps its old row.
+        assert_eq!(b.get(&key_c).unwrap().unwrap().attrs.size, Some(2));
+        let e = b.get(&baseline::key_of(&tree.join("e"))).unwrap().unwrap();
+        assert_eq!(e.attrs.size, Some(1));
     }
 }
