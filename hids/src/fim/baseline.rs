@@ -859,6 +859,9 @@ impl Baseline {
                         }
                         match content {
                             ContentOp::Keep => {}
+                            // A new baseline's rows are inserted into the tables `clear` emptied:
+                            // a key without a row has no copy either (rows and copies go together).
+                            ContentOp::Delete if self.bulk && expect.is_none() => {}
                             ContentOp::Delete => {
                                 del_content.execute(params![key]).map_err(sql)?;
                             }
