@@ -408,6 +408,97 @@ const READ_COLUMNS: &str =
                             ctime, hash, hash_skipped, link, since, mac, \
                             EXISTS (SELECT 1 FROM fim_content c WHERE c.key = fim_entry.key)";
 
+/// Rows per multi-row insert (18 parameters each: well under SQLite's limit of 32766), and the
+/// smaller statement for the end of a batch.
+const ROWS_PER_INSERT: usize = 64;
+const FEW_ROWS_PER_INSERT: usize = 8;
+
+/// Whether an op only inserts a row, in bulk: no content to store, no history to keep.
+fn plain_insert(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Put {
+            expect: None,
+            record: None,
+            content: ContentOp::Keep | ContentOp::Delete,
+            ..
+        }
+    )
+}
+
+/// The statement inserting `n` rows at once, none over an existing one.
+fn insert_rows_sql(n: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    let make = |n: usize| {
+        let row = format!("({})", vec!["?"; 18].join(","));
+        format!(
+            "INSERT INTO fim_entry ({ROW_COLUMNS}) VALUES {} ON CONFLICT (key) DO NOTHING",
+            vec![row; n].join(",")
+        )
+    };
+    let sql = SQL.get_or_init(|| [make(ROWS_PER_INSERT), make(FEW_ROWS_PER_INSERT)]);
+    if n == ROWS_PER_INSERT {
+        &sql[0]
+    } else {
+        &sql[1]
+    }
+}
+
+/// Inserts the rows of `ops` (plain inserts, [`ROWS_PER_INSERT`] or [`FEW_ROWS_PER_INSERT`] of
+/// them) in one statement. False, with nothing written, when a row existed for one of the keys:
+/// then each must be tried on its own to know which applied.
+fn insert_rows(
+    conn: &Connection,
+    stmt: &mut rusqlite::Statement<'_>,
+    ops: &[Op],
+    macs: &[Option<Seal>],
+    now: i64,
+) -> rusqlite::Result<bool> {
+    for (r, (op, computed)) in ops.iter().zip(macs).enumerate() {
+        let Op::Put {
+            key,
+            checks,
+            attrs: a,
+            seal,
+            ..
+        } = op
+        else {
+            return Ok(false);
+        };
+        let Some(Seal { mac, hash }) = seal.as_ref().or(computed.as_ref()) else {
+            return Ok(false);
+        };
+        let at = r * 18;
+        stmt.raw_bind_parameter(at + 1, key)?;
+        stmt.raw_bind_parameter(at + 2, i64::from(*checks))?;
+        stmt.raw_bind_parameter(at + 3, a.file_type.map(|t| t.as_str()))?;
+        stmt.raw_bind_parameter(at + 4, a.size.map(|v| v as i64))?;
+        stmt.raw_bind_parameter(at + 5, a.mode.map(i64::from))?;
+        stmt.raw_bind_parameter(at + 6, a.uid.map(i64::from))?;
+        stmt.raw_bind_parameter(at + 7, a.gid.map(i64::from))?;
+        stmt.raw_bind_parameter(at + 8, &a.user)?;
+        stmt.raw_bind_parameter(at + 9, &a.group)?;
+        stmt.raw_bind_parameter(at + 10, a.inode.map(|v| v as i64))?;
+        stmt.raw_bind_parameter(at + 11, a.device.map(|v| v as i64))?;
+        stmt.raw_bind_parameter(at + 12, a.mtime)?;
+        stmt.raw_bind_parameter(at + 13, a.ctime)?;
+        stmt.raw_bind_parameter(at + 14, hash)?;
+        stmt.raw_bind_parameter(at + 15, &a.hash_skipped)?;
+        stmt.raw_bind_parameter(at + 16, &a.link_target)?;
+        stmt.raw_bind_parameter(at + 17, now)?;
+        stmt.raw_bind_parameter(at + 18, mac)?;
+    }
+    conn.prepare_cached("SAVEPOINT fim_rows")?.execute([])?;
+    let inserted = stmt.raw_execute();
+    let all = matches!(inserted, Ok(n) if n == ops.len());
+    if !all {
+        // Also on an error: the statement's rows are undone before it is reported.
+        conn.prepare_cached("ROLLBACK TO fim_rows")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE fim_rows")?.execute([])?;
+    inserted.map(|_| all)
+}
+
 impl Baseline {
     /// Opens the baseline in the state directory. With `create_key`, a missing MAC key is created
     /// (a new baseline); otherwise a missing key is an error.
@@ -807,7 +898,54 @@ impl Baseline {
                      WHERE key = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
                 )
                 .map_err(sql)?;
-            for (i, op) in ops.iter().enumerate() {
+            // Held for the whole call: a statement given back to the cache drops its bindings,
+            // and binding hundreds of values anew costs as many allocations.
+            let (mut many, mut few) = if self.bulk {
+                (
+                    Some(
+                        conn.prepare_cached(insert_rows_sql(ROWS_PER_INSERT))
+                            .map_err(sql)?,
+                    ),
+                    Some(
+                        conn.prepare_cached(insert_rows_sql(FEW_ROWS_PER_INSERT))
+                            .map_err(sql)?,
+                    ),
+                )
+            } else {
+                (None, None)
+            };
+            // Up to this op, rows are inserted one by one (a run that had a conflict).
+            let mut single_until = 0;
+            let mut i = 0;
+            while i < ops.len() {
+                // A new baseline: runs of plain inserts go many rows to a statement, which saves
+                // the statement's set-up and, the keys coming in order, the search for where each
+                // goes (SQLite appends after the previous row).
+                if self.bulk && i >= single_until {
+                    let run = ops[i..]
+                        .iter()
+                        .take(ROWS_PER_INSERT)
+                        .take_while(|op| plain_insert(op))
+                        .count();
+                    let (n, stmt) = match run {
+                        ROWS_PER_INSERT => (ROWS_PER_INSERT, many.as_mut()),
+                        r if r >= FEW_ROWS_PER_INSERT => (FEW_ROWS_PER_INSERT, few.as_mut()),
+                        _ => (0, None),
+                    };
+                    if let Some(stmt) = stmt {
+                        let (ops, macs) = (&ops[i..i + n], &macs[i..i + n]);
+                        if insert_rows(conn, stmt, ops, macs, now).map_err(sql)? {
+                            done.extend(std::iter::repeat(true).take(n));
+                            i += n;
+                            continue;
+                        }
+                        // Some row exists already: this run again, row by row.
+                        single_until = i + n;
+                    }
+                }
+                let op = &ops[i];
+                let at = i;
+                i += 1;
                 let (key, record) = match op {
                     Op::Put {
                         key,
@@ -818,7 +956,7 @@ impl Baseline {
                         record,
                         seal,
                     } => {
-                        let Some(Seal { mac, hash }) = seal.as_ref().or(macs[i].as_ref()) else {
+                        let Some(Seal { mac, hash }) = seal.as_ref().or(macs[at].as_ref()) else {
                             continue;
                         };
                         debug_assert!(
@@ -866,7 +1004,7 @@ impl Baseline {
                                 del_content.execute(params![key]).map_err(sql)?;
                             }
                             ContentOp::Set(_) => {
-                                if let Some((data, cmac, size)) = &contents[i] {
+                                if let Some((data, cmac, size)) = &contents[at] {
                                     put_content
                                         .execute(params![key, *size as i64, data, cmac])
                                         .map_err(sql)?;
@@ -990,6 +1128,56 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 1);
+    }
+
+    #[test]
+    fn bulk_inserts_many_rows_at_once_and_still_sees_rows_that_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = Baseline::open(d.path(), true).unwrap();
+        let sealer = b.sealer();
+        let put = |i: u64, size: u64, sealed: bool| {
+            let key = key_of(Path::new(&format!("/tree/{i:08}")));
+            let attrs = FileAttrs {
+                file_type: Some(FileType::File),
+                size: Some(size),
+                user: Some(format!("u{i}")),
+                hash: Some(bytes_to_hex(blake3::hash(&i.to_le_bytes()).as_bytes())),
+                ..Default::default()
+            };
+            let seal = sealed.then(|| sealer.seal(&key, 0x7ff, &attrs));
+            Op::Put {
+                key,
+                checks: 0x7ff,
+                attrs,
+                expect: None,
+                content: ContentOp::Delete,
+                record: None,
+                seal,
+            }
+        };
+        // Another writer recorded rows 70 and 140 first.
+        assert_eq!(
+            b.apply(&[put(70, 1, false), put(140, 1, true)]).unwrap(),
+            [true, true]
+        );
+        b.begin_bulk().unwrap();
+        // Runs of 64 and 8 rows, the rest one by one; sealed ahead or not.
+        let ops: Vec<Op> = (0..150).map(|i| put(i, 2, i % 3 != 0)).collect();
+        let done = b.apply(&ops).unwrap();
+        b.end_bulk().unwrap();
+        let not_applied: Vec<usize> = (0..150).filter(|&i| !done[i]).collect();
+        assert_eq!(not_applied, [70, 140]);
+        assert_eq!(b.count().unwrap(), 150);
+        for i in 0..150u64 {
+            let row = b
+                .get(&key_of(Path::new(&format!("/tree/{i:08}"))))
+                .unwrap()
+                .unwrap();
+            assert!(row.mac_ok, "row {i}");
+            let want = if i == 70 || i == 140 { 1 } else { 2 };
+            assert_eq!(row.attrs.size, Some(want), "row {i}");
+            assert_eq!(row.attrs.user.as_deref(), Some(format!("u{i}").as_str()));
+        }
     }
 
     #[test]
