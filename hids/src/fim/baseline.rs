@@ -191,6 +191,12 @@ impl Sealer {
             .to_vec();
         Seal { mac, hash }
     }
+
+    /// Checks the MAC of a row read with [`Baseline::page_unchecked`], setting its `mac_ok`.
+    pub fn check(&self, row: &mut Row) {
+        // The stored hash is what `seal` takes back from the row's hex.
+        row.mac_ok = self.seal(&row.key, row.checks, &row.attrs).mac == row.mac;
+    }
 }
 
 /// Rows written per transaction while recording a new baseline in bulk.
@@ -659,7 +665,8 @@ impl Baseline {
         r.and_then(|_| tx.commit()).map_err(self.sql())
     }
 
-    fn row_from(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    /// A row as read; its MAC checked only with `check` (else `mac_ok` is false).
+    fn row_from(&self, r: &rusqlite::Row<'_>, check: bool) -> rusqlite::Result<Row> {
         let key: Vec<u8> = r.get(0)?;
         let checks: i64 = r.get(1)?;
         let checks = checks as u16;
@@ -683,8 +690,7 @@ impl Baseline {
         let since: i64 = r.get(16)?;
         let mac: Vec<u8> = r.get(17)?;
         let has_content: bool = r.get(18)?;
-        let expected = self.mac(&key, checks, &attrs, hash.as_deref());
-        let mac_ok = expected == mac;
+        let mac_ok = check && self.mac(&key, checks, &attrs, hash.as_deref()) == mac;
         Ok(Row {
             key,
             checks,
@@ -705,6 +711,29 @@ impl Baseline {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Row>, FimError> {
+        self.read_page(from, after, before, limit, true)
+    }
+
+    /// [`Baseline::page`] without checking the rows' MACs: each row's `mac_ok` is false until
+    /// [`Sealer::check`] is called on it. For a scan, which checks them on its hashing threads.
+    pub fn page_unchecked(
+        &self,
+        from: &[u8],
+        after: Option<&[u8]>,
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Row>, FimError> {
+        self.read_page(from, after, before, limit, false)
+    }
+
+    fn read_page(
+        &self,
+        from: &[u8],
+        after: Option<&[u8]>,
+        before: Option<&[u8]>,
+        limit: usize,
+        check: bool,
+    ) -> Result<Vec<Row>, FimError> {
         let (op, start) = match after {
             Some(a) => (">", a),
             None => (">=", from),
@@ -722,7 +751,7 @@ impl Baseline {
             )),
         }
         .map_err(self.sql())?;
-        let map = |r: &rusqlite::Row<'_>| self.row_from(r);
+        let map = |r: &rusqlite::Row<'_>| self.row_from(r, check);
         let rows = match before {
             Some(hi) => stmt.query_map(params![start, hi, limit as i64], map),
             None => stmt.query_map(params![start, limit as i64], map),
@@ -735,7 +764,7 @@ impl Baseline {
     pub fn get(&self, key: &[u8]) -> Result<Option<Row>, FimError> {
         let sql = format!("SELECT {READ_COLUMNS} FROM fim_entry WHERE key = ?1");
         let mut stmt = self.conn.prepare_cached(&sql).map_err(self.sql())?;
-        stmt.query_row(params![key], |r| self.row_from(r))
+        stmt.query_row(params![key], |r| self.row_from(r, true))
             .optional()
             .map_err(self.sql())
     }
