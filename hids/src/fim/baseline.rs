@@ -599,7 +599,9 @@ impl Baseline {
     /// its queries starts.
     pub fn reader(&self) -> Result<Baseline, FimError> {
         let conn = crate::state::open_db(&self.db_path)?;
-        let _ = conn.pragma_update(None, "cache_size", -16384i64);
+        // Pages are read in key order, each once: a small cache keeps the interior pages (4 MiB,
+        // so that the two connections together stay within what one had before).
+        let _ = conn.pragma_update(None, "cache_size", -4096i64);
         conn.pragma_update(None, "query_only", true)
             .map_err(self.sql())?;
         Ok(Baseline {
