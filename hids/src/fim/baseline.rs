@@ -988,6 +988,9 @@ impl Baseline {
                         seal,
                     } => {
                         let Some(Seal { mac, hash }) = seal.as_ref().or(macs[at].as_ref()) else {
+                            // Every put is sealed ahead or above; were one not, it is not
+                            // written, and says so in its place.
+                            done.push(false);
                             continue;
                         };
                         debug_assert!(
