@@ -192,7 +192,7 @@ impl Sealer {
         Seal { mac, hash }
     }
 
-    /// Checks the MAC of a row read with [`Baseline::page_unchecked`], setting its `mac_ok`.
+    /// Checks the MAC of a row read unchecked by [`Baseline::read_page`], setting its `mac_ok`.
     pub fn check(&self, row: &mut Row) {
         // The stored hash is what `seal` takes back from the row's hex.
         row.mac_ok = self.seal(&row.key, row.checks, &row.attrs).mac == row.mac;
@@ -716,19 +716,10 @@ impl Baseline {
         self.read_page(from, after, before, limit, true)
     }
 
-    /// [`Baseline::page`] without checking the rows' MACs: each row's `mac_ok` is false until
-    /// [`Sealer::check`] is called on it. For a scan, which checks them on its hashing threads.
-    pub fn page_unchecked(
-        &self,
-        from: &[u8],
-        after: Option<&[u8]>,
-        before: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Row>, FimError> {
-        self.read_page(from, after, before, limit, false)
-    }
-
-    fn read_page(
+    /// [`Baseline::page`], checking the rows' MACs only with `check`: otherwise each row's
+    /// `mac_ok` is false until [`Sealer::check`] is called on it (a scan checks them on its
+    /// hashing threads).
+    pub fn read_page(
         &self,
         from: &[u8],
         after: Option<&[u8]>,

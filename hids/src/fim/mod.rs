@@ -219,11 +219,7 @@ impl Cursor {
     fn peek(&mut self, b: &Baseline) -> Result<Option<&Row>, FimError> {
         if self.buf.is_empty() && !self.done {
             let (lo, after, hi) = (&self.lo, self.after.as_deref(), self.hi.as_deref());
-            let page = if self.checked {
-                b.page(lo, after, hi, PAGE)?
-            } else {
-                b.page_unchecked(lo, after, hi, PAGE)?
-            };
+            let page = b.read_page(lo, after, hi, PAGE, self.checked)?;
             if page.len() < PAGE {
                 self.done = true;
             }
@@ -553,7 +549,21 @@ struct Writer<'a> {
     quiet: &'a [PathBuf],
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// The writing side of a check of `paths`, every path already in the baseline.
+    fn checking(b: &'a mut Baseline, paths: &'a [FimPath], plan: &'a Plan) -> Writer<'a> {
+        Writer {
+            b,
+            paths,
+            plan,
+            mode: Mode::Check,
+            summary: Summary::default(),
+            denied: WalkStats::default(),
+            conflicts: Vec::new(),
+            quiet: &[],
+        }
+    }
+
     /// Compares a hashed batch with the baseline, writes it in one transaction, and reports the
     /// changes that were written.
     fn finish(
@@ -1217,16 +1227,7 @@ pub fn check_paths(
         stop: None,
         sealer: b.sealer(),
     };
-    let mut writer = Writer {
-        b,
-        paths: &cfg.paths,
-        plan,
-        mode: Mode::Check,
-        summary: Summary::default(),
-        denied: WalkStats::default(),
-        conflicts: Vec::new(),
-        quiet: &[],
-    };
+    let mut writer = Writer::checking(b, &cfg.paths, plan);
     let mut walker = Walker::new(plan, &cfg.paths);
     // A path under a directory found gone earlier in this call was taken with it.
     let mut taken: std::collections::HashSet<Vec<u8>> = Default::default();
@@ -1516,16 +1517,7 @@ mod tests {
         // The writer sees nothing to record for it.
         let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
         let plan = Plan::new(&cfg.paths);
-        let mut w = Writer {
-            b: &mut b,
-            paths: &cfg.paths,
-            plan: &plan,
-            mode: Mode::Check,
-            summary: Summary::default(),
-            denied: WalkStats::default(),
-            conflicts: Vec::new(),
-            quiet: &[],
-        };
+        let mut w = Writer::checking(&mut b, &cfg.paths, &plan);
         let mut n = 0;
         w.finish(vec![item], &mut |_| n += 1).unwrap();
         assert_eq!(n, 0);
@@ -1602,17 +1594,23 @@ mod tests {
         assert!(gone.node.is_none() && gone.attrs.is_none());
     }
 
-    #[test]
-    fn a_stopped_scan_reports_no_deletions_for_what_it_did_not_visit() {
-        let d = tempfile::tempdir().unwrap();
-        let tree = d.path().join("t");
+    /// A directory of 3,000 small files under `d`, recorded in a new baseline.
+    fn recorded_flat_tree(d: &Path) -> (PathBuf, FimConfig, Baseline) {
+        let tree = d.join("t");
         fs::create_dir(&tree).unwrap();
         for i in 0..3000 {
             fs::write(tree.join(format!("f{i:05}")), "x").unwrap();
         }
         let cfg = config(&tree);
-        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
+        let mut b = Baseline::open(&d.join("state"), true).unwrap();
         collect(&mut b, &cfg, Mode::Init);
+        (tree, cfg, b)
+    }
+
+    #[test]
+    fn a_stopped_scan_reports_no_deletions_for_what_it_did_not_visit() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, cfg, mut b) = recorded_flat_tree(d.path());
         let stop = AtomicBool::new(true);
         let opts = ScanOptions {
             stop: Some(&stop),
@@ -1678,14 +1676,7 @@ mod tests {
     #[test]
     fn a_scan_checks_every_row_it_reads_and_reports_only_the_tampered_ones() {
         let d = tempfile::tempdir().unwrap();
-        let tree = d.path().join("t");
-        fs::create_dir(&tree).unwrap();
-        for i in 0..3000 {
-            fs::write(tree.join(format!("f{i:05}")), "x").unwrap();
-        }
-        let cfg = config(&tree);
-        let mut b = Baseline::open(&d.path().join("state"), true).unwrap();
-        collect(&mut b, &cfg, Mode::Init);
+        let (tree, cfg, mut b) = recorded_flat_tree(d.path());
         // One row edited in the database, in the second page the cursor reads; another edited and
         // its file removed.
         b.tamper(&baseline::key_of(&tree.join("f02500")));
@@ -1780,16 +1771,7 @@ mod tests {
             htx.send((seq as u64, batch)).unwrap();
         }
         let abort = AtomicBool::new(false);
-        let mut writer = Writer {
-            b: &mut b,
-            paths: &cfg.paths,
-            plan: &plan,
-            mode: Mode::Check,
-            summary: Summary::default(),
-            denied: WalkStats::default(),
-            conflicts: Vec::new(),
-            quiet: &[],
-        };
+        let mut writer = Writer::checking(&mut b, &cfg.paths, &plan);
         std::thread::scope(|s| {
             let w = s.spawn(|| write_in_order(&mut writer, hrx, atx, &abort));
             // Nothing is written before the first batch is back.
