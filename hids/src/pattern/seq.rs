@@ -1,5 +1,6 @@
 //! A small matcher for the pattern shapes decoders use most: a plain sequence of literal text,
-//! byte classes, repeated byte classes (`\S+`, `\d*?`, `.+?` ...), capturing groups and `^`/`$`.
+//! byte classes, repeated byte classes (`\S+`, `\d*?`, `.+?` ...), capturing groups and `^`/`$`,
+//! or a choice between such sequences.
 //!
 //! The regex crate extracts captures with a general backtracker or PikeVM over its NFA; for a
 //! sequence that is several times the cost of walking the sequence directly. This matcher is
