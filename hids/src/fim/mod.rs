@@ -913,28 +913,31 @@ fn engine(
         // Entries travel in chunks: one channel operation (and thread wake-up) per entry would
         // cost more than looking at the entry.
         let (wtx, wrx) = mpsc::sync_channel::<Vec<WalkItem>>(16);
-        let walker = s.spawn(|| {
-            let mut w = Walker::new(plan, paths);
-            // Every file is read: open them relative to their directory.
-            w.hold_dirs = mode == Mode::Init || opts.full;
-            if let Some(p) = &pace {
-                w.pace = Some(p);
-            }
-            let wtx = wtx;
-            let mut chunk: Vec<WalkItem> = Vec::with_capacity(WALK_CHUNK);
-            let mut emit = |item: WalkItem| {
-                chunk.push(item);
-                if chunk.len() >= WALK_CHUNK {
-                    return wtx.send(std::mem::take(&mut chunk)).is_ok();
+        let walking = std::thread::Builder::new()
+            .name("fim-walk".into())
+            .spawn_scoped(s, || {
+                let mut w = Walker::new(plan, paths);
+                // Every file is read: open them relative to their directory.
+                w.hold_dirs = mode == Mode::Init || opts.full;
+                if let Some(p) = &pace {
+                    w.pace = Some(p);
                 }
-                true
-            };
-            w.run(&mut emit);
-            if !chunk.is_empty() {
-                let _ = wtx.send(chunk);
-            }
-            w.stats
-        });
+                let wtx = wtx;
+                let mut chunk: Vec<WalkItem> = Vec::with_capacity(WALK_CHUNK);
+                let mut emit = |item: WalkItem| {
+                    chunk.push(item);
+                    if chunk.len() >= WALK_CHUNK {
+                        return wtx.send(std::mem::take(&mut chunk)).is_ok();
+                    }
+                    true
+                };
+                w.run(&mut emit);
+                if !chunk.is_empty() {
+                    let _ = wtx.send(chunk);
+                }
+                w.stats
+            });
+        let walker = walking.map_err(|e| FimError::Threads(e.to_string()))?;
         // Each batch is hashed by a job of its own on the pool, so that a batch's last large
         // file does not leave the other cores idle: the next batches are already being hashed.
         // Batches are written in walk order as they come back, on a thread of their own, so that
