@@ -148,16 +148,9 @@ const MAX_ALTERNATIVES: usize = 8;
 
 /// A compiled pattern: one sequence, or a choice between sequences (`^from (\S+): |^from (\S+) `,
 /// as several decoders write theirs).
+#[derive(Clone)]
 pub(super) struct Seqs {
     alts: Box<[Seq]>,
-}
-
-impl Clone for Seqs {
-    fn clone(&self) -> Seqs {
-        Seqs {
-            alts: self.alts.clone(),
-        }
-    }
 }
 
 impl Seqs {
