@@ -13,7 +13,9 @@
 //! `frequency + 1` earlier records qualify, so with the current event `frequency + 2` events in all
 //! (OSSEC's documented quirk).
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasher;
 
 /// Bounds on correlation memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +190,16 @@ pub type RecordFilter<'a> = dyn Fn(&str, u8) -> bool + 'a;
 /// `if_matched_group` rule.
 pub type ListId = usize;
 
+/// A list's reference to a record: its sequence number, a copy of its `matched` level and a
+/// fingerprint of its source address (0 when it has none), so that a search reads only the records
+/// it may count.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    seq: u64,
+    srcip: u32,
+    matched: u8,
+}
+
 /// The mutable correlation memory of one engine.
 #[derive(Debug)]
 pub struct State {
@@ -195,7 +207,13 @@ pub struct State {
     /// Records by sequence number; `records[0]` has sequence `base`.
     records: VecDeque<Record>,
     base: u64,
-    lists: Vec<VecDeque<u64>>,
+    lists: Vec<VecDeque<Entry>>,
+    /// Keys the source address fingerprints of the list entries.
+    fingerprints: RandomState,
+    /// One past the newest sequence number whose record is older than the record before it (0:
+    /// none). While such a pair is held, record times are not in sequence order and a search reads
+    /// each record's time instead of bisecting the ring.
+    unordered: u64,
     fts: HashSet<Box<str>>,
     ignored: HashSet<Box<str>>,
     counters: Counters,
@@ -219,6 +237,8 @@ impl State {
             records: VecDeque::new(),
             base: 0,
             lists: vec![VecDeque::new(); lists],
+            fingerprints: RandomState::new(),
+            unordered: 0,
             fts: HashSet::new(),
             ignored: HashSet::new(),
             counters: Counters::default(),
@@ -243,6 +263,11 @@ impl State {
     /// consumed records are marked with the rule's level, and the caller must pass `matched = level`
     /// when it remembers the current event.
     /// `filter` (for `if_matched_regex`) must also accept a record's log and category.
+    ///
+    /// The walk from the newest entry back stops where OSSEC's does, without reading every
+    /// record: records are in time order (unless a clock went back), so the records older than
+    /// the timeframe are found by bisecting the ring; each entry carries its record's consumed
+    /// level; and a `same_source_ip` search passes over entries whose address fingerprint differs.
     pub fn search(
         &mut self,
         list: ListId,
@@ -255,31 +280,53 @@ impl State {
             lists,
             records,
             base,
+            fingerprints,
+            unordered,
             ..
         } = self;
         let base = *base;
         let l = lists.get_mut(list)?;
-        // Drop sequence numbers of records that left the ring.
-        while l.front().is_some_and(|&s| s < base) {
+        // Drop entries of records that left the ring.
+        while l.front().is_some_and(|e| e.seq < base) {
             l.pop_front();
         }
-        let newest = *l.back()?;
+        let newest = l.back()?.seq;
+        // With no source address, no record has the same one: OSSEC's walk finds nothing either,
+        // and a failed search changes nothing.
+        let srcip = if rule.same.source_ip {
+            Some(fingerprint(fingerprints, keys.srcip?))
+        } else {
+            None
+        };
+        let too_old = |rec: &Record| now.saturating_sub(rec.time) > rule.timeframe;
+        let ordered = *unordered <= base;
+        // The first sequence number inside the timeframe (ordered records only).
+        let recent = if ordered {
+            base + records.partition_point(too_old) as u64
+        } else {
+            base
+        };
         let mut count: u32 = 0;
         // The records whose logs the alert will carry (at most 11, newest first): their logs
         // are copied only if the search succeeds, which most searches do not.
         let mut related = [0usize; MAX_RELATED];
         let mut n_related = 0;
         let at = |seq: u64| -> Option<usize> { usize::try_from(seq.checked_sub(base)?).ok() };
-        for &seq in l.iter().rev() {
-            let Some((i, rec)) = at(seq).and_then(|i| Some((i, records.get_mut(i)?))) else {
-                break;
-            };
-            if now.saturating_sub(rec.time) > rule.timeframe {
+        for e in l.iter().rev() {
+            if e.seq < recent {
                 return None;
             }
-            if rec.matched >= rule.level {
+            if e.matched >= rule.level {
                 return None;
             }
+            let i = at(e.seq)?;
+            if !ordered && too_old(records.get(i)?) {
+                return None;
+            }
+            if srcip.is_some_and(|ip| ip != e.srcip) {
+                continue;
+            }
+            let rec = records.get(i)?;
             if !same_ok(&rule.same, rec, keys) {
                 continue;
             }
@@ -294,9 +341,19 @@ impl State {
                 count += 1;
                 continue;
             }
-            rec.matched = rule.level;
-            if let Some(first) = at(newest).and_then(|i| records.get_mut(i)) {
-                first.matched = rule.level;
+            let consumed = e.seq;
+            for seq in [consumed, newest] {
+                if let Some(rec) = at(seq).and_then(|i| records.get_mut(i)) {
+                    rec.matched = rule.level;
+                    // The record's entries in every list it is in.
+                    for l in lists.iter_mut() {
+                        if let Ok(k) = l.binary_search_by_key(&seq, |e| e.seq) {
+                            if let Some(e) = l.get_mut(k) {
+                                e.matched = rule.level;
+                            }
+                        }
+                    }
+                }
             }
             let related = related[..n_related]
                 .iter()
@@ -318,11 +375,21 @@ impl State {
         while !log.is_char_boundary(cut) {
             cut -= 1;
         }
+        if self.records.back().is_some_and(|r| now < r.time) {
+            self.unordered = seq + 1;
+        }
         self.records
             .push_back(Record::new(now, matched, keys, &log[..cut]));
+        let srcip = keys
+            .srcip
+            .map_or(0, |ip| fingerprint(&self.fingerprints, ip));
         for &l in lists {
             if let Some(list) = self.lists.get_mut(l) {
-                list.push_back(seq);
+                list.push_back(Entry {
+                    seq,
+                    srcip,
+                    matched,
+                });
                 // Keep list memory bounded too: a list never holds more than the ring.
                 while list.len() > self.limits.max_events + 1 {
                     list.pop_front();
@@ -356,6 +423,8 @@ impl State {
             records,
             base,
             lists: mut old_lists,
+            fingerprints,
+            unordered,
             fts,
             ignored,
             counters,
@@ -363,6 +432,9 @@ impl State {
         } = old;
         self.records = records;
         self.base = base;
+        // The inherited entries' fingerprints were made with the old keys.
+        self.fingerprints = fingerprints;
+        self.unordered = unordered;
         self.fts = fts;
         self.ignored = ignored;
         self.counters = counters;
@@ -417,6 +489,11 @@ impl State {
     pub fn is_ignored(&self, key: &str) -> bool {
         self.ignored.contains(key)
     }
+}
+
+/// A source address's fingerprint in list entries: never 0, which stands for no address.
+fn fingerprint(keys: &RandomState, srcip: &str) -> u32 {
+    keys.hash_one(srcip) as u32 | 1
 }
 
 fn same_ok(same: &SameFlags, old: &Record, cur: &Keys) -> bool {
@@ -581,6 +658,104 @@ mod tests {
         assert!(s
             .search(0, &keys("10.0.0.5"), 0, &rule(0, 60), None)
             .is_none());
+    }
+
+    /// OSSEC's walk as written: every entry's record read, newest first.
+    fn walk_every_record(
+        s: &mut State,
+        list: ListId,
+        keys: &Keys,
+        now: u64,
+        rule: &Search,
+    ) -> Option<Found> {
+        let base = s.base;
+        let l = &s.lists[list];
+        let seqs: Vec<u64> = l.iter().map(|e| e.seq).filter(|&q| q >= base).collect();
+        let newest = *seqs.last()?;
+        let mut count = 0;
+        let mut related = Vec::new();
+        for &seq in seqs.iter().rev() {
+            let rec = s.records.get((seq - base) as usize)?;
+            if now.saturating_sub(rec.time) > rule.timeframe || rec.matched >= rule.level {
+                return None;
+            }
+            if !same_ok(&rule.same, rec, keys) {
+                continue;
+            }
+            if related.len() < MAX_RELATED {
+                related.push(rec.log().to_string());
+            }
+            if count < rule.frequency {
+                count += 1;
+                continue;
+            }
+            for q in [seq, newest] {
+                s.records[(q - base) as usize].matched = rule.level;
+            }
+            return Some(Found { related });
+        }
+        None
+    }
+
+    #[test]
+    fn the_search_finds_what_walking_every_record_finds() {
+        // Random alerts (a few addresses and users, clocks that sometimes go back, correlation
+        // levels 0-16) into two memories; one searched as implemented, one by reading every record.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.0.2.9"];
+        let users = ["root", "admin"];
+        let limits = Limits {
+            max_events: 300,
+            ..Limits::default()
+        };
+        let (mut fast, mut slow) = (State::new(limits, 3), State::new(limits, 3));
+        let mut now = 1_000u64;
+        let mut found = 0;
+        for step in 0..20_000 {
+            // Mostly forward, sometimes back.
+            now = match next(20) {
+                0 => now.saturating_sub(next(30)),
+                1..=9 => now,
+                _ => now + next(3),
+            };
+            let log = format!("line {step}");
+            let k = Keys {
+                srcip: (next(8) != 0).then(|| ips[next(4) as usize]),
+                dstuser: Some(users[next(2) as usize]),
+                host: "h",
+                ..Keys::default()
+            };
+            let list = next(3) as usize;
+            let rule = Search {
+                level: next(17) as u8,
+                frequency: next(4) as u32,
+                timeframe: next(40),
+                same: SameFlags {
+                    source_ip: next(3) != 0,
+                    user: next(4) == 0,
+                    different_srcip: next(10) == 0,
+                    ..SameFlags::default()
+                },
+            };
+            let a = fast.search(list, &k, now, &rule, None);
+            let b = walk_every_record(&mut slow, list, &k, now, &rule);
+            assert_eq!(a, b, "step {step}");
+            let matched = if a.is_some() { rule.level } else { 0 };
+            found += usize::from(a.is_some());
+            let lists = [list, (list + 1) % 3];
+            let feeds = &lists[..1 + next(2) as usize];
+            fast.remember(feeds, &k, &log, now, matched);
+            slow.remember(feeds, &k, &log, now, matched);
+        }
+        let levels = |s: &State| s.records.iter().map(|r| r.matched).collect::<Vec<_>>();
+        assert_eq!(levels(&fast), levels(&slow));
+        assert!(found > 1_000, "{found}");
     }
 
     #[test]
