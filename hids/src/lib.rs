@@ -5,6 +5,10 @@
 //! `main.rs` is only the command line.
 #![deny(unsafe_code)]
 
+/// The process's allocator (see [`sys::Allocator`]).
+#[global_allocator]
+static ALLOCATOR: sys::Allocator = sys::Allocator;
+
 pub mod agent;
 pub mod config;
 pub mod decode;

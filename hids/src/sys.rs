@@ -1,6 +1,69 @@
 //! The few calls into the C library that std does not wrap. Each `unsafe` block says why it is sound.
 #![allow(unsafe_code)]
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The process's allocator: mimalloc rather than the C library's. Per-event strings and per-entry
+/// paths are allocated and freed by the million, often on another thread than the one that made
+/// them, where mimalloc takes a fraction of the C library's instructions.
+///
+/// Before its first allocation it is told to commit arena memory only as used and to return freed
+/// pages at once: its defaults trade resident memory for speed (the rules benchmark's peak RSS
+/// was 56 MB with them, 32 MB without, against 30 MB with the C library).
+pub struct Allocator;
+
+static CONFIGURED: AtomicBool = AtomicBool::new(false);
+
+extern "C" {
+    fn mi_option_set(option: libc::c_int, value: libc::c_long);
+}
+
+/// mimalloc's `mi_option_arena_eager_commit` and `mi_option_purge_delay` (`mimalloc.h`).
+const MI_OPTION_ARENA_EAGER_COMMIT: libc::c_int = 4;
+const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+
+#[cold]
+fn configure_allocator() {
+    // SAFETY: mi_option_set stores an integer in mimalloc's option table; it allocates nothing
+    // and is safe to call from any thread, any number of times.
+    unsafe {
+        mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    }
+    CONFIGURED.store(true, Ordering::Release);
+}
+
+// SAFETY: every call is passed on to mimalloc's allocator, which upholds GlobalAlloc's contract;
+// the options are set before the first allocation (memory freed or resized was allocated after).
+unsafe impl GlobalAlloc for Allocator {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !CONFIGURED.load(Ordering::Acquire) {
+            configure_allocator();
+        }
+        mimalloc::MiMalloc.alloc(layout)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if !CONFIGURED.load(Ordering::Acquire) {
+            configure_allocator();
+        }
+        mimalloc::MiMalloc.alloc_zeroed(layout)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        mimalloc::MiMalloc.dealloc(ptr, layout)
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+    }
+}
+
 /// The effective user id of this process.
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
