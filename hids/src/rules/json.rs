@@ -129,9 +129,24 @@ fn alert_json(
     string(b, &event.host);
     b.extend_from_slice(b",\"location\":");
     string(b, &event.location);
+    // The message is usually the end of the full log (all of it for a line without a header):
+    // escaping works byte by byte, so its escaped form is then copied from the full log's.
+    let mut message_escaped = None;
     if !no_full_log {
         b.extend_from_slice(b",\"full_log\":");
-        string(b, &event.full_log);
+        let full = event.full_log.as_bytes();
+        let rest = full.len().checked_sub(message.len());
+        match rest.filter(|&k| full.get(k..) == Some(message.as_bytes())) {
+            Some(k) => {
+                b.push(b'"');
+                escape_run(b, &full[..k]);
+                let from = b.len();
+                escape_run(b, &full[k..]);
+                message_escaped = Some(from..b.len());
+                b.push(b'"');
+            }
+            None => string(b, &event.full_log),
+        }
     }
     b.extend_from_slice(b",\"predecoder\":{\"timestamp\":");
     opt_string(b, timestamp.as_deref());
@@ -142,7 +157,14 @@ fn alert_json(
     b.extend_from_slice(b",\"pid\":");
     opt_string(b, pid.as_deref());
     b.extend_from_slice(b",\"message\":");
-    string(b, message);
+    match message_escaped {
+        Some(run) => {
+            b.push(b'"');
+            b.extend_from_within(run);
+            b.push(b'"');
+        }
+        None => string(b, message),
+    }
     b.extend_from_slice(b"},\"decoder\":");
     opt_string(b, decoded.decoder.as_deref());
     if let Some(p) = decoded.parent.as_deref() {
@@ -222,9 +244,15 @@ fn opt_string(b: &mut Vec<u8>, s: Option<&str>) {
 /// A JSON string with serde_json's escapes: `\"`, `\\`, `\b \t \n \f \r`, and `\u00xx` for the
 /// other control characters below 0x20; everything else (DEL and UTF-8 included) as is.
 fn string(b: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    b.reserve(bytes.len() + 2);
+    b.reserve(s.len() + 2);
     b.push(b'"');
+    escape_run(b, s.as_bytes());
+    b.push(b'"');
+}
+
+/// The escaped bytes of a JSON string, without its quotes. Each byte is escaped on its own, so
+/// the escape of a text is the escapes of its parts, wherever it is cut.
+fn escape_run(b: &mut Vec<u8>, bytes: &[u8]) {
     // Runs without anything to escape are copied whole; they are found eight bytes at a time.
     let mut start = 0;
     let mut i = 0;
@@ -254,7 +282,6 @@ fn string(b: &mut Vec<u8>, s: &str) {
         start = i;
     }
     b.extend_from_slice(&bytes[start..]);
-    b.push(b'"');
 }
 
 /// The bytes of `w` (little-endian) that JSON strings escape, as their high bits: below 0x20, a
@@ -439,7 +466,13 @@ mod tests {
                 hostname: (i % 3 != 0).then(|| other.clone()),
                 program_name: (i % 5 != 0).then(|| t.clone()),
                 pid: (i % 7 == 0).then(|| "1028".to_string()),
-                message: t.clone(),
+                // The end of the full log (cut before an escape, after one, inside a multi-byte
+                // character's text), all of it, or its beginning.
+                message: match i % 3 {
+                    0 => other.clone(),
+                    1 => format!("{t}{other}"),
+                    _ => t.clone(),
+                },
             };
             let decoded = Decoded {
                 decoder: (i % 4 != 0).then(|| Arc::from("sshd")),
