@@ -125,6 +125,18 @@ impl Captures {
         self.text_bytes(haystack.as_bytes(), i)
     }
 
+    /// The text of group `i` of a match that ran on `text[offset..]` (as bytes: `offset` need not
+    /// fall between characters). A group that starts and ends between characters is copied as it
+    /// is, with no check of its bytes; otherwise it is converted lossily.
+    pub fn text_at(&self, text: &str, offset: usize, i: usize) -> Option<String> {
+        let r = self.groups.get(i)?;
+        let (start, end) = (offset.checked_add(r.start)?, offset.checked_add(r.end)?);
+        match text.get(start..end) {
+            Some(s) => Some(s.to_owned()),
+            None => Some(String::from_utf8_lossy(text.as_bytes().get(start..end)?).into_owned()),
+        }
+    }
+
     /// The same on the bytes the match ran on.
     pub fn text_bytes(&self, haystack: &[u8], i: usize) -> Option<String> {
         let r = self.groups.get(i)?;

@@ -356,7 +356,6 @@ impl DecoderSet {
         cache: &mut DecodeCache,
     ) -> (Decoded, Option<usize>) {
         cache.stats.lines += 1;
-        let log = pre.message.as_bytes();
         let mut decoded = Decoded::default();
         let Some((root_idx, pmatch)) = self.select_root(pre, cache) else {
             return (decoded, None);
@@ -367,7 +366,13 @@ impl DecoderSet {
         };
         cache.stats.decoded += 1;
         let mut type_override = None;
-        let info = self.run_tree(root, log, pmatch, &mut decoded.fields, &mut type_override);
+        let info = self.run_tree(
+            root,
+            &pre.message,
+            pmatch,
+            &mut decoded.fields,
+            &mut type_override,
+        );
         let d = &self.decoders[info];
         decoded.decoder = Some(d.reported_name.clone());
         if info != root.decoder {
@@ -466,11 +471,12 @@ impl DecoderSet {
     fn run_tree(
         &self,
         root: &Root,
-        log: &[u8],
+        message: &str,
         pmatch: Option<usize>,
         fields: &mut Vec<(Arc<str>, String)>,
         type_override: &mut Option<&'static str>,
     ) -> usize {
+        let log = message.as_bytes();
         let mut info = root.decoder;
         // The node whose regex runs: a position in `chain`.
         let chain: &[usize] = if root.children.is_empty() {
@@ -581,10 +587,9 @@ impl DecoderSet {
                 Some((s, c)) => {
                     info = chain[j];
                     regex_prev = Some(s + c.end);
-                    let hay = &log[s..];
                     fields.reserve(node.order.len());
                     for (k, name) in node.order.iter().enumerate() {
-                        if let Some(v) = c.text_bytes(hay, k) {
+                        if let Some(v) = c.text_at(message, s, k) {
                             json::set_shared(fields, name, v);
                         }
                     }

@@ -477,3 +477,21 @@ fn start_anchored_literals_answer_as_the_regex_engine_does() {
         }
     }
 }
+
+#[test]
+fn captured_text_is_copied_between_characters_and_converted_lossily_across_one() {
+    let text = "aé b";
+    let caps = Captures {
+        end: 4,
+        groups: vec![1..3, 1..2, 0..2, 3..5, 4..9],
+    };
+    assert_eq!(caps.text_at(text, 0, 0).as_deref(), Some("é"));
+    assert_eq!(caps.text_at(text, 0, 1).as_deref(), Some("\u{fffd}"));
+    // Ranges are relative to where the match ran, which may be inside a character.
+    assert_eq!(caps.text_at(text, 1, 2).as_deref(), Some("é"));
+    assert_eq!(caps.text_at(text, 2, 2).as_deref(), Some("\u{fffd} "));
+    assert_eq!(caps.text_at(text, 0, 3).as_deref(), Some(" b"));
+    assert_eq!(caps.text_at(text, 0, 4), None);
+    assert_eq!(caps.text_at(text, 0, 5), None);
+    assert_eq!(caps.text_at(text, usize::MAX, 0), None);
+}
