@@ -17,7 +17,14 @@ static CONFIGURED: AtomicBool = AtomicBool::new(false);
 
 extern "C" {
     fn mi_option_set(option: libc::c_int, value: libc::c_long);
+    fn mi_malloc(size: usize) -> *mut libc::c_void;
+    fn mi_zalloc(size: usize) -> *mut libc::c_void;
+    fn mi_realloc(p: *mut libc::c_void, newsize: usize) -> *mut libc::c_void;
 }
+
+/// Every block mimalloc's plain `mi_malloc` returns is aligned to this at least; larger
+/// alignments take its aligned entry points, which cost about twice as much.
+const MI_PLAIN_ALIGN: usize = 8;
 
 /// mimalloc's `mi_option_arena_eager_commit` and `mi_option_purge_delay` (`mimalloc.h`).
 const MI_OPTION_ARENA_EAGER_COMMIT: libc::c_int = 4;
@@ -34,15 +41,21 @@ fn configure_allocator() {
     CONFIGURED.store(true, Ordering::Release);
 }
 
-// SAFETY: every call is passed on to mimalloc's allocator, which upholds GlobalAlloc's contract;
-// the options are set before the first allocation (memory freed or resized was allocated after).
+// SAFETY: every call is passed on to mimalloc, which upholds GlobalAlloc's contract: blocks of
+// `mi_malloc`/`mi_zalloc`/`mi_realloc` are aligned to 8 bytes at least (16 from 16 bytes of size),
+// so only those with no larger alignment asked take them, and `mi_free` (MiMalloc's dealloc)
+// frees blocks of both kinds. The options are set before the first allocation.
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !CONFIGURED.load(Ordering::Acquire) {
             configure_allocator();
         }
-        mimalloc::MiMalloc.alloc(layout)
+        if layout.align() <= MI_PLAIN_ALIGN {
+            mi_malloc(layout.size()).cast()
+        } else {
+            mimalloc::MiMalloc.alloc(layout)
+        }
     }
 
     #[inline]
@@ -50,7 +63,11 @@ unsafe impl GlobalAlloc for Allocator {
         if !CONFIGURED.load(Ordering::Acquire) {
             configure_allocator();
         }
-        mimalloc::MiMalloc.alloc_zeroed(layout)
+        if layout.align() <= MI_PLAIN_ALIGN {
+            mi_zalloc(layout.size()).cast()
+        } else {
+            mimalloc::MiMalloc.alloc_zeroed(layout)
+        }
     }
 
     #[inline]
@@ -60,7 +77,11 @@ unsafe impl GlobalAlloc for Allocator {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+        if layout.align() <= MI_PLAIN_ALIGN {
+            mi_realloc(ptr.cast(), new_size).cast()
+        } else {
+            mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+        }
     }
 }
 
