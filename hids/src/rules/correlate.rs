@@ -312,20 +312,20 @@ impl State {
         let mut related = [0usize; MAX_RELATED];
         let mut n_related = 0;
         let at = |seq: u64| -> Option<usize> { usize::try_from(seq.checked_sub(base)?).ok() };
-        for e in l.iter().rev() {
-            if e.seq < recent {
-                return None;
-            }
+        // Reaching an entry older than the timeframe ends the walk as running out of entries does:
+        // the walk covers the entries from `recent` on.
+        let from = l.partition_point(|e| e.seq < recent);
+        for e in l.range(from..).rev() {
             if e.matched >= rule.level {
                 return None;
             }
-            let i = at(e.seq)?;
-            if !ordered && too_old(records.get(i)?) {
+            if !ordered && too_old(records.get(at(e.seq)?)?) {
                 return None;
             }
             if srcip.is_some_and(|ip| ip != e.srcip) {
                 continue;
             }
+            let i = at(e.seq)?;
             let rec = records.get(i)?;
             if !same_ok(&rule.same, rec, keys) {
                 continue;
