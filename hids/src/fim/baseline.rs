@@ -4,6 +4,7 @@
 //! can never both report the same change: a write applies only if the row is still the one that
 //! was compared against.
 
+use std::cell::RefCell;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -156,11 +157,29 @@ pub enum Op {
     },
 }
 
-/// What sealing a row gives: its MAC and its hash in the stored (binary) form.
+/// What sealing a row gives: its MAC and its hash in the stored (binary) form, both held inline
+/// (a baseline records a row per file: no allocations of their own, freed by another thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seal {
-    mac: Vec<u8>,
-    hash: Option<Vec<u8>>,
+    mac: [u8; 32],
+    hash: Option<HashBytes>,
+}
+
+/// A hash in its stored (binary) form: BLAKE3's 32 bytes inline; a hash of another length (only
+/// in a row edited by hand, whose MAC is being checked) on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HashBytes {
+    Blake3([u8; 32]),
+    Other(Vec<u8>),
+}
+
+impl HashBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            HashBytes::Blake3(h) => h,
+            HashBytes::Other(h) => h,
+        }
+    }
 }
 
 /// Computes row MACs with the baseline's key, on any thread: so that the hashing threads seal the
@@ -186,16 +205,20 @@ impl Sealer {
     /// The MAC of the row (`key`, `checks`, `attrs`) and its hash as stored.
     pub fn seal(&self, key: &[u8], checks: u16, attrs: &FileAttrs) -> Seal {
         let hash = attrs.hash.as_deref().and_then(hex_to_bytes);
-        let mac = blake3::keyed_hash(&self.key, &mac_input(key, checks, attrs, hash.as_deref()))
-            .as_bytes()
-            .to_vec();
+        let mac = row_mac(
+            &self.key,
+            key,
+            checks,
+            attrs,
+            hash.as_ref().map(HashBytes::as_slice),
+        );
         Seal { mac, hash }
     }
 
     /// Checks the MAC of a row read unchecked by [`Baseline::read_page`], setting its `mac_ok`.
     pub fn check(&self, row: &mut Row) {
         // The stored hash is what `seal` takes back from the row's hex.
-        row.mac_ok = self.seal(&row.key, row.checks, &row.attrs).mac == row.mac;
+        row.mac_ok = self.seal(&row.key, row.checks, &row.attrs).mac[..] == row.mac[..];
     }
 }
 
@@ -334,8 +357,38 @@ fn load_key(dir: &Path, create: bool) -> Result<[u8; 32], FimError> {
     Ok(key)
 }
 
-/// The canonical bytes a row's MAC covers.
-fn mac_input(key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> Vec<u8> {
+/// The MAC of a row: the keyed BLAKE3 hash of [`mac_input`].
+fn row_mac(
+    mac_key: &[u8; 32],
+    key: &[u8],
+    checks: u16,
+    a: &FileAttrs,
+    hash: Option<&[u8]>,
+) -> [u8; 32] {
+    thread_local! {
+        // The input is put together in the same buffer for every row this thread seals.
+        static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let mac = |out: &mut Vec<u8>| {
+        out.clear();
+        mac_input(out, key, checks, a, hash);
+        *blake3::keyed_hash(mac_key, out).as_bytes()
+    };
+    INPUT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut out) => {
+            let m = mac(&mut out);
+            // A very long key or link target does not keep its buffer for good.
+            if out.capacity() > 64 << 10 {
+                *out = Vec::new();
+            }
+            m
+        }
+        Err(_) => mac(&mut Vec::new()),
+    })
+}
+
+/// The canonical bytes a row's MAC covers, appended to `out`.
+fn mac_input(out: &mut Vec<u8>, key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) {
     fn num(out: &mut Vec<u8>, v: Option<i128>) {
         match v {
             None => out.push(0),
@@ -355,28 +408,27 @@ fn mac_input(key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> Vec
             }
         }
     }
-    let mut out = Vec::with_capacity(192 + key.len());
+    out.reserve(192 + key.len());
     out.extend_from_slice(b"hids fim row v1\0");
-    bytes(&mut out, Some(key));
+    bytes(out, Some(key));
     out.extend_from_slice(&checks.to_le_bytes());
-    bytes(&mut out, a.file_type.map(|t| t.as_str().as_bytes()));
-    num(&mut out, a.size.map(i128::from));
-    num(&mut out, a.mode.map(i128::from));
-    num(&mut out, a.uid.map(i128::from));
-    num(&mut out, a.gid.map(i128::from));
-    bytes(&mut out, a.user.as_deref().map(str::as_bytes));
-    bytes(&mut out, a.group.as_deref().map(str::as_bytes));
-    num(&mut out, a.inode.map(i128::from));
-    num(&mut out, a.device.map(i128::from));
-    num(&mut out, a.mtime.map(i128::from));
-    num(&mut out, a.ctime.map(i128::from));
-    bytes(&mut out, hash);
-    bytes(&mut out, a.hash_skipped.as_deref().map(str::as_bytes));
-    bytes(&mut out, a.link_target.as_deref().map(str::as_bytes));
-    out
+    bytes(out, a.file_type.map(|t| t.as_str().as_bytes()));
+    num(out, a.size.map(i128::from));
+    num(out, a.mode.map(i128::from));
+    num(out, a.uid.map(i128::from));
+    num(out, a.gid.map(i128::from));
+    bytes(out, a.user.as_deref().map(str::as_bytes));
+    bytes(out, a.group.as_deref().map(str::as_bytes));
+    num(out, a.inode.map(i128::from));
+    num(out, a.device.map(i128::from));
+    num(out, a.mtime.map(i128::from));
+    num(out, a.ctime.map(i128::from));
+    bytes(out, hash);
+    bytes(out, a.hash_skipped.as_deref().map(str::as_bytes));
+    bytes(out, a.link_target.as_deref().map(str::as_bytes));
 }
 
-fn hex_to_bytes(s: &str) -> Option<Vec<u8>> {
+fn hex_to_bytes(s: &str) -> Option<HashBytes> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
@@ -389,11 +441,18 @@ fn hex_to_bytes(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
+    if s.len() == 64 {
+        let mut out = [0u8; 32];
+        for (o, p) in out.iter_mut().zip(s.chunks_exact(2)) {
+            *o = nibble(p[0])? << 4 | nibble(p[1])?;
+        }
+        return Some(HashBytes::Blake3(out));
+    }
     let mut out = Vec::with_capacity(s.len() / 2);
     for p in s.chunks_exact(2) {
         out.push(nibble(p[0])? << 4 | nibble(p[1])?);
     }
-    Some(out)
+    Some(HashBytes::Other(out))
 }
 
 fn bytes_to_hex(b: &[u8]) -> String {
@@ -488,11 +547,11 @@ fn insert_rows(
         stmt.raw_bind_parameter(at + 11, a.device.map(|v| v as i64))?;
         stmt.raw_bind_parameter(at + 12, a.mtime)?;
         stmt.raw_bind_parameter(at + 13, a.ctime)?;
-        stmt.raw_bind_parameter(at + 14, hash)?;
+        stmt.raw_bind_parameter(at + 14, hash.as_ref().map(HashBytes::as_slice))?;
         stmt.raw_bind_parameter(at + 15, &a.hash_skipped)?;
         stmt.raw_bind_parameter(at + 16, &a.link_target)?;
         stmt.raw_bind_parameter(at + 17, now)?;
-        stmt.raw_bind_parameter(at + 18, mac)?;
+        stmt.raw_bind_parameter(at + 18, &mac[..])?;
     }
     conn.prepare_cached("SAVEPOINT fim_rows")?.execute([])?;
     let inserted = stmt.raw_execute();
@@ -583,10 +642,8 @@ impl Baseline {
         &self.db_path
     }
 
-    fn mac(&self, key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> Vec<u8> {
-        blake3::keyed_hash(&self.mac_key, &mac_input(key, checks, a, hash))
-            .as_bytes()
-            .to_vec()
+    fn mac(&self, key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> [u8; 32] {
+        row_mac(&self.mac_key, key, checks, a, hash)
     }
 
     /// What seals rows with this baseline's key (see [`Op::Put`]'s `seal`).
@@ -692,7 +749,7 @@ impl Baseline {
         let since: i64 = r.get(16)?;
         let mac: Vec<u8> = r.get(17)?;
         let has_content: bool = r.get(18)?;
-        let mac_ok = check && self.mac(&key, checks, &attrs, hash.as_deref()) == mac;
+        let mac_ok = check && self.mac(&key, checks, &attrs, hash.as_deref())[..] == mac[..];
         Ok(Row {
             key,
             checks,
@@ -988,6 +1045,7 @@ impl Baseline {
                             seal.is_none() || seal.as_ref() == Some(&sealer.seal(key, *checks, a)),
                             "a row sealed ahead no longer matches its seal"
                         );
+                        let (mac, hash) = (&mac[..], hash.as_ref().map(HashBytes::as_slice));
                         let values = params![
                             key,
                             i64::from(*checks),

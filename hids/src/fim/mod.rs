@@ -634,10 +634,12 @@ impl<'a> Writer<'a> {
                             (ChangeKind::Modified, attrs::changed(&o.attrs, &new), false)
                         }
                     };
-                    let added = kind == ChangeKind::Added
-                        && !self.quiet.iter().any(|r| path.starts_with(r));
-                    let report =
-                        self.mode == Mode::Check && (added || tampered || !changed.is_empty());
+                    // (A new baseline reports nothing: no path is compared with the quiet roots.)
+                    let report = self.mode == Mode::Check
+                        && (tampered
+                            || !changed.is_empty()
+                            || (kind == ChangeKind::Added
+                                && !self.quiet.iter().any(|r| path.starts_with(r))));
                     let change = if report {
                         let diff = if changed.contains(&"hash") && !tampered {
                             diff_for(self.b, &item, fp, path)?

@@ -284,6 +284,8 @@ struct Frame {
     dir: Option<Arc<DirFd>>,
     /// The directory's key: its children's keys extend it by one component each.
     key: Vec<u8>,
+    /// The directory's path: its children's paths extend it by one component each.
+    path: PathBuf,
 }
 
 /// The walk over every configured path. `emit` returns false to stop early.
@@ -407,9 +409,12 @@ impl<'a> Walker<'a> {
                 ids.pop();
                 continue;
             };
-            let path = entry.path();
-            // The child's key from its directory's (the same as `key_of(&path)`, without
-            // parsing the whole path again).
+            // The child's path (as `entry.path()` gives it, in one allocation rather than two)
+            // and its key from its directory's (the same as `key_of(&path)`, without parsing
+            // the whole path again).
+            let mut path = PathBuf::with_capacity(top.path.as_os_str().len() + 1 + name.len());
+            path.push(&top.path);
+            path.push(&name);
             let mut key = Vec::with_capacity(top.key.len() + 1 + name.len());
             key.extend_from_slice(&top.key);
             key.push(0);
@@ -659,6 +664,7 @@ impl<'a> Walker<'a> {
                 None
             },
             key,
+            path,
         })
     }
 
