@@ -512,13 +512,26 @@ fn insert_rows_sql(n: usize) -> &'static str {
 /// Inserts the rows of `ops` (plain inserts, [`ROWS_PER_INSERT`] or [`FEW_ROWS_PER_INSERT`] of
 /// them) in one statement. False, with nothing written, when a row existed for one of the keys:
 /// then each must be tried on its own to know which applied.
-fn insert_rows(
+///
+/// `bound`: the rows whose values `stmt` holds from its last run in the same [`Baseline::apply`]
+/// (so with the same `now`), if any. A value equal to the one bound in its place already is not
+/// bound again: most columns repeat from row to row (type, owner, mode, device...), and binding
+/// text copies it.
+fn insert_rows<'o>(
     conn: &Connection,
     stmt: &mut rusqlite::Statement<'_>,
-    ops: &[Op],
+    ops: &'o [Op],
     macs: &[Option<Seal>],
     now: i64,
+    bound: &mut Option<&'o [Op]>,
 ) -> rusqlite::Result<bool> {
+    // Nothing is bound unless every row can be.
+    let sealed = |(op, computed): (&Op, &Option<Seal>)| matches!(op, Op::Put { seal, .. } if seal.is_some() || computed.is_some());
+    if !ops.iter().zip(macs).all(sealed) {
+        return Ok(false);
+    }
+    // What the statement holds is known again once every value is bound.
+    let held = bound.take().filter(|p| p.len() == ops.len());
     for (r, (op, computed)) in ops.iter().zip(macs).enumerate() {
         let Op::Put {
             key,
@@ -533,26 +546,63 @@ fn insert_rows(
         let Some(Seal { mac, hash }) = seal.as_ref().or(computed.as_ref()) else {
             return Ok(false);
         };
+        let (old_checks, o) = match held.map(|p| &p[r]) {
+            Some(Op::Put { checks, attrs, .. }) => (Some(*checks), Some(attrs)),
+            _ => (None, None),
+        };
+        // Whether a column's value differs from the one held (or none is known).
+        let differs = |same: &dyn Fn(&FileAttrs) -> bool| o.map_or(true, |o| !same(o));
         let at = r * 18;
         stmt.raw_bind_parameter(at + 1, key)?;
-        stmt.raw_bind_parameter(at + 2, i64::from(*checks))?;
-        stmt.raw_bind_parameter(at + 3, a.file_type.map(|t| t.as_str()))?;
-        stmt.raw_bind_parameter(at + 4, a.size.map(|v| v as i64))?;
-        stmt.raw_bind_parameter(at + 5, a.mode.map(i64::from))?;
-        stmt.raw_bind_parameter(at + 6, a.uid.map(i64::from))?;
-        stmt.raw_bind_parameter(at + 7, a.gid.map(i64::from))?;
-        stmt.raw_bind_parameter(at + 8, &a.user)?;
-        stmt.raw_bind_parameter(at + 9, &a.group)?;
-        stmt.raw_bind_parameter(at + 10, a.inode.map(|v| v as i64))?;
-        stmt.raw_bind_parameter(at + 11, a.device.map(|v| v as i64))?;
-        stmt.raw_bind_parameter(at + 12, a.mtime)?;
-        stmt.raw_bind_parameter(at + 13, a.ctime)?;
+        if old_checks != Some(*checks) {
+            stmt.raw_bind_parameter(at + 2, i64::from(*checks))?;
+        }
+        if differs(&|o| o.file_type == a.file_type) {
+            stmt.raw_bind_parameter(at + 3, a.file_type.map(|t| t.as_str()))?;
+        }
+        if differs(&|o| o.size == a.size) {
+            stmt.raw_bind_parameter(at + 4, a.size.map(|v| v as i64))?;
+        }
+        if differs(&|o| o.mode == a.mode) {
+            stmt.raw_bind_parameter(at + 5, a.mode.map(i64::from))?;
+        }
+        if differs(&|o| o.uid == a.uid) {
+            stmt.raw_bind_parameter(at + 6, a.uid.map(i64::from))?;
+        }
+        if differs(&|o| o.gid == a.gid) {
+            stmt.raw_bind_parameter(at + 7, a.gid.map(i64::from))?;
+        }
+        if differs(&|o| o.user == a.user) {
+            stmt.raw_bind_parameter(at + 8, &a.user)?;
+        }
+        if differs(&|o| o.group == a.group) {
+            stmt.raw_bind_parameter(at + 9, &a.group)?;
+        }
+        if differs(&|o| o.inode == a.inode) {
+            stmt.raw_bind_parameter(at + 10, a.inode.map(|v| v as i64))?;
+        }
+        if differs(&|o| o.device == a.device) {
+            stmt.raw_bind_parameter(at + 11, a.device.map(|v| v as i64))?;
+        }
+        if differs(&|o| o.mtime == a.mtime) {
+            stmt.raw_bind_parameter(at + 12, a.mtime)?;
+        }
+        if differs(&|o| o.ctime == a.ctime) {
+            stmt.raw_bind_parameter(at + 13, a.ctime)?;
+        }
         stmt.raw_bind_parameter(at + 14, hash.as_ref().map(HashBytes::as_slice))?;
-        stmt.raw_bind_parameter(at + 15, &a.hash_skipped)?;
-        stmt.raw_bind_parameter(at + 16, &a.link_target)?;
-        stmt.raw_bind_parameter(at + 17, now)?;
+        if differs(&|o| o.hash_skipped == a.hash_skipped) {
+            stmt.raw_bind_parameter(at + 15, &a.hash_skipped)?;
+        }
+        if differs(&|o| o.link_target == a.link_target) {
+            stmt.raw_bind_parameter(at + 16, &a.link_target)?;
+        }
+        if held.is_none() {
+            stmt.raw_bind_parameter(at + 17, now)?;
+        }
         stmt.raw_bind_parameter(at + 18, &mac[..])?;
     }
+    *bound = Some(ops);
     conn.prepare_cached("SAVEPOINT fim_rows")?.execute([])?;
     let inserted = stmt.raw_execute();
     let all = matches!(inserted, Ok(n) if n == ops.len());
@@ -993,6 +1043,8 @@ impl Baseline {
             } else {
                 (None, None)
             };
+            // The rows whose values each multi-row statement holds (see `insert_rows`).
+            let (mut many_bound, mut few_bound): (Option<&[Op]>, Option<&[Op]>) = (None, None);
             // Up to this op, rows are inserted one by one (a run that had a conflict).
             let mut single_until = 0;
             let mut i = 0;
@@ -1006,14 +1058,16 @@ impl Baseline {
                         .take(ROWS_PER_INSERT)
                         .take_while(|op| plain_insert(op))
                         .count();
-                    let (n, stmt) = match run {
-                        ROWS_PER_INSERT => (ROWS_PER_INSERT, many.as_mut()),
-                        r if r >= FEW_ROWS_PER_INSERT => (FEW_ROWS_PER_INSERT, few.as_mut()),
-                        _ => (0, None),
+                    let (n, stmt, bound) = match run {
+                        ROWS_PER_INSERT => (ROWS_PER_INSERT, many.as_mut(), &mut many_bound),
+                        r if r >= FEW_ROWS_PER_INSERT => {
+                            (FEW_ROWS_PER_INSERT, few.as_mut(), &mut few_bound)
+                        }
+                        _ => (0, None, &mut few_bound),
                     };
                     if let Some(stmt) = stmt {
                         let (ops, macs) = (&ops[i..i + n], &macs[i..i + n]);
-                        if insert_rows(conn, stmt, ops, macs, now).map_err(sql)? {
+                        if insert_rows(conn, stmt, ops, macs, now, bound).map_err(sql)? {
                             done.extend(std::iter::repeat(true).take(n));
                             i += n;
                             continue;
@@ -1260,6 +1314,66 @@ mod tests {
             let want = if i == 70 || i == 140 { 1 } else { 2 };
             assert_eq!(row.attrs.size, Some(want), "row {i}");
             assert_eq!(row.attrs.user.as_deref(), Some(format!("u{i}").as_str()));
+        }
+    }
+
+    #[test]
+    fn bulk_rows_whose_columns_repeat_or_change_are_each_written_as_given() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = Baseline::open(d.path(), true).unwrap();
+        let sealer = b.sealer();
+        // Every column changes now and then, each with its own period, so that a statement run
+        // again holds some values from its last run and not others.
+        let attrs = |i: u64| FileAttrs {
+            file_type: Some(if i % 7 == 3 {
+                FileType::Symlink
+            } else {
+                FileType::File
+            }),
+            size: (i % 11 != 0).then_some(i / 2),
+            mode: Some(0o644 + (i / 9 % 2) as u32),
+            uid: Some((i / 13 % 3) as u32),
+            gid: (i % 17 != 0).then_some((i / 5 % 2) as u32),
+            user: (i % 19 != 0).then(|| format!("u{}", i / 23 % 2)),
+            group: Some(format!("g{}", i / 3 % 2)),
+            inode: Some(i / 4),
+            device: Some(i / 100),
+            mtime: Some((i / 6) as i64),
+            ctime: (i % 29 != 0).then_some(7),
+            hash: (i % 31 != 1).then(|| bytes_to_hex(blake3::hash(&i.to_le_bytes()).as_bytes())),
+            hash_skipped: (i % 31 == 1).then(|| "too large".to_string()),
+            link_target: (i % 7 == 3).then(|| format!("/t{}", i / 50)),
+        };
+        let put = |i: u64| {
+            let key = key_of(Path::new(&format!("/tree/{i:08}")));
+            let checks = if i % 37 == 0 { 0x3ff } else { 0x7ff };
+            let a = attrs(i);
+            let seal = Some(sealer.seal(&key, checks, &a));
+            Op::Put {
+                key,
+                checks,
+                attrs: a,
+                expect: None,
+                content: ContentOp::Delete,
+                record: None,
+                seal,
+            }
+        };
+        // A row recorded first breaks one run of 64 into rows one by one.
+        assert_eq!(b.apply(&[put(200)]).unwrap(), [true]);
+        b.begin_bulk().unwrap();
+        let ops: Vec<Op> = (0..500).map(put).collect();
+        let done = b.apply(&ops).unwrap();
+        b.end_bulk().unwrap();
+        assert_eq!((0..500).filter(|&i| !done[i]).collect::<Vec<_>>(), [200]);
+        for i in 0..500u64 {
+            let row = b
+                .get(&key_of(Path::new(&format!("/tree/{i:08}"))))
+                .unwrap()
+                .unwrap();
+            assert!(row.mac_ok, "row {i}");
+            assert_eq!(row.attrs, attrs(i), "row {i}");
+            assert_eq!(row.checks, if i % 37 == 0 { 0x3ff } else { 0x7ff });
         }
     }
 
