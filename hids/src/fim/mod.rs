@@ -581,7 +581,8 @@ impl<'a> Writer<'a> {
         on_change: &mut dyn FnMut(&FimChange),
     ) -> Result<Spent, FimError> {
         let mut ops = Vec::with_capacity(batch.len());
-        let mut changes: Vec<Option<FimChange>> = Vec::with_capacity(batch.len());
+        // The changes to report, each with the index of its op (most ops report none).
+        let mut changes: Vec<(usize, FimChange)> = Vec::new();
         for item in batch.iter_mut() {
             if item.skipped {
                 self.summary.interrupted = true;
@@ -636,7 +637,6 @@ impl<'a> Writer<'a> {
                                         record: None,
                                         seal: None,
                                     });
-                                    changes.push(None);
                                 }
                                 continue;
                             }
@@ -667,16 +667,19 @@ impl<'a> Writer<'a> {
                     } else {
                         None
                     };
+                    let record = change.as_ref().map(record_of);
+                    if let Some(c) = change {
+                        changes.push((ops.len(), c));
+                    }
                     ops.push(Op::Put {
                         key: std::mem::take(&mut item.key),
                         checks: bits,
                         attrs: new,
                         expect: old.as_ref().map(|o| o.mac.clone()),
                         content: content_op(item, fp, path),
-                        record: change.as_ref().map(record_of),
+                        record,
                         seal: item.seal.take(),
                     });
-                    changes.push(change);
                 }
                 (_, _, Some(old)) => {
                     let path = baseline::path_of_key(&item.key);
@@ -693,12 +696,15 @@ impl<'a> Writer<'a> {
                         diff: None,
                         tampered: !old.mac_ok,
                     });
+                    let record = change.as_ref().map(record_of);
+                    if let Some(c) = change {
+                        changes.push((ops.len(), c));
+                    }
                     ops.push(Op::Delete {
                         key: item.key.clone(),
                         expect: old.mac.clone(),
-                        record: change.as_ref().map(record_of),
+                        record,
                     });
-                    changes.push(change);
                 }
                 _ => {}
             }
@@ -707,15 +713,16 @@ impl<'a> Writer<'a> {
             return Ok(Spent(batch, ops));
         }
         let applied = self.b.apply(&ops)?;
-        for ((op, change), ok) in ops.iter().zip(changes).zip(applied) {
+        for (op, ok) in ops.iter().zip(&applied) {
             if !ok {
                 let key = match op {
                     Op::Put { key, .. } | Op::Delete { key, .. } => key.clone(),
                 };
                 self.conflicts.push(key);
-                continue;
             }
-            if let Some(c) = change {
+        }
+        for (at, c) in changes {
+            if applied.get(at) == Some(&true) {
                 let s = &mut self.summary;
                 if c.tampered {
                     s.tampered += 1;
