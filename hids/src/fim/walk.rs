@@ -508,7 +508,7 @@ impl<'a> Walker<'a> {
             Scope::Record { root, .. } => Some(root),
             Scope::Transit => self.plan.governing(&path).map(|g| g.0),
         };
-        let (entry, parent_dir) = match entry {
+        let (entry, mut parent_dir) = match entry {
             Some((e, d)) => (Some(e), d),
             None => (None, None),
         };
@@ -593,7 +593,11 @@ impl<'a> Walker<'a> {
                 meta: Some(meta.clone()),
                 root,
                 link_target: target,
-                dir: if meta.is_file() { parent_dir } else { None },
+                dir: if meta.is_file() {
+                    parent_dir.take()
+                } else {
+                    None
+                },
             };
             if !emit(WalkItem::Entry(node)) {
                 return Visit::Stop;
@@ -659,7 +663,7 @@ impl<'a> Walker<'a> {
             dev: meta.dev(),
             ino: meta.ino(),
             dir: if self.hold_dirs {
-                DirFd::open(&path, meta.dev(), meta.ino()).map(Arc::new)
+                DirFd::open(parent_dir.as_deref(), &path, meta.dev(), meta.ino()).map(Arc::new)
             } else {
                 None
             },
