@@ -204,7 +204,25 @@ impl Sealer {
 
     /// The MAC of the row (`key`, `checks`, `attrs`) and its hash as stored.
     pub fn seal(&self, key: &[u8], checks: u16, attrs: &FileAttrs) -> Seal {
-        let hash = attrs.hash.as_deref().and_then(hex_to_bytes);
+        self.seal_hashed(key, checks, attrs, None)
+    }
+
+    /// [`Sealer::seal`], given the hash whose hex `attrs` holds when it was just computed: it is
+    /// not parsed back from the hex.
+    pub fn seal_hashed(
+        &self,
+        key: &[u8],
+        checks: u16,
+        attrs: &FileAttrs,
+        computed: Option<&blake3::Hash>,
+    ) -> Seal {
+        let hash = match (computed, attrs.hash.as_deref()) {
+            (Some(h), Some(hex)) => {
+                debug_assert_eq!(hex, h.to_hex().as_str(), "not the hash of these attributes");
+                Some(HashBytes::Blake3(*h.as_bytes()))
+            }
+            (_, hex) => hex.and_then(hex_to_bytes),
+        };
         let mac = row_mac(
             &self.key,
             key,

@@ -149,6 +149,8 @@ struct Item {
     skipped: bool,
     /// The MAC of the row to write for it, computed while hashing (None: unchanged, or not known).
     seal: Option<Seal>,
+    /// The hash just computed, whose hex `attrs` holds (for sealing the row).
+    hash: Option<blake3::Hash>,
 }
 
 impl Item {
@@ -166,6 +168,7 @@ impl Item {
             denied: false,
             skipped: false,
             seal: None,
+            hash: None,
         }
     }
 
@@ -180,6 +183,7 @@ impl Item {
             denied: false,
             skipped: false,
             seal: None,
+            hash: None,
         }
     }
 }
@@ -330,7 +334,10 @@ fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
         .as_ref()
         .is_some_and(|o| o.mac_ok && o.checks == bits && o.attrs == *new);
     if !unchanged {
-        item.seal = Some(ctx.sealer.seal(&item.key, bits, new));
+        item.seal = Some(
+            ctx.sealer
+                .seal_hashed(&item.key, bits, new, item.hash.as_ref()),
+        );
     }
 }
 
@@ -438,6 +445,7 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
                 _ => from(&meta, None),
             };
             a.hash = Some(hash.to_hex().to_string());
+            item.hash = Some(hash);
             item.content = content;
             item.hashed = true;
             (a, meta)
