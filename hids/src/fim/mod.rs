@@ -444,7 +444,8 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
                 (Some(a), Some(w)) if attrs::same_attrs(w, &meta) => a,
                 _ => from(&meta, None),
             };
-            a.hash = Some(hash.to_hex().to_string());
+            // (Copied from the hex as it is: `to_string` would format it.)
+            a.hash = Some(String::from(hash.to_hex().as_str()));
             item.hash = Some(hash);
             item.content = content;
             item.hashed = true;
