@@ -580,19 +580,10 @@ impl<'a> Writer<'a> {
         batch: Vec<Item>,
         on_change: &mut dyn FnMut(&FimChange),
     ) -> Result<(), FimError> {
-        self.write(batch, on_change).map(drop)
-    }
-
-    /// [`Writer::finish`], handing back what is left of the batch, to be freed by the caller.
-    fn write(
-        &mut self,
-        mut batch: Vec<Item>,
-        on_change: &mut dyn FnMut(&FimChange),
-    ) -> Result<Spent, FimError> {
         let mut ops = Vec::with_capacity(batch.len());
         // The changes to report, each with the index of its op (most ops report none).
         let mut changes: Vec<(usize, FimChange)> = Vec::new();
-        for item in batch.iter_mut() {
+        for mut item in batch {
             if item.skipped {
                 self.summary.interrupted = true;
                 continue;
@@ -630,7 +621,7 @@ impl<'a> Writer<'a> {
                                 // Full mode: store a missing copy, or drop one that must not
                                 // be kept any more, without reporting. (Rewriting every
                                 // unchanged row instead cost more than hashing the files.)
-                                let op = content_op(item, fp, path);
+                                let op = content_op(&item, fp, path);
                                 let refresh = match op {
                                     ContentOp::Set(_) => !o.has_content,
                                     ContentOp::Delete => o.has_content,
@@ -660,7 +651,7 @@ impl<'a> Writer<'a> {
                                 && !self.quiet.iter().any(|r| path.starts_with(r))));
                     let change = if report {
                         let diff = if changed.contains(&"hash") && !tampered {
-                            diff_for(self.b, item, fp, path)?
+                            diff_for(self.b, &item, fp, path)?
                         } else {
                             None
                         };
@@ -685,7 +676,7 @@ impl<'a> Writer<'a> {
                         checks: bits,
                         attrs: new,
                         expect: old.as_ref().map(|o| o.mac.clone()),
-                        content: content_op(item, fp, path),
+                        content: content_op(&item, fp, path),
                         record,
                         seal: item.seal.take(),
                     });
@@ -719,7 +710,7 @@ impl<'a> Writer<'a> {
             }
         }
         if ops.is_empty() {
-            return Ok(Spent(batch, ops));
+            return Ok(());
         }
         let applied = self.b.apply(&ops)?;
         for (op, ok) in ops.iter().zip(&applied) {
@@ -744,12 +735,9 @@ impl<'a> Writer<'a> {
                 on_change(&c);
             }
         }
-        Ok(Spent(batch, ops))
+        Ok(())
     }
 }
-
-/// What a written batch leaves to be freed: its entries and its writes.
-struct Spent(#[allow(dead_code)] Vec<Item>, #[allow(dead_code)] Vec<Op>);
 
 fn record_of(c: &FimChange) -> (String, String) {
     (c.kind.as_str().to_string(), change_json(c).to_string())
@@ -871,14 +859,12 @@ impl InFlight {
 
 /// The writing thread: writes the hashed batches in walk order as they come back from the
 /// hashing jobs (in any order), and sends the changes of each batch written back to the
-/// dispatching thread. Batches that come after `abort` is set are dropped unwritten. What is
-/// left of each batch written goes to `spent` when it takes it, to be freed there.
+/// dispatching thread. Batches that come after `abort` is set are dropped unwritten.
 fn write_in_order(
     writer: &mut Writer<'_>,
     rx: mpsc::Receiver<(u64, Vec<Item>)>,
     tx: mpsc::Sender<Vec<FimChange>>,
     abort: &AtomicBool,
-    spent: Option<mpsc::SyncSender<Spent>>,
 ) -> Result<(), FimError> {
     let mut next = 0u64;
     let mut done: std::collections::BTreeMap<u64, Vec<Item>> = Default::default();
@@ -890,12 +876,9 @@ fn write_in_order(
                 continue;
             }
             let mut changes = Vec::new();
-            let left = writer.write(batch, &mut |c| changes.push(c.clone()))?;
-            // The entries (paths, attributes, open directories) are freed off the dispatching
-            // thread: by the walk while it runs (when it keeps up), else here.
-            if let Some(spent) = &spent {
-                let _ = spent.try_send(left);
-            }
+            writer.finish(batch, &mut |c| changes.push(c.clone()))?;
+            // The entries (paths, attributes, open directories) are freed here too, off the
+            // dispatching thread.
             if tx.send(changes).is_err() {
                 return Ok(());
             }
@@ -948,11 +931,6 @@ fn engine(
         // Entries travel in chunks: one channel operation (and thread wake-up) per entry would
         // cost more than looking at the entry.
         let (wtx, wrx) = mpsc::sync_channel::<Vec<WalkItem>>(16);
-        // What is left of the batches written goes back to the walk, to be freed there: most
-        // of the memory of an entry (its path and key) was taken on the walk's thread, and
-        // freed there it is at hand for the entries to come, without going through the lock of
-        // another thread's arena.
-        let (stx, srx) = mpsc::sync_channel::<Spent>(2);
         let walking = std::thread::Builder::new()
             .name("fim-walk".into())
             .spawn_scoped(s, || {
@@ -963,14 +941,10 @@ fn engine(
                     w.pace = Some(p);
                 }
                 let wtx = wtx;
-                let srx = srx;
                 let mut chunk: Vec<WalkItem> = Vec::with_capacity(WALK_CHUNK);
                 let mut emit = |item: WalkItem| {
                     chunk.push(item);
                     if chunk.len() >= WALK_CHUNK {
-                        while let Ok(spent) = srx.try_recv() {
-                            drop(spent);
-                        }
                         let next = Vec::with_capacity(WALK_CHUNK);
                         return wtx.send(std::mem::replace(&mut chunk, next)).is_ok();
                     }
@@ -993,9 +967,7 @@ fn engine(
         let writer = &mut writer;
         let writing = std::thread::Builder::new()
             .name("fim-write".into())
-            .spawn_scoped(s, move || {
-                write_in_order(writer, hrx, atx, abort, Some(stx))
-            })
+            .spawn_scoped(s, move || write_in_order(writer, hrx, atx, abort))
             .map_err(|e| FimError::Threads(e.to_string()));
         let writing = match writing {
             Ok(w) => w,
@@ -1823,7 +1795,7 @@ mod tests {
         let abort = AtomicBool::new(false);
         let mut writer = Writer::checking(&mut b, &cfg.paths, &plan);
         std::thread::scope(|s| {
-            let w = s.spawn(|| write_in_order(&mut writer, hrx, atx, &abort, None));
+            let w = s.spawn(|| write_in_order(&mut writer, hrx, atx, &abort));
             // Nothing is written before the first batch is back.
             std::thread::sleep(std::time::Duration::from_millis(50));
             assert!(arx.try_recv().is_err());
