@@ -269,8 +269,19 @@ pub fn open_at(
 ) -> std::io::Result<std::fs::File> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
-    let name = std::ffi::CString::new(name.as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let invalid = || std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    // A file name (at most NAME_MAX, 255 bytes) is made NUL-terminated on the stack: no
+    // allocation per file opened. A longer one (which openat refuses) on the heap.
+    let bytes = name.as_bytes();
+    let mut buf = [0u8; 256];
+    let heap;
+    let name: &std::ffi::CStr = if bytes.len() < buf.len() {
+        buf[..bytes.len()].copy_from_slice(bytes);
+        std::ffi::CStr::from_bytes_with_nul(&buf[..=bytes.len()]).map_err(|_| invalid())?
+    } else {
+        heap = std::ffi::CString::new(bytes).map_err(|_| invalid())?;
+        &heap
+    };
     // SAFETY: `dir` is a descriptor kept open by its owner for the call, `name` a NUL-terminated
     // string living for the call; openat touches no other memory of ours.
     let fd = unsafe {

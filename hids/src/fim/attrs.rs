@@ -42,8 +42,17 @@ fn nanos(secs: i64, nsec: i64) -> i64 {
 /// a local name (LDAP users, deleted accounts) simply have no name.
 #[derive(Debug, Default)]
 pub struct Names {
-    users: HashMap<u32, String>,
-    groups: HashMap<u32, String>,
+    /// (id, name) sorted by id: looked up for every entry scanned, by a binary search rather
+    /// than by hashing the id.
+    users: Vec<(u32, String)>,
+    groups: Vec<(u32, String)>,
+}
+
+fn name_of(names: &[(u32, String)], id: u32) -> Option<&str> {
+    names
+        .binary_search_by_key(&id, |(i, _)| *i)
+        .ok()
+        .map(|at| names[at].1.as_str())
 }
 
 impl Names {
@@ -86,19 +95,19 @@ impl Names {
     }
 
     pub fn user(&self, uid: u32) -> Option<&str> {
-        self.users.get(&uid).map(String::as_str)
+        name_of(&self.users, uid)
     }
 
     pub fn group(&self, gid: u32) -> Option<&str> {
-        self.groups.get(&gid).map(String::as_str)
+        name_of(&self.groups, gid)
     }
 }
 
-/// `name:x:id:...` lines; the first name for an id wins, as getpwuid does.
-fn parse_id_file(path: &Path) -> HashMap<u32, String> {
+/// `name:x:id:...` lines; the first name for an id wins, as getpwuid does. Sorted by id.
+fn parse_id_file(path: &Path) -> Vec<(u32, String)> {
     let mut map = HashMap::new();
     let Ok(text) = std::fs::read(path) else {
-        return map;
+        return Vec::new();
     };
     for line in text.split(|b| *b == b'\n') {
         let mut fields = line.split(|b| *b == b':');
@@ -117,7 +126,9 @@ fn parse_id_file(path: &Path) -> HashMap<u32, String> {
             map.entry(id).or_insert_with(|| name.to_string());
         }
     }
-    map
+    let mut names: Vec<(u32, String)> = map.into_iter().collect();
+    names.sort_unstable_by_key(|(id, _)| *id);
+    names
 }
 
 /// Whether two stats of an entry give the same recorded attributes (all of them, whatever the

@@ -4,6 +4,7 @@
 //! can never both report the same change: a write applies only if the row is still the one that
 //! was compared against.
 
+use std::cell::RefCell;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -156,11 +157,29 @@ pub enum Op {
     },
 }
 
-/// What sealing a row gives: its MAC and its hash in the stored (binary) form.
+/// What sealing a row gives: its MAC and its hash in the stored (binary) form, both held inline
+/// (a baseline records a row per file: no allocations of their own, freed by another thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seal {
-    mac: Vec<u8>,
-    hash: Option<Vec<u8>>,
+    mac: [u8; 32],
+    hash: Option<HashBytes>,
+}
+
+/// A hash in its stored (binary) form: BLAKE3's 32 bytes inline; a hash of another length (only
+/// in a row edited by hand, whose MAC is being checked) on the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HashBytes {
+    Blake3([u8; 32]),
+    Other(Vec<u8>),
+}
+
+impl HashBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            HashBytes::Blake3(h) => h,
+            HashBytes::Other(h) => h,
+        }
+    }
 }
 
 /// Computes row MACs with the baseline's key, on any thread: so that the hashing threads seal the
@@ -185,17 +204,39 @@ impl Sealer {
 
     /// The MAC of the row (`key`, `checks`, `attrs`) and its hash as stored.
     pub fn seal(&self, key: &[u8], checks: u16, attrs: &FileAttrs) -> Seal {
-        let hash = attrs.hash.as_deref().and_then(hex_to_bytes);
-        let mac = blake3::keyed_hash(&self.key, &mac_input(key, checks, attrs, hash.as_deref()))
-            .as_bytes()
-            .to_vec();
+        self.seal_hashed(key, checks, attrs, None)
+    }
+
+    /// [`Sealer::seal`], given the hash whose hex `attrs` holds when it was just computed: it is
+    /// not parsed back from the hex.
+    pub fn seal_hashed(
+        &self,
+        key: &[u8],
+        checks: u16,
+        attrs: &FileAttrs,
+        computed: Option<&blake3::Hash>,
+    ) -> Seal {
+        let hash = match (computed, attrs.hash.as_deref()) {
+            (Some(h), Some(hex)) => {
+                debug_assert_eq!(hex, h.to_hex().as_str(), "not the hash of these attributes");
+                Some(HashBytes::Blake3(*h.as_bytes()))
+            }
+            (_, hex) => hex.and_then(hex_to_bytes),
+        };
+        let mac = row_mac(
+            &self.key,
+            key,
+            checks,
+            attrs,
+            hash.as_ref().map(HashBytes::as_slice),
+        );
         Seal { mac, hash }
     }
 
     /// Checks the MAC of a row read unchecked by [`Baseline::read_page`], setting its `mac_ok`.
     pub fn check(&self, row: &mut Row) {
         // The stored hash is what `seal` takes back from the row's hex.
-        row.mac_ok = self.seal(&row.key, row.checks, &row.attrs).mac == row.mac;
+        row.mac_ok = self.seal(&row.key, row.checks, &row.attrs).mac[..] == row.mac[..];
     }
 }
 
@@ -334,8 +375,38 @@ fn load_key(dir: &Path, create: bool) -> Result<[u8; 32], FimError> {
     Ok(key)
 }
 
-/// The canonical bytes a row's MAC covers.
-fn mac_input(key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> Vec<u8> {
+/// The MAC of a row: the keyed BLAKE3 hash of [`mac_input`].
+fn row_mac(
+    mac_key: &[u8; 32],
+    key: &[u8],
+    checks: u16,
+    a: &FileAttrs,
+    hash: Option<&[u8]>,
+) -> [u8; 32] {
+    thread_local! {
+        // The input is put together in the same buffer for every row this thread seals.
+        static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    let mac = |out: &mut Vec<u8>| {
+        out.clear();
+        mac_input(out, key, checks, a, hash);
+        *blake3::keyed_hash(mac_key, out).as_bytes()
+    };
+    INPUT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut out) => {
+            let m = mac(&mut out);
+            // A very long key or link target does not keep its buffer for good.
+            if out.capacity() > 64 << 10 {
+                *out = Vec::new();
+            }
+            m
+        }
+        Err(_) => mac(&mut Vec::new()),
+    })
+}
+
+/// The canonical bytes a row's MAC covers, appended to `out`.
+fn mac_input(out: &mut Vec<u8>, key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) {
     fn num(out: &mut Vec<u8>, v: Option<i128>) {
         match v {
             None => out.push(0),
@@ -355,28 +426,27 @@ fn mac_input(key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> Vec
             }
         }
     }
-    let mut out = Vec::with_capacity(192 + key.len());
+    out.reserve(192 + key.len());
     out.extend_from_slice(b"hids fim row v1\0");
-    bytes(&mut out, Some(key));
+    bytes(out, Some(key));
     out.extend_from_slice(&checks.to_le_bytes());
-    bytes(&mut out, a.file_type.map(|t| t.as_str().as_bytes()));
-    num(&mut out, a.size.map(i128::from));
-    num(&mut out, a.mode.map(i128::from));
-    num(&mut out, a.uid.map(i128::from));
-    num(&mut out, a.gid.map(i128::from));
-    bytes(&mut out, a.user.as_deref().map(str::as_bytes));
-    bytes(&mut out, a.group.as_deref().map(str::as_bytes));
-    num(&mut out, a.inode.map(i128::from));
-    num(&mut out, a.device.map(i128::from));
-    num(&mut out, a.mtime.map(i128::from));
-    num(&mut out, a.ctime.map(i128::from));
-    bytes(&mut out, hash);
-    bytes(&mut out, a.hash_skipped.as_deref().map(str::as_bytes));
-    bytes(&mut out, a.link_target.as_deref().map(str::as_bytes));
-    out
+    bytes(out, a.file_type.map(|t| t.as_str().as_bytes()));
+    num(out, a.size.map(i128::from));
+    num(out, a.mode.map(i128::from));
+    num(out, a.uid.map(i128::from));
+    num(out, a.gid.map(i128::from));
+    bytes(out, a.user.as_deref().map(str::as_bytes));
+    bytes(out, a.group.as_deref().map(str::as_bytes));
+    num(out, a.inode.map(i128::from));
+    num(out, a.device.map(i128::from));
+    num(out, a.mtime.map(i128::from));
+    num(out, a.ctime.map(i128::from));
+    bytes(out, hash);
+    bytes(out, a.hash_skipped.as_deref().map(str::as_bytes));
+    bytes(out, a.link_target.as_deref().map(str::as_bytes));
 }
 
-fn hex_to_bytes(s: &str) -> Option<Vec<u8>> {
+fn hex_to_bytes(s: &str) -> Option<HashBytes> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
@@ -389,11 +459,18 @@ fn hex_to_bytes(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
+    if s.len() == 64 {
+        let mut out = [0u8; 32];
+        for (o, p) in out.iter_mut().zip(s.chunks_exact(2)) {
+            *o = nibble(p[0])? << 4 | nibble(p[1])?;
+        }
+        return Some(HashBytes::Blake3(out));
+    }
     let mut out = Vec::with_capacity(s.len() / 2);
     for p in s.chunks_exact(2) {
         out.push(nibble(p[0])? << 4 | nibble(p[1])?);
     }
-    Some(out)
+    Some(HashBytes::Other(out))
 }
 
 fn bytes_to_hex(b: &[u8]) -> String {
@@ -453,13 +530,26 @@ fn insert_rows_sql(n: usize) -> &'static str {
 /// Inserts the rows of `ops` (plain inserts, [`ROWS_PER_INSERT`] or [`FEW_ROWS_PER_INSERT`] of
 /// them) in one statement. False, with nothing written, when a row existed for one of the keys:
 /// then each must be tried on its own to know which applied.
-fn insert_rows(
+///
+/// `bound`: the rows whose values `stmt` holds from its last run in the same [`Baseline::apply`]
+/// (so with the same `now`), if any. A value equal to the one bound in its place already is not
+/// bound again: most columns repeat from row to row (type, owner, mode, device...), and binding
+/// text copies it.
+fn insert_rows<'o>(
     conn: &Connection,
     stmt: &mut rusqlite::Statement<'_>,
-    ops: &[Op],
+    ops: &'o [Op],
     macs: &[Option<Seal>],
     now: i64,
+    bound: &mut Option<&'o [Op]>,
 ) -> rusqlite::Result<bool> {
+    // Nothing is bound unless every row can be.
+    let sealed = |(op, computed): (&Op, &Option<Seal>)| matches!(op, Op::Put { seal, .. } if seal.is_some() || computed.is_some());
+    if !ops.iter().zip(macs).all(sealed) {
+        return Ok(false);
+    }
+    // What the statement holds is known again once every value is bound.
+    let held = bound.take().filter(|p| p.len() == ops.len());
     for (r, (op, computed)) in ops.iter().zip(macs).enumerate() {
         let Op::Put {
             key,
@@ -474,26 +564,63 @@ fn insert_rows(
         let Some(Seal { mac, hash }) = seal.as_ref().or(computed.as_ref()) else {
             return Ok(false);
         };
+        let (old_checks, o) = match held.map(|p| &p[r]) {
+            Some(Op::Put { checks, attrs, .. }) => (Some(*checks), Some(attrs)),
+            _ => (None, None),
+        };
+        // Whether a column's value differs from the one held (or none is known).
+        let differs = |same: &dyn Fn(&FileAttrs) -> bool| o.map_or(true, |o| !same(o));
         let at = r * 18;
         stmt.raw_bind_parameter(at + 1, key)?;
-        stmt.raw_bind_parameter(at + 2, i64::from(*checks))?;
-        stmt.raw_bind_parameter(at + 3, a.file_type.map(|t| t.as_str()))?;
-        stmt.raw_bind_parameter(at + 4, a.size.map(|v| v as i64))?;
-        stmt.raw_bind_parameter(at + 5, a.mode.map(i64::from))?;
-        stmt.raw_bind_parameter(at + 6, a.uid.map(i64::from))?;
-        stmt.raw_bind_parameter(at + 7, a.gid.map(i64::from))?;
-        stmt.raw_bind_parameter(at + 8, &a.user)?;
-        stmt.raw_bind_parameter(at + 9, &a.group)?;
-        stmt.raw_bind_parameter(at + 10, a.inode.map(|v| v as i64))?;
-        stmt.raw_bind_parameter(at + 11, a.device.map(|v| v as i64))?;
-        stmt.raw_bind_parameter(at + 12, a.mtime)?;
-        stmt.raw_bind_parameter(at + 13, a.ctime)?;
-        stmt.raw_bind_parameter(at + 14, hash)?;
-        stmt.raw_bind_parameter(at + 15, &a.hash_skipped)?;
-        stmt.raw_bind_parameter(at + 16, &a.link_target)?;
-        stmt.raw_bind_parameter(at + 17, now)?;
-        stmt.raw_bind_parameter(at + 18, mac)?;
+        if old_checks != Some(*checks) {
+            stmt.raw_bind_parameter(at + 2, i64::from(*checks))?;
+        }
+        if differs(&|o| o.file_type == a.file_type) {
+            stmt.raw_bind_parameter(at + 3, a.file_type.map(|t| t.as_str()))?;
+        }
+        if differs(&|o| o.size == a.size) {
+            stmt.raw_bind_parameter(at + 4, a.size.map(|v| v as i64))?;
+        }
+        if differs(&|o| o.mode == a.mode) {
+            stmt.raw_bind_parameter(at + 5, a.mode.map(i64::from))?;
+        }
+        if differs(&|o| o.uid == a.uid) {
+            stmt.raw_bind_parameter(at + 6, a.uid.map(i64::from))?;
+        }
+        if differs(&|o| o.gid == a.gid) {
+            stmt.raw_bind_parameter(at + 7, a.gid.map(i64::from))?;
+        }
+        if differs(&|o| o.user == a.user) {
+            stmt.raw_bind_parameter(at + 8, &a.user)?;
+        }
+        if differs(&|o| o.group == a.group) {
+            stmt.raw_bind_parameter(at + 9, &a.group)?;
+        }
+        if differs(&|o| o.inode == a.inode) {
+            stmt.raw_bind_parameter(at + 10, a.inode.map(|v| v as i64))?;
+        }
+        if differs(&|o| o.device == a.device) {
+            stmt.raw_bind_parameter(at + 11, a.device.map(|v| v as i64))?;
+        }
+        if differs(&|o| o.mtime == a.mtime) {
+            stmt.raw_bind_parameter(at + 12, a.mtime)?;
+        }
+        if differs(&|o| o.ctime == a.ctime) {
+            stmt.raw_bind_parameter(at + 13, a.ctime)?;
+        }
+        stmt.raw_bind_parameter(at + 14, hash.as_ref().map(HashBytes::as_slice))?;
+        if differs(&|o| o.hash_skipped == a.hash_skipped) {
+            stmt.raw_bind_parameter(at + 15, &a.hash_skipped)?;
+        }
+        if differs(&|o| o.link_target == a.link_target) {
+            stmt.raw_bind_parameter(at + 16, &a.link_target)?;
+        }
+        if held.is_none() {
+            stmt.raw_bind_parameter(at + 17, now)?;
+        }
+        stmt.raw_bind_parameter(at + 18, &mac[..])?;
     }
+    *bound = Some(ops);
     conn.prepare_cached("SAVEPOINT fim_rows")?.execute([])?;
     let inserted = stmt.raw_execute();
     let all = matches!(inserted, Ok(n) if n == ops.len());
@@ -583,10 +710,8 @@ impl Baseline {
         &self.db_path
     }
 
-    fn mac(&self, key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> Vec<u8> {
-        blake3::keyed_hash(&self.mac_key, &mac_input(key, checks, a, hash))
-            .as_bytes()
-            .to_vec()
+    fn mac(&self, key: &[u8], checks: u16, a: &FileAttrs, hash: Option<&[u8]>) -> [u8; 32] {
+        row_mac(&self.mac_key, key, checks, a, hash)
     }
 
     /// What seals rows with this baseline's key (see [`Op::Put`]'s `seal`).
@@ -692,7 +817,7 @@ impl Baseline {
         let since: i64 = r.get(16)?;
         let mac: Vec<u8> = r.get(17)?;
         let has_content: bool = r.get(18)?;
-        let mac_ok = check && self.mac(&key, checks, &attrs, hash.as_deref()) == mac;
+        let mac_ok = check && self.mac(&key, checks, &attrs, hash.as_deref())[..] == mac[..];
         Ok(Row {
             key,
             checks,
@@ -936,6 +1061,8 @@ impl Baseline {
             } else {
                 (None, None)
             };
+            // The rows whose values each multi-row statement holds (see `insert_rows`).
+            let (mut many_bound, mut few_bound): (Option<&[Op]>, Option<&[Op]>) = (None, None);
             // Up to this op, rows are inserted one by one (a run that had a conflict).
             let mut single_until = 0;
             let mut i = 0;
@@ -949,14 +1076,16 @@ impl Baseline {
                         .take(ROWS_PER_INSERT)
                         .take_while(|op| plain_insert(op))
                         .count();
-                    let (n, stmt) = match run {
-                        ROWS_PER_INSERT => (ROWS_PER_INSERT, many.as_mut()),
-                        r if r >= FEW_ROWS_PER_INSERT => (FEW_ROWS_PER_INSERT, few.as_mut()),
-                        _ => (0, None),
+                    let (n, stmt, bound) = match run {
+                        ROWS_PER_INSERT => (ROWS_PER_INSERT, many.as_mut(), &mut many_bound),
+                        r if r >= FEW_ROWS_PER_INSERT => {
+                            (FEW_ROWS_PER_INSERT, few.as_mut(), &mut few_bound)
+                        }
+                        _ => (0, None, &mut few_bound),
                     };
                     if let Some(stmt) = stmt {
                         let (ops, macs) = (&ops[i..i + n], &macs[i..i + n]);
-                        if insert_rows(conn, stmt, ops, macs, now).map_err(sql)? {
+                        if insert_rows(conn, stmt, ops, macs, now, bound).map_err(sql)? {
                             done.extend(std::iter::repeat(true).take(n));
                             i += n;
                             continue;
@@ -988,6 +1117,7 @@ impl Baseline {
                             seal.is_none() || seal.as_ref() == Some(&sealer.seal(key, *checks, a)),
                             "a row sealed ahead no longer matches its seal"
                         );
+                        let (mac, hash) = (&mac[..], hash.as_ref().map(HashBytes::as_slice));
                         let values = params![
                             key,
                             i64::from(*checks),
@@ -1202,6 +1332,66 @@ mod tests {
             let want = if i == 70 || i == 140 { 1 } else { 2 };
             assert_eq!(row.attrs.size, Some(want), "row {i}");
             assert_eq!(row.attrs.user.as_deref(), Some(format!("u{i}").as_str()));
+        }
+    }
+
+    #[test]
+    fn bulk_rows_whose_columns_repeat_or_change_are_each_written_as_given() {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = Baseline::open(d.path(), true).unwrap();
+        let sealer = b.sealer();
+        // Every column changes now and then, each with its own period, so that a statement run
+        // again holds some values from its last run and not others.
+        let attrs = |i: u64| FileAttrs {
+            file_type: Some(if i % 7 == 3 {
+                FileType::Symlink
+            } else {
+                FileType::File
+            }),
+            size: (i % 11 != 0).then_some(i / 2),
+            mode: Some(0o644 + (i / 9 % 2) as u32),
+            uid: Some((i / 13 % 3) as u32),
+            gid: (i % 17 != 0).then_some((i / 5 % 2) as u32),
+            user: (i % 19 != 0).then(|| format!("u{}", i / 23 % 2)),
+            group: Some(format!("g{}", i / 3 % 2)),
+            inode: Some(i / 4),
+            device: Some(i / 100),
+            mtime: Some((i / 6) as i64),
+            ctime: (i % 29 != 0).then_some(7),
+            hash: (i % 31 != 1).then(|| bytes_to_hex(blake3::hash(&i.to_le_bytes()).as_bytes())),
+            hash_skipped: (i % 31 == 1).then(|| "too large".to_string()),
+            link_target: (i % 7 == 3).then(|| format!("/t{}", i / 50)),
+        };
+        let put = |i: u64| {
+            let key = key_of(Path::new(&format!("/tree/{i:08}")));
+            let checks = if i % 37 == 0 { 0x3ff } else { 0x7ff };
+            let a = attrs(i);
+            let seal = Some(sealer.seal(&key, checks, &a));
+            Op::Put {
+                key,
+                checks,
+                attrs: a,
+                expect: None,
+                content: ContentOp::Delete,
+                record: None,
+                seal,
+            }
+        };
+        // A row recorded first breaks one run of 64 into rows one by one.
+        assert_eq!(b.apply(&[put(200)]).unwrap(), [true]);
+        b.begin_bulk().unwrap();
+        let ops: Vec<Op> = (0..500).map(put).collect();
+        let done = b.apply(&ops).unwrap();
+        b.end_bulk().unwrap();
+        assert_eq!((0..500).filter(|&i| !done[i]).collect::<Vec<_>>(), [200]);
+        for i in 0..500u64 {
+            let row = b
+                .get(&key_of(Path::new(&format!("/tree/{i:08}"))))
+                .unwrap()
+                .unwrap();
+            assert!(row.mac_ok, "row {i}");
+            assert_eq!(row.attrs, attrs(i), "row {i}");
+            assert_eq!(row.checks, if i % 37 == 0 { 0x3ff } else { 0x7ff });
         }
     }
 

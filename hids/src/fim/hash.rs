@@ -127,16 +127,22 @@ pub struct DirFd(File);
 
 impl DirFd {
     /// Opens the directory at `path`, if it is still the one with this device and inode (else
-    /// None: its files are opened by path). None too when too many are held already.
-    pub fn open(path: &Path, dev: u64, ino: u64) -> Option<DirFd> {
+    /// None: its files are opened by path). None too when too many are held already. By its
+    /// name relative to `parent`, the directory `path` is in, when given.
+    pub fn open(parent: Option<&DirFd>, path: &Path, dev: u64, ino: u64) -> Option<DirFd> {
         if DIR_FDS.fetch_add(1, Ordering::Relaxed) >= dir_fd_cap() {
             DIR_FDS.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        let dir = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(path)
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let opened = match (parent, path.file_name()) {
+            (Some(p), Some(name)) => crate::sys::open_at(p.0.as_fd(), name, flags),
+            _ => std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(path),
+        };
+        let dir = opened
             .ok()
             .filter(|f| f.metadata().is_ok_and(|m| m.dev() == dev && m.ino() == ino))
             .map(DirFd);

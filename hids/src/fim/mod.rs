@@ -149,6 +149,8 @@ struct Item {
     skipped: bool,
     /// The MAC of the row to write for it, computed while hashing (None: unchanged, or not known).
     seal: Option<Seal>,
+    /// The hash just computed, whose hex `attrs` holds (for sealing the row).
+    hash: Option<blake3::Hash>,
 }
 
 impl Item {
@@ -166,6 +168,7 @@ impl Item {
             denied: false,
             skipped: false,
             seal: None,
+            hash: None,
         }
     }
 
@@ -180,6 +183,7 @@ impl Item {
             denied: false,
             skipped: false,
             seal: None,
+            hash: None,
         }
     }
 }
@@ -330,7 +334,10 @@ fn prepare(item: &mut Item, ctx: &Ctx<'_>) {
         .as_ref()
         .is_some_and(|o| o.mac_ok && o.checks == bits && o.attrs == *new);
     if !unchanged {
-        item.seal = Some(ctx.sealer.seal(&item.key, bits, new));
+        item.seal = Some(
+            ctx.sealer
+                .seal_hashed(&item.key, bits, new, item.hash.as_ref()),
+        );
     }
 }
 
@@ -437,7 +444,9 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
                 (Some(a), Some(w)) if attrs::same_attrs(w, &meta) => a,
                 _ => from(&meta, None),
             };
-            a.hash = Some(hash.to_hex().to_string());
+            // (Copied from the hex as it is: `to_string` would format it.)
+            a.hash = Some(String::from(hash.to_hex().as_str()));
+            item.hash = Some(hash);
             item.content = content;
             item.hashed = true;
             (a, meta)
@@ -572,7 +581,8 @@ impl<'a> Writer<'a> {
         on_change: &mut dyn FnMut(&FimChange),
     ) -> Result<(), FimError> {
         let mut ops = Vec::with_capacity(batch.len());
-        let mut changes: Vec<Option<FimChange>> = Vec::with_capacity(batch.len());
+        // The changes to report, each with the index of its op (most ops report none).
+        let mut changes: Vec<(usize, FimChange)> = Vec::new();
         for mut item in batch {
             if item.skipped {
                 self.summary.interrupted = true;
@@ -627,17 +637,18 @@ impl<'a> Writer<'a> {
                                         record: None,
                                         seal: None,
                                     });
-                                    changes.push(None);
                                 }
                                 continue;
                             }
                             (ChangeKind::Modified, attrs::changed(&o.attrs, &new), false)
                         }
                     };
-                    let added = kind == ChangeKind::Added
-                        && !self.quiet.iter().any(|r| path.starts_with(r));
-                    let report =
-                        self.mode == Mode::Check && (added || tampered || !changed.is_empty());
+                    // (A new baseline reports nothing: no path is compared with the quiet roots.)
+                    let report = self.mode == Mode::Check
+                        && (tampered
+                            || !changed.is_empty()
+                            || (kind == ChangeKind::Added
+                                && !self.quiet.iter().any(|r| path.starts_with(r))));
                     let change = if report {
                         let diff = if changed.contains(&"hash") && !tampered {
                             diff_for(self.b, &item, fp, path)?
@@ -656,16 +667,19 @@ impl<'a> Writer<'a> {
                     } else {
                         None
                     };
+                    let record = change.as_ref().map(record_of);
+                    if let Some(c) = change {
+                        changes.push((ops.len(), c));
+                    }
                     ops.push(Op::Put {
                         key: std::mem::take(&mut item.key),
                         checks: bits,
                         attrs: new,
                         expect: old.as_ref().map(|o| o.mac.clone()),
                         content: content_op(&item, fp, path),
-                        record: change.as_ref().map(record_of),
+                        record,
                         seal: item.seal.take(),
                     });
-                    changes.push(change);
                 }
                 (_, _, Some(old)) => {
                     let path = baseline::path_of_key(&item.key);
@@ -682,12 +696,15 @@ impl<'a> Writer<'a> {
                         diff: None,
                         tampered: !old.mac_ok,
                     });
+                    let record = change.as_ref().map(record_of);
+                    if let Some(c) = change {
+                        changes.push((ops.len(), c));
+                    }
                     ops.push(Op::Delete {
                         key: item.key.clone(),
                         expect: old.mac.clone(),
-                        record: change.as_ref().map(record_of),
+                        record,
                     });
-                    changes.push(change);
                 }
                 _ => {}
             }
@@ -696,15 +713,16 @@ impl<'a> Writer<'a> {
             return Ok(());
         }
         let applied = self.b.apply(&ops)?;
-        for ((op, change), ok) in ops.iter().zip(changes).zip(applied) {
+        for (op, ok) in ops.iter().zip(&applied) {
             if !ok {
                 let key = match op {
                     Op::Put { key, .. } | Op::Delete { key, .. } => key.clone(),
                 };
                 self.conflicts.push(key);
-                continue;
             }
-            if let Some(c) = change {
+        }
+        for (at, c) in changes {
+            if applied.get(at) == Some(&true) {
                 let s = &mut self.summary;
                 if c.tampered {
                     s.tampered += 1;
@@ -927,7 +945,8 @@ fn engine(
                 let mut emit = |item: WalkItem| {
                     chunk.push(item);
                     if chunk.len() >= WALK_CHUNK {
-                        return wtx.send(std::mem::take(&mut chunk)).is_ok();
+                        let next = Vec::with_capacity(WALK_CHUNK);
+                        return wtx.send(std::mem::replace(&mut chunk, next)).is_ok();
                     }
                     true
                 };

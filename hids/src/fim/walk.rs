@@ -284,6 +284,8 @@ struct Frame {
     dir: Option<Arc<DirFd>>,
     /// The directory's key: its children's keys extend it by one component each.
     key: Vec<u8>,
+    /// The directory's path: its children's paths extend it by one component each.
+    path: PathBuf,
 }
 
 /// The walk over every configured path. `emit` returns false to stop early.
@@ -407,9 +409,12 @@ impl<'a> Walker<'a> {
                 ids.pop();
                 continue;
             };
-            let path = entry.path();
-            // The child's key from its directory's (the same as `key_of(&path)`, without
-            // parsing the whole path again).
+            // The child's path (as `entry.path()` gives it, in one allocation rather than two)
+            // and its key from its directory's (the same as `key_of(&path)`, without parsing
+            // the whole path again).
+            let mut path = PathBuf::with_capacity(top.path.as_os_str().len() + 1 + name.len());
+            path.push(&top.path);
+            path.push(&name);
             let mut key = Vec::with_capacity(top.key.len() + 1 + name.len());
             key.extend_from_slice(&top.key);
             key.push(0);
@@ -503,7 +508,7 @@ impl<'a> Walker<'a> {
             Scope::Record { root, .. } => Some(root),
             Scope::Transit => self.plan.governing(&path).map(|g| g.0),
         };
-        let (entry, parent_dir) = match entry {
+        let (entry, mut parent_dir) = match entry {
             Some((e, d)) => (Some(e), d),
             None => (None, None),
         };
@@ -588,7 +593,11 @@ impl<'a> Walker<'a> {
                 meta: Some(meta.clone()),
                 root,
                 link_target: target,
-                dir: if meta.is_file() { parent_dir } else { None },
+                dir: if meta.is_file() {
+                    parent_dir.take()
+                } else {
+                    None
+                },
             };
             if !emit(WalkItem::Entry(node)) {
                 return Visit::Stop;
@@ -654,11 +663,12 @@ impl<'a> Walker<'a> {
             dev: meta.dev(),
             ino: meta.ino(),
             dir: if self.hold_dirs {
-                DirFd::open(&path, meta.dev(), meta.ino()).map(Arc::new)
+                DirFd::open(parent_dir.as_deref(), &path, meta.dev(), meta.ino()).map(Arc::new)
             } else {
                 None
             },
             key,
+            path,
         })
     }
 
