@@ -345,12 +345,12 @@ impl State {
             for seq in [consumed, newest] {
                 if let Some(rec) = at(seq).and_then(|i| records.get_mut(i)) {
                     rec.matched = rule.level;
-                    // The record's entries in every list it is in.
+                    // The record's entries in every list it is in (once each, unless a caller
+                    // named a list twice).
                     for l in lists.iter_mut() {
-                        if let Ok(k) = l.binary_search_by_key(&seq, |e| e.seq) {
-                            if let Some(e) = l.get_mut(k) {
-                                e.matched = rule.level;
-                            }
+                        let k = l.partition_point(|e| e.seq < seq);
+                        for e in l.range_mut(k..).take_while(|e| e.seq == seq) {
+                            e.matched = rule.level;
                         }
                     }
                 }
@@ -748,7 +748,9 @@ mod tests {
             assert_eq!(a, b, "step {step}");
             let matched = if a.is_some() { rule.level } else { 0 };
             found += usize::from(a.is_some());
-            let lists = [list, (list + 1) % 3];
+            // Now and then a list named twice.
+            let other = if next(50) == 0 { list } else { (list + 1) % 3 };
+            let lists = [list, other];
             let feeds = &lists[..1 + next(2) as usize];
             fast.remember(feeds, &k, &log, now, matched);
             slow.remember(feeds, &k, &log, now, matched);
