@@ -348,6 +348,10 @@ impl State {
                     // The record's entries in every list it is in (once each, unless a caller
                     // named a list twice).
                     for l in lists.iter_mut() {
+                        let held = |e: Option<&Entry>| e.is_some_and(|e| e.seq <= seq);
+                        if !held(l.front()) || l.back().is_some_and(|e| e.seq < seq) {
+                            continue;
+                        }
                         let k = l.partition_point(|e| e.seq < seq);
                         for e in l.range_mut(k..).take_while(|e| e.seq == seq) {
                             e.matched = rule.level;
