@@ -1016,7 +1016,10 @@ fn engine(
                 for item in wrx.iter().flatten() {
                     batch_bytes += cursor.join(reader, item, &mut batch, paths, opts.full)?;
                     if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-                        if !send(std::mem::take(&mut batch), &mut flight, on_change) {
+                        // The next batch starts at full size: growing it would copy its items
+                        // (several hundred bytes each) again and again.
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        if !send(full, &mut flight, on_change) {
                             return Ok(false);
                         }
                         batch_bytes = 0;
@@ -1033,7 +1036,11 @@ fn engine(
                             batch.push(Item::gone(r));
                         }
                         if batch.len() >= BATCH
-                            && !send(std::mem::take(&mut batch), &mut flight, on_change)
+                            && !send(
+                                std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                                &mut flight,
+                                on_change,
+                            )
                         {
                             return Ok(false);
                         }
