@@ -122,7 +122,7 @@ pub struct Captures {
 impl Captures {
     /// The text of group `i` (lossy where a capture cut a multi-byte character).
     pub fn text(&self, haystack: &str, i: usize) -> Option<String> {
-        self.text_bytes(haystack.as_bytes(), i)
+        self.text_at(haystack, 0, i)
     }
 
     /// The text of group `i` of a match that ran on `text[offset..]` (as bytes: `offset` need not
@@ -135,18 +135,6 @@ impl Captures {
             Some(s) => Some(s.to_owned()),
             None => Some(String::from_utf8_lossy(text.as_bytes().get(start..end)?).into_owned()),
         }
-    }
-
-    /// The same on the bytes the match ran on.
-    pub fn text_bytes(&self, haystack: &[u8], i: usize) -> Option<String> {
-        let r = self.groups.get(i)?;
-        let b = haystack.get(r.clone())?;
-        // Checking is much cheaper than the lossy conversion's scan, and captures are nearly
-        // always whole characters.
-        Some(match std::str::from_utf8(b) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(b).into_owned(),
-        })
     }
 }
 

@@ -459,12 +459,8 @@ fn hex_to_bytes(s: &str) -> Option<HashBytes> {
     if s.len() % 2 != 0 {
         return None;
     }
-    if s.len() == 64 {
-        let mut out = [0u8; 32];
-        for (o, p) in out.iter_mut().zip(s.chunks_exact(2)) {
-            *o = nibble(p[0])? << 4 | nibble(p[1])?;
-        }
-        return Some(HashBytes::Blake3(out));
+    if let Ok(h) = blake3::Hash::from_hex(s) {
+        return Some(HashBytes::Blake3(*h.as_bytes()));
     }
     let mut out = Vec::with_capacity(s.len() / 2);
     for p in s.chunks_exact(2) {
