@@ -131,10 +131,8 @@ fn main() {
     let mut cache = DecodeCache::default();
     let start = Instant::now();
     let mut decoded_lines = 0u64;
-    let mut count = 0u64;
     for line in open().lines().take(if timed_only { 0 } else { usize::MAX }) {
         let line = line.expect("read");
-        count += 1;
         let pre = predecode(&line, LogFormat::Syslog);
         let (d, _) = decoders.decode_full(&pre, &mut cache);
         decoded_lines += u64::from(d.decoder.is_some());
@@ -152,6 +150,7 @@ fn main() {
     let location: Arc<str> = Arc::from("stdin");
     let mut per_rule: BTreeMap<u32, (u8, u64)> = BTreeMap::new();
     let mut alerts = 0u64;
+    let mut count = 0u64;
     let start = Instant::now();
     let cpu_start = cpu_secs();
     let mut reader = open();
@@ -162,6 +161,7 @@ fn main() {
         if reader.read_line(&mut line).expect("read") == 0 {
             break;
         }
+        count += 1;
         if line.ends_with('\n') {
             line.pop();
             if line.ends_with('\r') {
@@ -216,11 +216,13 @@ fn main() {
         "CPU time: {cpu:.2} s = {:.0} events per CPU-second",
         n / cpu.max(0.01)
     );
-    println!(
-        "decoding only: {:.3} s = {:.0} lines/s ({decoded_lines} decoded)",
-        decode_secs,
-        n / decode_secs
-    );
+    if !timed_only {
+        println!(
+            "decoding only: {:.3} s = {:.0} lines/s ({decoded_lines} decoded)",
+            decode_secs,
+            n / decode_secs
+        );
+    }
     println!(
         "peak RSS: {} KiB (after loading decoders {rss_decoders} KiB, rules {rss_rules} KiB, at the end {} KiB)",
         peak_rss_kib(),
