@@ -91,6 +91,37 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The bytes of `chunk` that a JSON string escapes, as bits (bit k for byte k): below 0x20, a
+/// quote or a backslash.
+#[inline]
+pub fn json_escapes(chunk: &[u8; 16]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+            _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is part of every x86_64 CPU, so these instructions always exist; the
+        // unaligned load reads exactly the 16 bytes of `chunk`.
+        unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Unsigned below 0x20: the smaller of the byte and 0x1f is the byte itself.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut m = 0u32;
+        for (k, &c) in chunk.iter().enumerate() {
+            m |= u32::from(c < 0x20 || c == b'"' || c == b'\\') << k;
+        }
+        m
+    }
+}
+
 /// Lowers the calling thread's IO priority to the idle class and its CPU priority to nice 19, so
 /// that a scan only uses what the host leaves unused. Threads created afterwards by this thread
 /// inherit both. Returns a description of what could not be done, if anything.

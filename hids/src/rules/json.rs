@@ -253,47 +253,42 @@ fn string(b: &mut Vec<u8>, s: &str) {
 /// The escaped bytes of a JSON string, without its quotes. Each byte is escaped on its own, so
 /// the escape of a text is the escapes of its parts, wherever it is cut.
 fn escape_run(b: &mut Vec<u8>, bytes: &[u8]) {
-    // Runs without anything to escape are copied whole; they are found eight bytes at a time.
+    // Runs without anything to escape are copied whole; they are found sixteen bytes at a time.
+    // The last chunk of a text of 16 bytes or more ends at its end and overlaps the one before
+    // (the bytes already passed are shifted out of its mask); a shorter text is padded with
+    // spaces, which need no escape.
+    let len = bytes.len();
     let mut start = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        let mut word = [b' '; 8];
-        let n = match bytes.get(i..i + 8) {
-            Some(chunk) => {
-                word.copy_from_slice(chunk);
-                8
-            }
-            None => {
-                // The last few bytes, padded with spaces (which need no escape).
-                let rest = &bytes[i..];
-                word[..rest.len()].copy_from_slice(rest);
-                rest.len()
-            }
+    while i < len {
+        let m = match bytes
+            .get(i..i + 16)
+            .and_then(|c| <&[u8; 16]>::try_from(c).ok())
+        {
+            Some(chunk) => crate::sys::json_escapes(chunk),
+            None => match len.checked_sub(16).and_then(|t| bytes.get(t..)) {
+                Some(last) => {
+                    let last: &[u8; 16] = last.try_into().unwrap_or(&[b' '; 16]);
+                    crate::sys::json_escapes(last) >> (16 - (len - i))
+                }
+                None => {
+                    let mut chunk = [b' '; 16];
+                    chunk[..len - i].copy_from_slice(&bytes[i..]);
+                    crate::sys::json_escapes(&chunk)
+                }
+            },
         };
-        let m = to_escape(u64::from_le_bytes(word));
         if m == 0 {
-            i += n;
+            i += 16;
             continue;
         }
-        let at = i + (m.trailing_zeros() / 8) as usize;
+        let at = i + m.trailing_zeros() as usize;
         b.extend_from_slice(&bytes[start..at]);
         escape(b, bytes[at]);
         i = at + 1;
         start = i;
     }
     b.extend_from_slice(&bytes[start..]);
-}
-
-/// The bytes of `w` (little-endian) that JSON strings escape, as their high bits: below 0x20, a
-/// quote or a backslash. Exact per byte (no carries between bytes).
-fn to_escape(w: u64) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    // High bit set exactly in the zero bytes of `x`.
-    let zero = |x: u64| !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7);
-    zero(w & (ONES * 0xe0))
-        | zero(w ^ (ONES * u64::from(b'"')))
-        | zero(w ^ (ONES * u64::from(b'\\')))
 }
 
 /// serde_json's escape for one byte that needs one.
@@ -400,6 +395,50 @@ mod tests {
 
     /// Every byte value below 0x80, quotes and backslashes at every position of an 8-byte run,
     /// multi-byte UTF-8, DEL and C1 controls.
+    #[test]
+    fn escape_run_agrees_with_serde_json_at_every_length_and_position() {
+        let serde = |s: &str| {
+            let q = serde_json::to_string(s).unwrap();
+            q[1..q.len() - 1].to_string()
+        };
+        let ours = |s: &str| {
+            let mut b = Vec::new();
+            escape_run(&mut b, s.as_bytes());
+            String::from_utf8(b).unwrap()
+        };
+        for len in 0..50 {
+            assert_eq!(ours(&"x".repeat(len)), "x".repeat(len));
+            for p in 0..len {
+                for c in ['"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '\u{7f}', 'é'] {
+                    let mut s: String = "x".repeat(p);
+                    s.push(c);
+                    s.push_str(&"y".repeat(len - p - 1));
+                    assert_eq!(ours(&s), serde(&s), "{s:?}");
+                    // And a second escape at every later position.
+                    for q in p + 1..len {
+                        let mut t: Vec<char> = s.chars().collect();
+                        t[q] = '\t';
+                        let t: String = t.into_iter().collect();
+                        assert_eq!(ours(&t), serde(&t), "{t:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_byte_value_is_classified_at_every_lane() {
+        for c in 0..=255u8 {
+            let want = c < 0x20 || c == b'"' || c == b'\\';
+            for k in 0..16 {
+                let mut chunk = [b'a'; 16];
+                chunk[k] = c;
+                let m = crate::sys::json_escapes(&chunk);
+                assert_eq!(m, u32::from(want) << k, "byte {c:#x} at {k}");
+            }
+        }
+    }
+
     fn awkward() -> Vec<String> {
         let all: String = (0u8..0x80).map(char::from).collect();
         let mut v = vec![
