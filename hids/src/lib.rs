@@ -15,6 +15,7 @@ pub mod decode;
 pub mod diag;
 pub mod event;
 pub mod fim;
+pub mod hash;
 pub mod logtest;
 pub mod net;
 pub mod outputs;

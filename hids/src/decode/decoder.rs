@@ -18,7 +18,6 @@
 //! root in file order), and only the few unanchored roots before it are tried one by one. Capture
 //! groups are extracted only for the decoder that matched.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -210,7 +209,7 @@ pub struct DecoderSet {
 /// Per-thread state that speeds decoding up; keep one per decoding thread.
 #[derive(Debug, Default)]
 pub struct DecodeCache {
-    pname_roots: HashMap<Box<str>, Arc<[u32]>>,
+    pname_roots: crate::hash::Map<Box<str>, Arc<[u32]>>,
     /// Counters for the benchmark and metrics.
     pub stats: DecodeStats,
 }

@@ -13,8 +13,7 @@
 //! `frequency + 1` earlier records qualify, so with the current event `frequency + 2` events in all
 //! (OSSEC's documented quirk).
 
-use std::collections::hash_map::RandomState;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
 /// Bounds on correlation memory.
@@ -209,13 +208,13 @@ pub struct State {
     base: u64,
     lists: Vec<VecDeque<Entry>>,
     /// Keys the source address fingerprints of the list entries.
-    fingerprints: RandomState,
+    fingerprints: crate::hash::Keyed,
     /// One past the newest sequence number whose record is older than the record before it (0:
     /// none). While such a pair is held, record times are not in sequence order and a search reads
     /// each record's time instead of bisecting the ring.
     unordered: u64,
-    fts: HashSet<Box<str>>,
-    ignored: HashSet<Box<str>>,
+    fts: crate::hash::Set<Box<str>>,
+    ignored: crate::hash::Set<Box<str>>,
     counters: Counters,
     max_timeframe: u64,
 }
@@ -237,10 +236,10 @@ impl State {
             records: VecDeque::new(),
             base: 0,
             lists: vec![VecDeque::new(); lists],
-            fingerprints: RandomState::new(),
+            fingerprints: crate::hash::Keyed::default(),
             unordered: 0,
-            fts: HashSet::new(),
-            ignored: HashSet::new(),
+            fts: crate::hash::Set::default(),
+            ignored: crate::hash::Set::default(),
             counters: Counters::default(),
             max_timeframe: u64::MAX,
         }
@@ -496,7 +495,7 @@ impl State {
 }
 
 /// A source address's fingerprint in list entries: never 0, which stands for no address.
-fn fingerprint(keys: &RandomState, srcip: &str) -> u32 {
+fn fingerprint(keys: &crate::hash::Keyed, srcip: &str) -> u32 {
     keys.hash_one(srcip) as u32 | 1
 }
 

@@ -283,7 +283,7 @@ impl RuleSet {
 #[derive(Debug, Default)]
 struct TopIndex {
     /// For each decoder some top-level rule names in `decoded_as`, per category.
-    by_decoder: HashMap<Box<str>, [Box<[u32]>; CATEGORIES]>,
+    by_decoder: crate::hash::Map<Box<str>, [Box<[u32]>; CATEGORIES]>,
     /// For any other decoder (or none), per category: the rules without `decoded_as`.
     other: [Box<[u32]>; CATEGORIES],
 }
@@ -307,7 +307,7 @@ impl TopIndex {
                 .map(|(pos, _)| pos as u32)
                 .collect()
         };
-        let mut by_decoder = HashMap::new();
+        let mut by_decoder = crate::hash::Map::default();
         for &n in &tree.top {
             if let Some(d) = &tree.rules[tree.nodes[n].rule].cond.decoded_as {
                 by_decoder
