@@ -103,6 +103,45 @@ pub struct SiblingSets {
     pub maps: [Vec<Box<[Option<u32>]>>; SOURCES],
     /// Per source, per sibling: the set index of its first pattern the set answers for.
     pub first: [Vec<Option<u32>>; SOURCES],
+    /// Per source: how often the set's scans have found something lately.
+    pub hits: [HitScore; SOURCES],
+}
+
+/// Whether a set's texts have mostly matched some pattern lately: a score that rises by one per
+/// scan that found something and falls by four per scan that found nothing. A set that mostly
+/// matches skips the quick "anything at all?" pass that other sets run first, since the pass
+/// naming the matches would follow it anyway. Only the cost of a scan depends on it, never its
+/// result, so threads sharing a set may update it without ordering.
+#[derive(Debug, Default)]
+pub struct HitScore(std::sync::atomic::AtomicU8);
+
+impl HitScore {
+    const MAX: u8 = 15;
+    const MISS: u8 = 4;
+    /// From this score on, the quick pass is skipped.
+    const SKIP_FROM: u8 = 8;
+
+    fn mostly_hits(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) >= Self::SKIP_FROM
+    }
+
+    fn record(&self, hit: bool) {
+        let s = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        let s = if hit {
+            (s + 1).min(Self::MAX)
+        } else {
+            s.saturating_sub(Self::MISS)
+        };
+        self.0.store(s, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clone for HitScore {
+    fn clone(&self) -> Self {
+        HitScore(std::sync::atomic::AtomicU8::new(
+            self.0.load(std::sync::atomic::Ordering::Relaxed),
+        ))
+    }
 }
 
 impl SiblingSets {
@@ -163,11 +202,14 @@ impl Known<'_> {
             }
             // Most texts match no pattern of the set: a search that stops at the first match
             // (the lazy DFA's fast loop) rules that out first; the overlapping search that names
-            // every matching pattern costs several times more per byte.
+            // every matching pattern costs several times more per byte. A set whose texts have
+            // mostly matched lately goes straight to naming.
             let input = regex_automata::Input::new(text.as_bytes());
-            if set.is_match(input.clone()) {
+            let score = &self.sets.hits[s];
+            if score.mostly_hits() || set.is_match(input.clone()) {
                 set.which_overlapping_matches(&input, r);
             }
+            score.record(!r.is_empty());
             self.scratch.done[s] = true;
         }
         Some(r.contains(regex_automata::PatternID::new(si).ok()?))
@@ -673,6 +715,26 @@ impl Conditions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_skips_its_quick_pass_only_while_its_texts_mostly_match() {
+        let h = HitScore::default();
+        for _ in 0..HitScore::SKIP_FROM - 1 {
+            h.record(true);
+            assert!(!h.mostly_hits());
+        }
+        h.record(true);
+        assert!(h.mostly_hits());
+        // Nine hits in ten keep it skipping; a run of misses brings the quick pass back.
+        for i in 0..100 {
+            h.record(i % 10 != 0);
+        }
+        assert!(h.mostly_hits());
+        h.record(false);
+        h.record(false);
+        assert!(!h.mostly_hits());
+        assert!(!h.clone().mostly_hits());
+    }
 
     #[test]
     fn ip_lists_follow_ossec_negation() {
