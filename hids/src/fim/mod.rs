@@ -556,6 +556,8 @@ struct Writer<'a> {
     /// Configured paths the baseline did not cover yet: what is found under them is recorded
     /// without being reported as added, as at the first start.
     quiet: &'a [PathBuf],
+    /// The buffer of a batch's writes, kept from one batch to the next.
+    ops: Vec<Op>,
 }
 
 impl<'a> Writer<'a> {
@@ -570,20 +572,26 @@ impl<'a> Writer<'a> {
             denied: WalkStats::default(),
             conflicts: Vec::new(),
             quiet: &[],
+            ops: Vec::new(),
         }
     }
 
     /// Compares a hashed batch with the baseline, writes it in one transaction, and reports the
     /// changes that were written.
+    /// The batch is left empty, its capacity kept for another.
     fn finish(
         &mut self,
-        batch: Vec<Item>,
+        batch: &mut Vec<Item>,
         on_change: &mut dyn FnMut(&FimChange),
     ) -> Result<(), FimError> {
-        let mut ops = Vec::with_capacity(batch.len());
+        // The ops of the last batch left their buffer: a fresh one (hundreds of kilobytes) is
+        // paged in anew each time.
+        let mut ops = std::mem::take(&mut self.ops);
+        ops.clear();
+        ops.reserve(batch.len());
         // The changes to report, each with the index of its op (most ops report none).
         let mut changes: Vec<(usize, FimChange)> = Vec::new();
-        for mut item in batch {
+        for mut item in batch.drain(..) {
             if item.skipped {
                 self.summary.interrupted = true;
                 continue;
@@ -710,6 +718,7 @@ impl<'a> Writer<'a> {
             }
         }
         if ops.is_empty() {
+            self.ops = ops;
             return Ok(());
         }
         let applied = self.b.apply(&ops)?;
@@ -735,6 +744,8 @@ impl<'a> Writer<'a> {
                 on_change(&c);
             }
         }
+        ops.clear();
+        self.ops = ops;
         Ok(())
     }
 }
@@ -828,15 +839,31 @@ fn hashing_pool() -> Result<Arc<rayon::ThreadPool>, FimError> {
 struct InFlight {
     spawned: u64,
     written: u64,
-    rx: mpsc::Receiver<Vec<FimChange>>,
+    rx: mpsc::Receiver<Written>,
+    /// Batches written and emptied, for the next ones: a batch of fresh memory (some hundred
+    /// kilobytes) costs a page fault per page each time.
+    spare: Vec<Vec<Item>>,
 }
 
+/// What the writing thread sends back for each batch written: its changes, and the batch emptied.
+type Written = (Vec<FimChange>, Vec<Item>);
+
 impl InFlight {
-    fn report(&mut self, changes: Vec<FimChange>, on_change: &mut dyn FnMut(&FimChange)) {
+    fn report(&mut self, (changes, batch): Written, on_change: &mut dyn FnMut(&FimChange)) {
         self.written += 1;
         for c in &changes {
             on_change(c);
         }
+        if self.spare.len() < 2 {
+            self.spare.push(batch);
+        }
+    }
+
+    /// An empty batch with room for a full one.
+    fn batch(&mut self) -> Vec<Item> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH))
     }
 
     /// Reports the batches written, waiting for more until no more than `max` batches are left
@@ -863,23 +890,23 @@ impl InFlight {
 fn write_in_order(
     writer: &mut Writer<'_>,
     rx: mpsc::Receiver<(u64, Vec<Item>)>,
-    tx: mpsc::Sender<Vec<FimChange>>,
+    tx: mpsc::Sender<Written>,
     abort: &AtomicBool,
 ) -> Result<(), FimError> {
     let mut next = 0u64;
     let mut done: std::collections::BTreeMap<u64, Vec<Item>> = Default::default();
     for (seq, batch) in rx {
         done.insert(seq, batch);
-        while let Some(batch) = done.remove(&next) {
+        while let Some(mut batch) = done.remove(&next) {
             next += 1;
             if abort.load(Ordering::Relaxed) {
                 continue;
             }
             let mut changes = Vec::new();
-            writer.finish(batch, &mut |c| changes.push(c.clone()))?;
+            writer.finish(&mut batch, &mut |c| changes.push(c.clone()))?;
             // The entries (paths, attributes, open directories) are freed here too, off the
             // dispatching thread.
-            if tx.send(changes).is_err() {
+            if tx.send((changes, batch)).is_err() {
                 return Ok(());
             }
         }
@@ -922,6 +949,7 @@ fn engine(
         denied: WalkStats::default(),
         conflicts: Vec::new(),
         quiet,
+        ops: Vec::new(),
     };
     let stopped = |o: &ScanOptions<'_>| o.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let mut walk_stats = WalkStats::default();
@@ -931,6 +959,8 @@ fn engine(
         // Entries travel in chunks: one channel operation (and thread wake-up) per entry would
         // cost more than looking at the entry.
         let (wtx, wrx) = mpsc::sync_channel::<Vec<WalkItem>>(16);
+        // Chunks come back emptied, to be filled again rather than paged in anew.
+        let (ctx_back, crx_back) = mpsc::channel::<Vec<WalkItem>>();
         let walking = std::thread::Builder::new()
             .name("fim-walk".into())
             .spawn_scoped(s, || {
@@ -941,11 +971,14 @@ fn engine(
                     w.pace = Some(p);
                 }
                 let wtx = wtx;
+                let back = crx_back;
                 let mut chunk: Vec<WalkItem> = Vec::with_capacity(WALK_CHUNK);
                 let mut emit = |item: WalkItem| {
                     chunk.push(item);
                     if chunk.len() >= WALK_CHUNK {
-                        let next = Vec::with_capacity(WALK_CHUNK);
+                        let next = back
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(WALK_CHUNK));
                         return wtx.send(std::mem::replace(&mut chunk, next)).is_ok();
                     }
                     true
@@ -962,7 +995,7 @@ fn engine(
         // Batches are written in walk order as they come back, on a thread of their own, so that
         // handing out work here never waits on the database.
         let (htx, hrx) = mpsc::channel::<(u64, Vec<Item>)>();
-        let (atx, arx) = mpsc::channel::<Vec<FimChange>>();
+        let (atx, arx) = mpsc::channel::<Written>();
         let abort = &abort;
         let writer = &mut writer;
         let writing = std::thread::Builder::new()
@@ -983,6 +1016,7 @@ fn engine(
             spawned: 0,
             written: 0,
             rx: arx,
+            spare: Vec::new(),
         };
         let dispatched = pool.in_place_scope(|rs| {
             // False when the writing thread is gone.
@@ -1010,24 +1044,27 @@ fn engine(
             };
             let mut run = |on_change: &mut dyn FnMut(&FimChange)| -> Result<bool, FimError> {
                 let mut cursor = Cursor::unchecked();
-                let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+                let mut batch: Vec<Item> = flight.batch();
                 let mut batch_bytes = 0u64;
                 let mut interrupted = false;
-                for item in wrx.iter().flatten() {
-                    batch_bytes += cursor.join(reader, item, &mut batch, paths, opts.full)?;
-                    if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-                        // The next batch starts at full size: growing it would copy its items
-                        // (several hundred bytes each) again and again.
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        if !send(full, &mut flight, on_change) {
-                            return Ok(false);
+                'walk: for mut chunk in wrx.iter() {
+                    for item in chunk.drain(..) {
+                        batch_bytes += cursor.join(reader, item, &mut batch, paths, opts.full)?;
+                        if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
+                            // The next batch starts at full size: growing it would copy its
+                            // items (several hundred bytes each) again and again.
+                            let full = std::mem::replace(&mut batch, flight.batch());
+                            if !send(full, &mut flight, on_change) {
+                                return Ok(false);
+                            }
+                            batch_bytes = 0;
                         }
-                        batch_bytes = 0;
+                        if stopped(opts) {
+                            interrupted = true;
+                            break 'walk;
+                        }
                     }
-                    if stopped(opts) {
-                        interrupted = true;
-                        break;
-                    }
+                    let _ = ctx_back.send(chunk);
                 }
                 if !interrupted {
                     // What the walk did not meet is gone (or no longer configured).
@@ -1037,7 +1074,7 @@ fn engine(
                         }
                         if batch.len() >= BATCH
                             && !send(
-                                std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                                std::mem::replace(&mut batch, flight.batch()),
                                 &mut flight,
                                 on_change,
                             )
@@ -1280,7 +1317,7 @@ pub fn check_paths(
         } else {
             items.iter_mut().for_each(|it| prepare(it, &ctx));
         }
-        writer.finish(items, on_change)
+        writer.finish(&mut items, on_change)
     };
     for (key, path) in keyed {
         if taken.contains(&key) {
@@ -1548,7 +1585,7 @@ mod tests {
         let plan = Plan::new(&cfg.paths);
         let mut w = Writer::checking(&mut b, &cfg.paths, &plan);
         let mut n = 0;
-        w.finish(vec![item], &mut |_| n += 1).unwrap();
+        w.finish(&mut vec![item], &mut |_| n += 1).unwrap();
         assert_eq!(n, 0);
         assert_eq!(b.count().unwrap(), 0);
     }
@@ -1808,12 +1845,13 @@ mod tests {
             assert!(arx.try_recv().is_err());
             let (seq, batch) = seqs.pop().unwrap();
             htx.send((seq as u64, batch)).unwrap();
-            let first: Vec<_> = arx.recv().unwrap();
+            let (first, emptied) = arx.recv().unwrap();
+            assert!(emptied.is_empty());
             let names: Vec<_> = first.iter().map(|c| c.path.clone()).collect();
             assert_eq!(names, [tree.join("a"), tree.join("b")]);
             // `c` conflicted: written by no one, reported by no one here.
-            assert!(arx.recv().unwrap().is_empty());
-            let third = arx.recv().unwrap();
+            assert!(arx.recv().unwrap().0.is_empty());
+            let third = arx.recv().unwrap().0;
             assert_eq!(third.len(), 1);
             assert_eq!(third[0].path, tree.join("d"));
             abort.store(true, Ordering::Relaxed);
