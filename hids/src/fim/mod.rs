@@ -26,7 +26,6 @@ pub mod report;
 pub mod walk;
 pub mod watch;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -39,6 +38,7 @@ use serde::Serialize;
 use crate::config::{CheckMode, FimConfig, FimPath};
 use crate::event::{display_path, ChangeKind, FileAttrs, FileType, FimChange};
 use crate::state::StateError;
+use crate::sys::Stat;
 use attrs::Names;
 use baseline::{checks_bits, is_under, Baseline, Content, ContentOp, Op, Row, Seal, Sealer};
 use hash::{Outcome, Throttle};
@@ -375,7 +375,7 @@ fn inspect(item: &mut Item, ctx: &Ctx<'_>) {
         return;
     }
     if walk_meta.size() > fp.max_hashed_size {
-        let outcome = Outcome::TooLarge(walk_meta.clone());
+        let outcome = Outcome::TooLarge(*walk_meta);
         return settle(item, ctx, None, outcome);
     }
     let a = attrs::from_metadata(walk_meta, &fp.checks, &ctx.names, None);
@@ -416,9 +416,8 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
         return;
     };
     let fp = &ctx.paths[node.root];
-    let from = |m: &std::fs::Metadata, target: Option<String>| {
-        attrs::from_metadata(m, &fp.checks, &ctx.names, target)
-    };
+    let from =
+        |m: &Stat, target: Option<String>| attrs::from_metadata(m, &fp.checks, &ctx.names, target);
     // Keep the last known hash, so that a change made meanwhile is still seen once the file can
     // be read again.
     let carried = || {
@@ -429,8 +428,8 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
     };
     // Problems reading a file the walk did not stat: its attributes from an lstat now.
     let lstat = |node: &Node| match &node.meta {
-        Some(m) => Some(m.clone()),
-        None => std::fs::symlink_metadata(&node.path).ok(),
+        Some(m) => Some(*m),
+        None => std::fs::symlink_metadata(&node.path).ok().map(Stat::from),
     };
     let (a, meta) = match outcome {
         Outcome::Hashed {
@@ -460,7 +459,7 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
             (a, meta)
         }
         Outcome::NotRegular(meta) => {
-            let target = if meta.file_type().is_symlink() {
+            let target = if meta.is_symlink() {
                 std::fs::read_link(&node.path)
                     .ok()
                     .map(|t| display_path(&t).0)
@@ -604,7 +603,7 @@ impl<'a> Writer<'a> {
                     let path: &Path = &node.path;
                     let s = &mut self.summary;
                     s.entries += 1;
-                    match node.meta.as_ref().map(std::fs::Metadata::file_type) {
+                    match node.meta {
                         Some(t) if t.is_file() => s.files += 1,
                         Some(t) if t.is_dir() => s.directories += 1,
                         Some(t) if t.is_symlink() => s.symlinks += 1,
@@ -1570,7 +1569,7 @@ mod tests {
         let node = Node {
             path: f.clone(),
             key: baseline::key_of(&f),
-            meta: Some(fs::symlink_metadata(&f).unwrap()),
+            meta: Some(fs::symlink_metadata(&f).unwrap().into()),
             root: 0,
             link_target: None,
             dir: None,
@@ -1800,7 +1799,7 @@ mod tests {
             let key = baseline::key_of(&path);
             let old = reader.get(&key).unwrap();
             let node = Node {
-                meta: Some(fs::symlink_metadata(&path).unwrap()),
+                meta: Some(fs::symlink_metadata(&path).unwrap().into()),
                 path,
                 key,
                 root: 0,
