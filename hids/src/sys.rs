@@ -465,6 +465,8 @@ pub fn lstat_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> std
 pub const DT_UNKNOWN: u8 = libc::DT_UNKNOWN;
 /// `d_type` of a regular file.
 pub const DT_REG: u8 = libc::DT_REG;
+/// `d_type` of a directory.
+pub const DT_DIR: u8 = libc::DT_DIR;
 
 /// Lists the open directory `dir` from where its offset is (the start, for a directory just
 /// opened) to its end with `getdents64`, through the buffer `buf` (reused from one directory to

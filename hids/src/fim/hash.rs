@@ -147,10 +147,19 @@ impl DirFd {
         Ok(DirFd { file, held: false })
     }
 
+    /// Opens the directory `name` in `parent` for listing, not through a symlink: its `fstat`
+    /// then gives its attributes, the same as an `lstat` of its name.
+    pub fn open_child_dir(parent: &DirFd, name: &std::ffi::OsStr) -> io::Result<DirFd> {
+        let flags = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let file = crate::sys::open_at(parent.file.as_fd(), name, flags)?;
+        Ok(DirFd { file, held: false })
+    }
+
     /// Holds the directory for its files to be opened relative to it, if it is still the one
-    /// with this device and inode (else its files are opened by path), and if fewer than the cap
-    /// are held already. Whether it is held.
-    pub fn hold(&mut self, dev: u64, ino: u64) -> bool {
+    /// with this device and inode (else its files are opened by path; `verified`: known to be,
+    /// its attributes having been read from it), and if fewer than the cap are held already.
+    /// Whether it is held.
+    pub fn hold(&mut self, dev: u64, ino: u64, verified: bool) -> bool {
         if self.held {
             return true;
         }
@@ -158,8 +167,8 @@ impl DirFd {
             DIR_FDS.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        self.held =
-            crate::sys::fstat(self.file.as_fd()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+        self.held = verified
+            || crate::sys::fstat(self.file.as_fd()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
         if !self.held {
             DIR_FDS.fetch_sub(1, Ordering::Relaxed);
         }

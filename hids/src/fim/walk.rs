@@ -431,8 +431,7 @@ impl<'a> Walker<'a> {
             };
             let top = &*top;
             let name = OsStr::from_bytes(top.names.get(start..start + len).unwrap_or_default());
-            // The child's path (as `entry.path()` gives it, in one allocation rather than two)
-            // and its key from its directory's (the same as `key_of(&path)`, without parsing
+            // The child's path (in one allocation) and its key from its directory's (the same as `key_of(&path)`, without parsing
             // the whole path again).
             let mut path = PathBuf::with_capacity(top.path.as_os_str().len() + 1 + name.len());
             path.push(&top.path);
@@ -568,6 +567,24 @@ impl<'a> Walker<'a> {
                 return Visit::Leaf;
             }
         }
+        // A directory that will be listed (its listing says it is one, and it is within the
+        // depth) is opened at once, and its attributes taken from the open directory: that
+        // spares the lstat of its name, and checking that what was opened is what was lstat-ed.
+        let mut opened = None;
+        if let (true, true, None, Some(c), Scope::Record { root, level }) =
+            (self.hold_dirs, descend, &stat, &child, scope)
+        {
+            if c.dtype == sys::DT_DIR && level <= self.paths[root].depth {
+                let dir = DirFd::open_child_dir(c.dir, c.name).ok().and_then(|d| {
+                    let st = sys::fstat(d.fd()).ok().filter(Stat::is_dir)?;
+                    Some((d, st))
+                });
+                if let Some((d, st)) = dir {
+                    stat = Some(Ok(st));
+                    opened = Some(d);
+                }
+            }
+        }
         let stat = stat.unwrap_or_else(|| match &child {
             Some(c) => sys::lstat_at(c.dir.fd(), c.name),
             None => std::fs::symlink_metadata(&path).map(Stat::from),
@@ -669,7 +686,11 @@ impl<'a> Walker<'a> {
         } else {
             return Visit::Leaf;
         };
-        let mut dir = match DirFd::open(child.as_ref().map(|c| &**c.dir), &path) {
+        let (listed, verified) = match opened {
+            Some(d) => (Ok(d), true),
+            None => (DirFd::open(child.as_ref().map(|c| &**c.dir), &path), false),
+        };
+        let mut dir = match listed {
             Ok(d) => d,
             Err(e) => {
                 if let Some(r) = err_root {
@@ -699,7 +720,7 @@ impl<'a> Walker<'a> {
         });
         let name = |&(start, len, _): &(usize, usize, u8)| names.get(start..start + len);
         entries.sort_unstable_by(|a, b| name(b).cmp(&name(a)));
-        let held = self.hold_dirs && dir.hold(meta.dev(), meta.ino());
+        let held = self.hold_dirs && dir.hold(meta.dev(), meta.ino(), verified);
         Visit::Descend(Frame {
             names,
             entries,
