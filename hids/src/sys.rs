@@ -328,3 +328,235 @@ pub fn open_at(
     // SAFETY: `fd` was just returned by openat, is valid, and is owned by nothing else.
     Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
+
+/// What `lstat`/`fstat` say of an entry: the fields FIM records and compares. Built from a stat
+/// of our own (relative to an open directory, or of an open file) or from std's [`Metadata`].
+///
+/// [`Metadata`]: std::fs::Metadata
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    dev: u64,
+    ino: u64,
+    /// Type and permission bits (`st_mode`).
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl Stat {
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+    /// Type and permission bits, as `st_mode`.
+    pub fn mode(&self) -> u32 {
+        self.mode
+    }
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn mtime(&self) -> i64 {
+        self.mtime
+    }
+    pub fn mtime_nsec(&self) -> i64 {
+        self.mtime_nsec
+    }
+    pub fn ctime(&self) -> i64 {
+        self.ctime
+    }
+    pub fn ctime_nsec(&self) -> i64 {
+        self.ctime_nsec
+    }
+    /// The file type bits of the mode (`S_IFMT`).
+    pub fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    pub fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+
+    fn from_stat(st: &libc::stat) -> Stat {
+        // (The field types differ between targets; these conversions are lossless here.)
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        Stat {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            mtime: st.st_mtime as i64,
+            mtime_nsec: st.st_mtime_nsec as i64,
+            ctime: st.st_ctime as i64,
+            ctime_nsec: st.st_ctime_nsec as i64,
+        }
+    }
+}
+
+impl From<&std::fs::Metadata> for Stat {
+    fn from(m: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat {
+            dev: m.dev(),
+            ino: m.ino(),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+        }
+    }
+}
+
+impl From<std::fs::Metadata> for Stat {
+    fn from(m: std::fs::Metadata) -> Stat {
+        Stat::from(&m)
+    }
+}
+
+/// `fstat` of an open file.
+pub fn fstat(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Stat> {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is kept open by its owner for the call; fstat writes only the struct it is
+    // given, which lives for the call.
+    let r = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fstat returned 0, so it filled the whole struct.
+    Ok(Stat::from_stat(unsafe { st.assume_init_ref() }))
+}
+
+/// A file name made NUL-terminated: on the stack when it fits a name (at most NAME_MAX, 255
+/// bytes), else on the heap (which the kernel then refuses). None when it holds a NUL byte.
+fn with_c_name<T>(
+    name: &std::ffi::OsStr,
+    f: impl FnOnce(&std::ffi::CStr) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::unix::ffi::OsStrExt;
+    let invalid = || std::io::Error::from(std::io::ErrorKind::InvalidInput);
+    let bytes = name.as_bytes();
+    let mut buf = [0u8; 256];
+    if bytes.len() < buf.len() {
+        buf[..bytes.len()].copy_from_slice(bytes);
+        f(std::ffi::CStr::from_bytes_with_nul(&buf[..=bytes.len()]).map_err(|_| invalid())?)
+    } else {
+        f(&std::ffi::CString::new(bytes).map_err(|_| invalid())?)
+    }
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the `lstat` of `name` (a single name, no `/`) in
+/// the open directory `dir`, without the kernel looking up the directory's path again.
+pub fn lstat_at(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> std::io::Result<Stat> {
+    use std::os::fd::AsRawFd;
+    with_c_name(name, |name| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `dir` is kept open by its owner for the call, `name` is NUL-terminated and
+        // lives for the call; fstatat writes only the struct it is given.
+        let r = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fstatat returned 0, so it filled the whole struct.
+        Ok(Stat::from_stat(unsafe { st.assume_init_ref() }))
+    })
+}
+
+/// `d_type` of a directory entry whose type the file system did not say (`DT_UNKNOWN`).
+pub const DT_UNKNOWN: u8 = libc::DT_UNKNOWN;
+/// `d_type` of a regular file.
+pub const DT_REG: u8 = libc::DT_REG;
+/// `d_type` of a directory.
+pub const DT_DIR: u8 = libc::DT_DIR;
+
+/// Lists the open directory `dir` from where its offset is (the start, for a directory just
+/// opened) to its end with `getdents64`, through the buffer `buf` (reused from one directory to
+/// the next), handing each entry's name and `d_type` to `each`; `.` and `..` are left out. An
+/// error ends the listing: what was listed before it has been handed on.
+pub fn list_dir(
+    dir: std::os::fd::BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8], u8),
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const BUF_LEN: usize = 32 << 10;
+    // Offsets of the fields of `struct linux_dirent64` (d_ino u64, d_off i64, d_reclen u16,
+    // d_type u8, then the NUL-terminated name).
+    const RECLEN: usize = 16;
+    const TYPE: usize = 18;
+    const NAME: usize = 19;
+    if buf.len() < BUF_LEN {
+        buf.resize(BUF_LEN, 0);
+    }
+    loop {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which is valid for
+        // writes of that length and lives for the call; `dir` is kept open by its owner.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let Some(filled) = usize::try_from(n).ok().and_then(|n| buf.get(..n)) else {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidData));
+        };
+        if filled.is_empty() {
+            return Ok(());
+        }
+        // Read back as plain bytes, each record checked to lie within what was filled.
+        let mut at = 0;
+        while let Some(rec) = filled.get(at..) {
+            let (Some(len), Some(&dtype)) = (rec.get(RECLEN..RECLEN + 2), rec.get(TYPE)) else {
+                break;
+            };
+            let reclen = usize::from(u16::from_ne_bytes([len[0], len[1]]));
+            let Some(rec) = rec.get(..reclen).filter(|_| reclen > NAME) else {
+                break;
+            };
+            let name = &rec[NAME..];
+            let name = name
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(name, |end| &name[..end]);
+            if name != b"." && name != b".." {
+                each(name, dtype);
+            }
+            at += reclen;
+        }
+    }
+}

@@ -2,33 +2,25 @@
 //! user and group names, and comparing two records attribute by attribute.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Checks;
 use crate::event::{FileAttrs, FileType};
+use crate::sys::Stat;
 
 /// The type of an entry from its metadata.
-pub fn file_type(meta: &Metadata) -> FileType {
-    let t = meta.file_type();
-    if t.is_file() {
-        FileType::File
-    } else if t.is_dir() {
-        FileType::Directory
-    } else if t.is_symlink() {
-        FileType::Symlink
-    } else if t.is_fifo() {
-        FileType::Fifo
-    } else if t.is_socket() {
-        FileType::Socket
-    } else if t.is_block_device() {
-        FileType::BlockDevice
-    } else if t.is_char_device() {
-        FileType::CharDevice
-    } else {
-        FileType::Unknown
+pub fn file_type(meta: &Stat) -> FileType {
+    match meta.kind() {
+        libc::S_IFREG => FileType::File,
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::Fifo,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFBLK => FileType::BlockDevice,
+        libc::S_IFCHR => FileType::CharDevice,
+        _ => FileType::Unknown,
     }
 }
 
@@ -133,13 +125,13 @@ fn parse_id_file(path: &Path) -> Vec<(u32, String)> {
 
 /// Whether two stats of an entry give the same recorded attributes (all of them, whatever the
 /// checks): then the attributes built from the first serve for the second.
-pub fn same_attrs(a: &Metadata, b: &Metadata) -> bool {
+pub fn same_attrs(a: &Stat, b: &Stat) -> bool {
     a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() && same_content(a, b)
 }
 
 /// Whether two stats of a file say its content cannot have changed in between: same file (device
 /// and inode), size, mtime and ctime (a write moves both times).
-pub fn same_content(a: &Metadata, b: &Metadata) -> bool {
+pub fn same_content(a: &Stat, b: &Stat) -> bool {
     a.dev() == b.dev()
         && a.ino() == b.ino()
         && a.size() == b.size()
@@ -152,7 +144,7 @@ pub fn same_content(a: &Metadata, b: &Metadata) -> bool {
 /// The attributes selected by `checks`, from an entry's metadata. The hash is left to the caller;
 /// `link_target` is the escaped target for symlinks.
 pub fn from_metadata(
-    meta: &Metadata,
+    meta: &Stat,
     checks: &Checks,
     names: &Names,
     link_target: Option<String>,

@@ -8,14 +8,16 @@
 //! process with SIGBUS, and the agent runs as root over files other processes write.
 
 use std::cell::RefCell;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::sys::Stat;
 
 /// Files at least this large are cut into subtrees hashed on all cores at once (each thread
 /// reading its own range with `pread`); below, files are spread over the cores one per thread.
@@ -34,21 +36,21 @@ pub enum Outcome {
     /// The file's hash, the metadata it had while read (unchanged from before to after reading),
     /// and its content when asked for and no larger than the limit.
     Hashed {
-        meta: Metadata,
+        meta: Stat,
         hash: blake3::Hash,
         content: Option<Vec<u8>>,
     },
     /// Larger than the size limit given: not read. Its metadata.
-    TooLarge(Metadata),
+    TooLarge(Stat),
     /// The path is no longer a regular file (replaced by a symlink, FIFO, directory...): here is
     /// what it is now; the caller records it as such.
-    NotRegular(Metadata),
+    NotRegular(Stat),
     /// The path disappeared.
     Vanished,
     /// Permission denied.
     Denied,
     /// The file kept changing while it was read; here is its latest metadata.
-    Unsettled(Metadata),
+    Unsettled(Stat),
     /// Another read error.
     Failed(io::Error),
     /// The scan is stopping: given up half-way.
@@ -119,43 +121,70 @@ fn dir_fd_cap() -> usize {
 
 static DIR_FDS: AtomicUsize = AtomicUsize::new(0);
 
-/// A walked directory, held open (`O_PATH`) so that its files are opened by name relative to it
+/// A walked directory, held open: listed through its descriptor, its entries looked at by name
+/// relative to it (`fstatat`), and, when held for them, its files opened relative to it
 /// (`openat`) rather than by their full path, which the kernel would look up component by
 /// component for every file.
 #[derive(Debug)]
-pub struct DirFd(File);
+pub struct DirFd {
+    file: File,
+    /// Held for its files (counted against the cap).
+    held: bool,
+}
 
 impl DirFd {
-    /// Opens the directory at `path`, if it is still the one with this device and inode (else
-    /// None: its files are opened by path). None too when too many are held already. By its
-    /// name relative to `parent`, the directory `path` is in, when given.
-    pub fn open(parent: Option<&DirFd>, path: &Path, dev: u64, ino: u64) -> Option<DirFd> {
-        if DIR_FDS.fetch_add(1, Ordering::Relaxed) >= dir_fd_cap() {
-            DIR_FDS.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
-        let opened = match (parent, path.file_name()) {
-            (Some(p), Some(name)) => crate::sys::open_at(p.0.as_fd(), name, flags),
+    /// Opens the directory at `path` for listing (following a final symlink, as listing the path
+    /// would): by its name relative to `parent`, the directory `path` is in, when given.
+    pub fn open(parent: Option<&DirFd>, path: &Path) -> io::Result<DirFd> {
+        let flags = libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let file = match (parent, path.file_name()) {
+            (Some(p), Some(name)) => crate::sys::open_at(p.file.as_fd(), name, flags)?,
             _ => std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(flags)
-                .open(path),
+                .open(path)?,
         };
-        let dir = opened
-            .ok()
-            .filter(|f| f.metadata().is_ok_and(|m| m.dev() == dev && m.ino() == ino))
-            .map(DirFd);
-        if dir.is_none() {
+        Ok(DirFd { file, held: false })
+    }
+
+    /// Opens the directory `name` in `parent` for listing, not through a symlink: its `fstat`
+    /// then gives its attributes, the same as an `lstat` of its name.
+    pub fn open_child_dir(parent: &DirFd, name: &std::ffi::OsStr) -> io::Result<DirFd> {
+        let flags = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let file = crate::sys::open_at(parent.file.as_fd(), name, flags)?;
+        Ok(DirFd { file, held: false })
+    }
+
+    /// Holds the directory for its files to be opened relative to it, if it is still the one
+    /// with this device and inode (else its files are opened by path; `verified`: known to be,
+    /// its attributes having been read from it), and if fewer than the cap are held already.
+    /// Whether it is held.
+    pub fn hold(&mut self, dev: u64, ino: u64, verified: bool) -> bool {
+        if self.held {
+            return true;
+        }
+        if DIR_FDS.fetch_add(1, Ordering::Relaxed) >= dir_fd_cap() {
+            DIR_FDS.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.held = verified
+            || crate::sys::fstat(self.file.as_fd()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+        if !self.held {
             DIR_FDS.fetch_sub(1, Ordering::Relaxed);
         }
-        dir
+        self.held
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
     }
 }
 
 impl Drop for DirFd {
     fn drop(&mut self) {
-        DIR_FDS.fetch_sub(1, Ordering::Relaxed);
+        if self.held {
+            DIR_FDS.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -168,7 +197,7 @@ fn open_safely(dir: Option<&DirFd>, path: &Path, follow: bool) -> io::Result<Fil
         flags |= libc::O_NOFOLLOW;
     }
     let open = |flags: libc::c_int| match (dir, path.file_name()) {
-        (Some(d), Some(name)) => crate::sys::open_at(d.0.as_fd(), name, flags),
+        (Some(d), Some(name)) => crate::sys::open_at(d.fd(), name, flags),
         _ => std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(flags)
@@ -210,9 +239,9 @@ pub fn hash_at(
 ) -> Outcome {
     let stat = |p: &Path| {
         if follow {
-            std::fs::metadata(p)
+            std::fs::metadata(p).map(Stat::from)
         } else {
-            std::fs::symlink_metadata(p)
+            std::fs::symlink_metadata(p).map(Stat::from)
         }
     };
     let mut last = None;
@@ -237,7 +266,7 @@ pub fn hash_at(
                 };
             }
         };
-        let before = match file.metadata() {
+        let before = match crate::sys::fstat(file.as_fd()) {
             Ok(m) => m,
             Err(e) => return Outcome::Failed(e),
         };
@@ -267,7 +296,7 @@ pub fn hash_at(
         // The open file, not the path: a write to it (or a truncation) moves its size, mtime or
         // ctime; a rename over the path after the open leaves this file as it was, and what it
         // was is what was hashed (the next scan meets the new inode).
-        let after = match file.metadata() {
+        let after = match crate::sys::fstat(file.as_fd()) {
             Ok(m) => m,
             Err(e) => return Outcome::Failed(e),
         };
@@ -303,7 +332,7 @@ fn stopping(stop: Option<&AtomicBool>) -> bool {
 /// Reads and hashes the file from start to end on this thread.
 fn read_hash(
     mut file: &File,
-    meta: &Metadata,
+    meta: &Stat,
     keep: bool,
     throttle: Option<&Throttle>,
     stop: Option<&AtomicBool>,
@@ -524,7 +553,7 @@ mod tests {
         let link = d.path().join("l");
         std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
         assert!(
-            matches!(hash_path(&link, false, 0, None, None), Outcome::NotRegular(m) if m.file_type().is_symlink())
+            matches!(hash_path(&link, false, 0, None, None), Outcome::NotRegular(m) if m.is_symlink())
         );
         assert!(matches!(
             hash_path(&d.path().join("none"), false, 0, None, None),

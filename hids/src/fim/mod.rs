@@ -26,7 +26,6 @@ pub mod report;
 pub mod walk;
 pub mod watch;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -39,6 +38,7 @@ use serde::Serialize;
 use crate::config::{CheckMode, FimConfig, FimPath};
 use crate::event::{display_path, ChangeKind, FileAttrs, FileType, FimChange};
 use crate::state::StateError;
+use crate::sys::Stat;
 use attrs::Names;
 use baseline::{checks_bits, is_under, Baseline, Content, ContentOp, Op, Row, Seal, Sealer};
 use hash::{Outcome, Throttle};
@@ -375,7 +375,7 @@ fn inspect(item: &mut Item, ctx: &Ctx<'_>) {
         return;
     }
     if walk_meta.size() > fp.max_hashed_size {
-        let outcome = Outcome::TooLarge(walk_meta.clone());
+        let outcome = Outcome::TooLarge(*walk_meta);
         return settle(item, ctx, None, outcome);
     }
     let a = attrs::from_metadata(walk_meta, &fp.checks, &ctx.names, None);
@@ -416,9 +416,8 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
         return;
     };
     let fp = &ctx.paths[node.root];
-    let from = |m: &std::fs::Metadata, target: Option<String>| {
-        attrs::from_metadata(m, &fp.checks, &ctx.names, target)
-    };
+    let from =
+        |m: &Stat, target: Option<String>| attrs::from_metadata(m, &fp.checks, &ctx.names, target);
     // Keep the last known hash, so that a change made meanwhile is still seen once the file can
     // be read again.
     let carried = || {
@@ -429,8 +428,8 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
     };
     // Problems reading a file the walk did not stat: its attributes from an lstat now.
     let lstat = |node: &Node| match &node.meta {
-        Some(m) => Some(m.clone()),
-        None => std::fs::symlink_metadata(&node.path).ok(),
+        Some(m) => Some(*m),
+        None => std::fs::symlink_metadata(&node.path).ok().map(Stat::from),
     };
     let (a, meta) = match outcome {
         Outcome::Hashed {
@@ -460,7 +459,7 @@ fn settle(item: &mut Item, ctx: &Ctx<'_>, walked: Option<FileAttrs>, outcome: Ou
             (a, meta)
         }
         Outcome::NotRegular(meta) => {
-            let target = if meta.file_type().is_symlink() {
+            let target = if meta.is_symlink() {
                 std::fs::read_link(&node.path)
                     .ok()
                     .map(|t| display_path(&t).0)
@@ -556,6 +555,8 @@ struct Writer<'a> {
     /// Configured paths the baseline did not cover yet: what is found under them is recorded
     /// without being reported as added, as at the first start.
     quiet: &'a [PathBuf],
+    /// The buffer of a batch's writes, kept from one batch to the next.
+    ops: Vec<Op>,
 }
 
 impl<'a> Writer<'a> {
@@ -570,20 +571,26 @@ impl<'a> Writer<'a> {
             denied: WalkStats::default(),
             conflicts: Vec::new(),
             quiet: &[],
+            ops: Vec::new(),
         }
     }
 
     /// Compares a hashed batch with the baseline, writes it in one transaction, and reports the
     /// changes that were written.
+    /// The batch is left empty, its capacity kept for another.
     fn finish(
         &mut self,
-        batch: Vec<Item>,
+        batch: &mut Vec<Item>,
         on_change: &mut dyn FnMut(&FimChange),
     ) -> Result<(), FimError> {
-        let mut ops = Vec::with_capacity(batch.len());
+        // The ops of the last batch left their buffer: a fresh one (hundreds of kilobytes) is
+        // paged in anew each time.
+        let mut ops = std::mem::take(&mut self.ops);
+        ops.clear();
+        ops.reserve(batch.len());
         // The changes to report, each with the index of its op (most ops report none).
         let mut changes: Vec<(usize, FimChange)> = Vec::new();
-        for mut item in batch {
+        for mut item in batch.drain(..) {
             if item.skipped {
                 self.summary.interrupted = true;
                 continue;
@@ -596,7 +603,7 @@ impl<'a> Writer<'a> {
                     let path: &Path = &node.path;
                     let s = &mut self.summary;
                     s.entries += 1;
-                    match node.meta.as_ref().map(std::fs::Metadata::file_type) {
+                    match node.meta {
                         Some(t) if t.is_file() => s.files += 1,
                         Some(t) if t.is_dir() => s.directories += 1,
                         Some(t) if t.is_symlink() => s.symlinks += 1,
@@ -710,6 +717,7 @@ impl<'a> Writer<'a> {
             }
         }
         if ops.is_empty() {
+            self.ops = ops;
             return Ok(());
         }
         let applied = self.b.apply(&ops)?;
@@ -735,6 +743,8 @@ impl<'a> Writer<'a> {
                 on_change(&c);
             }
         }
+        ops.clear();
+        self.ops = ops;
         Ok(())
     }
 }
@@ -828,15 +838,31 @@ fn hashing_pool() -> Result<Arc<rayon::ThreadPool>, FimError> {
 struct InFlight {
     spawned: u64,
     written: u64,
-    rx: mpsc::Receiver<Vec<FimChange>>,
+    rx: mpsc::Receiver<Written>,
+    /// Batches written and emptied, for the next ones: a batch of fresh memory (some hundred
+    /// kilobytes) costs a page fault per page each time.
+    spare: Vec<Vec<Item>>,
 }
 
+/// What the writing thread sends back for each batch written: its changes, and the batch emptied.
+type Written = (Vec<FimChange>, Vec<Item>);
+
 impl InFlight {
-    fn report(&mut self, changes: Vec<FimChange>, on_change: &mut dyn FnMut(&FimChange)) {
+    fn report(&mut self, (changes, batch): Written, on_change: &mut dyn FnMut(&FimChange)) {
         self.written += 1;
         for c in &changes {
             on_change(c);
         }
+        if self.spare.len() < 2 {
+            self.spare.push(batch);
+        }
+    }
+
+    /// An empty batch with room for a full one.
+    fn batch(&mut self) -> Vec<Item> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH))
     }
 
     /// Reports the batches written, waiting for more until no more than `max` batches are left
@@ -863,23 +889,23 @@ impl InFlight {
 fn write_in_order(
     writer: &mut Writer<'_>,
     rx: mpsc::Receiver<(u64, Vec<Item>)>,
-    tx: mpsc::Sender<Vec<FimChange>>,
+    tx: mpsc::Sender<Written>,
     abort: &AtomicBool,
 ) -> Result<(), FimError> {
     let mut next = 0u64;
     let mut done: std::collections::BTreeMap<u64, Vec<Item>> = Default::default();
     for (seq, batch) in rx {
         done.insert(seq, batch);
-        while let Some(batch) = done.remove(&next) {
+        while let Some(mut batch) = done.remove(&next) {
             next += 1;
             if abort.load(Ordering::Relaxed) {
                 continue;
             }
             let mut changes = Vec::new();
-            writer.finish(batch, &mut |c| changes.push(c.clone()))?;
+            writer.finish(&mut batch, &mut |c| changes.push(c.clone()))?;
             // The entries (paths, attributes, open directories) are freed here too, off the
             // dispatching thread.
-            if tx.send(changes).is_err() {
+            if tx.send((changes, batch)).is_err() {
                 return Ok(());
             }
         }
@@ -922,6 +948,7 @@ fn engine(
         denied: WalkStats::default(),
         conflicts: Vec::new(),
         quiet,
+        ops: Vec::new(),
     };
     let stopped = |o: &ScanOptions<'_>| o.stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let mut walk_stats = WalkStats::default();
@@ -931,6 +958,8 @@ fn engine(
         // Entries travel in chunks: one channel operation (and thread wake-up) per entry would
         // cost more than looking at the entry.
         let (wtx, wrx) = mpsc::sync_channel::<Vec<WalkItem>>(16);
+        // Chunks come back emptied, to be filled again rather than paged in anew.
+        let (ctx_back, crx_back) = mpsc::channel::<Vec<WalkItem>>();
         let walking = std::thread::Builder::new()
             .name("fim-walk".into())
             .spawn_scoped(s, || {
@@ -941,11 +970,14 @@ fn engine(
                     w.pace = Some(p);
                 }
                 let wtx = wtx;
+                let back = crx_back;
                 let mut chunk: Vec<WalkItem> = Vec::with_capacity(WALK_CHUNK);
                 let mut emit = |item: WalkItem| {
                     chunk.push(item);
                     if chunk.len() >= WALK_CHUNK {
-                        let next = Vec::with_capacity(WALK_CHUNK);
+                        let next = back
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(WALK_CHUNK));
                         return wtx.send(std::mem::replace(&mut chunk, next)).is_ok();
                     }
                     true
@@ -962,7 +994,7 @@ fn engine(
         // Batches are written in walk order as they come back, on a thread of their own, so that
         // handing out work here never waits on the database.
         let (htx, hrx) = mpsc::channel::<(u64, Vec<Item>)>();
-        let (atx, arx) = mpsc::channel::<Vec<FimChange>>();
+        let (atx, arx) = mpsc::channel::<Written>();
         let abort = &abort;
         let writer = &mut writer;
         let writing = std::thread::Builder::new()
@@ -983,6 +1015,7 @@ fn engine(
             spawned: 0,
             written: 0,
             rx: arx,
+            spare: Vec::new(),
         };
         let dispatched = pool.in_place_scope(|rs| {
             // False when the writing thread is gone.
@@ -1010,24 +1043,27 @@ fn engine(
             };
             let mut run = |on_change: &mut dyn FnMut(&FimChange)| -> Result<bool, FimError> {
                 let mut cursor = Cursor::unchecked();
-                let mut batch: Vec<Item> = Vec::with_capacity(BATCH);
+                let mut batch: Vec<Item> = flight.batch();
                 let mut batch_bytes = 0u64;
                 let mut interrupted = false;
-                for item in wrx.iter().flatten() {
-                    batch_bytes += cursor.join(reader, item, &mut batch, paths, opts.full)?;
-                    if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-                        // The next batch starts at full size: growing it would copy its items
-                        // (several hundred bytes each) again and again.
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                        if !send(full, &mut flight, on_change) {
-                            return Ok(false);
+                'walk: for mut chunk in wrx.iter() {
+                    for item in chunk.drain(..) {
+                        batch_bytes += cursor.join(reader, item, &mut batch, paths, opts.full)?;
+                        if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
+                            // The next batch starts at full size: growing it would copy its
+                            // items (several hundred bytes each) again and again.
+                            let full = std::mem::replace(&mut batch, flight.batch());
+                            if !send(full, &mut flight, on_change) {
+                                return Ok(false);
+                            }
+                            batch_bytes = 0;
                         }
-                        batch_bytes = 0;
+                        if stopped(opts) {
+                            interrupted = true;
+                            break 'walk;
+                        }
                     }
-                    if stopped(opts) {
-                        interrupted = true;
-                        break;
-                    }
+                    let _ = ctx_back.send(chunk);
                 }
                 if !interrupted {
                     // What the walk did not meet is gone (or no longer configured).
@@ -1037,7 +1073,7 @@ fn engine(
                         }
                         if batch.len() >= BATCH
                             && !send(
-                                std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                                std::mem::replace(&mut batch, flight.batch()),
                                 &mut flight,
                                 on_change,
                             )
@@ -1280,7 +1316,7 @@ pub fn check_paths(
         } else {
             items.iter_mut().for_each(|it| prepare(it, &ctx));
         }
-        writer.finish(items, on_change)
+        writer.finish(&mut items, on_change)
     };
     for (key, path) in keyed {
         if taken.contains(&key) {
@@ -1533,7 +1569,7 @@ mod tests {
         let node = Node {
             path: f.clone(),
             key: baseline::key_of(&f),
-            meta: Some(fs::symlink_metadata(&f).unwrap()),
+            meta: Some(fs::symlink_metadata(&f).unwrap().into()),
             root: 0,
             link_target: None,
             dir: None,
@@ -1548,7 +1584,7 @@ mod tests {
         let plan = Plan::new(&cfg.paths);
         let mut w = Writer::checking(&mut b, &cfg.paths, &plan);
         let mut n = 0;
-        w.finish(vec![item], &mut |_| n += 1).unwrap();
+        w.finish(&mut vec![item], &mut |_| n += 1).unwrap();
         assert_eq!(n, 0);
         assert_eq!(b.count().unwrap(), 0);
     }
@@ -1763,7 +1799,7 @@ mod tests {
             let key = baseline::key_of(&path);
             let old = reader.get(&key).unwrap();
             let node = Node {
-                meta: Some(fs::symlink_metadata(&path).unwrap()),
+                meta: Some(fs::symlink_metadata(&path).unwrap().into()),
                 path,
                 key,
                 root: 0,
@@ -1808,12 +1844,13 @@ mod tests {
             assert!(arx.try_recv().is_err());
             let (seq, batch) = seqs.pop().unwrap();
             htx.send((seq as u64, batch)).unwrap();
-            let first: Vec<_> = arx.recv().unwrap();
+            let (first, emptied) = arx.recv().unwrap();
+            assert!(emptied.is_empty());
             let names: Vec<_> = first.iter().map(|c| c.path.clone()).collect();
             assert_eq!(names, [tree.join("a"), tree.join("b")]);
             // `c` conflicted: written by no one, reported by no one here.
-            assert!(arx.recv().unwrap().is_empty());
-            let third = arx.recv().unwrap();
+            assert!(arx.recv().unwrap().0.is_empty());
+            let third = arx.recv().unwrap().0;
             assert_eq!(third.len(), 1);
             assert_eq!(third[0].path, tree.join("d"));
             abort.store(true, Ordering::Relaxed);

@@ -10,8 +10,7 @@
 //! is never entered twice.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
-use std::fs::Metadata;
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -23,6 +22,7 @@ use super::baseline::key_of;
 use super::hash::DirFd;
 use crate::config::FimPath;
 use crate::event::escape_bytes;
+use crate::sys::{self, Stat};
 
 /// File system types that describe the kernel rather than files: never walked into unless a
 /// configured path names them.
@@ -58,7 +58,7 @@ pub struct Node {
     /// `lstat`, or `stat` for a followed symlink. None for a regular file (as its directory
     /// listing says) when every file is read and hashed: the walk leaves its attributes to the
     /// `fstat` of the opened file rather than stat it once more.
-    pub meta: Option<Metadata>,
+    pub meta: Option<Stat>,
     /// The configured path governing this entry (index into `FimConfig::paths`).
     pub root: usize,
     /// A symlink's target, escaped.
@@ -274,14 +274,20 @@ fn link_target(path: &Path) -> Option<String> {
 }
 
 struct Frame {
-    /// The directory's entries, sorted by name in reverse (taken from the end). Their metadata is
-    /// read through the open directory (fstatat), which spares the kernel a full path lookup.
-    entries: Vec<(OsString, std::fs::DirEntry)>,
+    /// The names of the directory's entries, one after the other.
+    names: Vec<u8>,
+    /// The directory's entries: where each name lies in `names`, and its `d_type`; sorted by
+    /// name in reverse (taken from the end). Their metadata is read through the open directory
+    /// (fstatat), which spares the kernel a full path lookup.
+    entries: Vec<(usize, usize, u8)>,
     scope: Scope,
     dev: u64,
     ino: u64,
-    /// The directory itself, held open for its files (see [`DirFd`]).
-    dir: Option<Arc<DirFd>>,
+    /// The directory itself, open: listed, its entries looked at, its subdirectories opened
+    /// relative to it.
+    dir: Arc<DirFd>,
+    /// Whether its files are opened relative to it (see [`DirFd::hold`]).
+    held: bool,
     /// The directory's key: its children's keys extend it by one component each.
     key: Vec<u8>,
     /// The directory's path: its children's paths extend it by one component each.
@@ -300,6 +306,19 @@ pub struct Walker<'a> {
     /// Every file will be read: hold directories open for their files (see [`DirFd`]), and
     /// leave regular files' attributes to the `fstat` of the opened file ([`Node::meta`]).
     pub hold_dirs: bool,
+    /// The buffer directories are listed through, reused from one to the next.
+    buf: Vec<u8>,
+}
+
+/// An entry as its directory's listing gives it.
+struct Child<'f> {
+    name: &'f OsStr,
+    /// `d_type`.
+    dtype: u8,
+    /// The directory it is in.
+    dir: &'f Arc<DirFd>,
+    /// Whether its directory is held for its files.
+    held: bool,
 }
 
 enum Visit {
@@ -318,6 +337,7 @@ impl<'a> Walker<'a> {
             pace: None,
             nested: true,
             hold_dirs: false,
+            buf: Vec::new(),
         }
     }
 
@@ -404,24 +424,30 @@ impl<'a> Walker<'a> {
             Visit::Skip | Visit::Leaf => {}
         }
         while let Some(top) = stack.last_mut() {
-            let Some((name, entry)) = top.entries.pop() else {
+            let Some((start, len, dtype)) = top.entries.pop() else {
                 stack.pop();
                 ids.pop();
                 continue;
             };
-            // The child's path (as `entry.path()` gives it, in one allocation rather than two)
-            // and its key from its directory's (the same as `key_of(&path)`, without parsing
+            let top = &*top;
+            let name = OsStr::from_bytes(top.names.get(start..start + len).unwrap_or_default());
+            // The child's path (in one allocation) and its key from its directory's (the same as `key_of(&path)`, without parsing
             // the whole path again).
             let mut path = PathBuf::with_capacity(top.path.as_os_str().len() + 1 + name.len());
             path.push(&top.path);
-            path.push(&name);
+            path.push(name);
             let mut key = Vec::with_capacity(top.key.len() + 1 + name.len());
             key.extend_from_slice(&top.key);
             key.push(0);
             key.extend_from_slice(name.as_bytes());
             let parent_scope = top.scope;
             let parent_dev = top.dev;
-            let parent_dir = top.dir.clone();
+            let child = Child {
+                name,
+                dtype,
+                dir: &top.dir,
+                held: top.held,
+            };
             let configured = if self.nested {
                 self.plan.by_path.get(&path)
             } else {
@@ -443,7 +469,7 @@ impl<'a> Walker<'a> {
             match self.visit(
                 path,
                 Some(key),
-                Some((&entry, parent_dir)),
+                Some(child),
                 scope,
                 is_root,
                 parent_dev,
@@ -468,7 +494,7 @@ impl<'a> Walker<'a> {
         &mut self,
         mut path: PathBuf,
         key: Option<Vec<u8>>,
-        entry: Option<(&std::fs::DirEntry, Option<Arc<DirFd>>)>,
+        child: Option<Child<'_>>,
         mut scope: Scope,
         is_root: bool,
         parent_dev: u64,
@@ -508,13 +534,22 @@ impl<'a> Walker<'a> {
             Scope::Record { root, .. } => Some(root),
             Scope::Transit => self.plan.governing(&path).map(|g| g.0),
         };
-        let (entry, mut parent_dir) = match entry {
-            Some((e, d)) => (Some(e), d),
-            None => (None, None),
-        };
-        if let (true, Some(e), Scope::Record { root, .. }) = (self.hold_dirs, entry, scope) {
+        // An entry whose type its listing did not say is looked at now: it is a regular file or
+        // not, and its lstat serves below.
+        let mut stat = None;
+        if let (true, Some(c), Scope::Record { root, .. }) = (self.hold_dirs, &child, scope) {
             let fp = &self.paths[root];
-            if !is_root && fp.checks.hash && e.file_type().is_ok_and(|t| t.is_file()) {
+            let is_file = match c.dtype {
+                sys::DT_REG => true,
+                sys::DT_UNKNOWN if !is_root && fp.checks.hash => {
+                    let st = sys::lstat_at(c.dir.fd(), c.name);
+                    let is_file = st.as_ref().is_ok_and(Stat::is_file);
+                    stat = Some(st);
+                    is_file
+                }
+                _ => false,
+            };
+            if !is_root && fp.checks.hash && is_file {
                 if !fp.restrict.is_empty() && !fp.restrict.matches(&path) {
                     return Visit::Leaf;
                 }
@@ -524,7 +559,7 @@ impl<'a> Walker<'a> {
                     meta: None,
                     root,
                     link_target: None,
-                    dir: parent_dir,
+                    dir: c.held.then(|| Arc::clone(c.dir)),
                 };
                 if !emit(WalkItem::Entry(node)) {
                     return Visit::Stop;
@@ -532,7 +567,29 @@ impl<'a> Walker<'a> {
                 return Visit::Leaf;
             }
         }
-        let meta = match entry.map_or_else(|| std::fs::symlink_metadata(&path), |e| e.metadata()) {
+        // A directory that will be listed (its listing says it is one, and it is within the
+        // depth) is opened at once, and its attributes taken from the open directory: that
+        // spares the lstat of its name, and checking that what was opened is what was lstat-ed.
+        let mut opened = None;
+        if let (true, true, None, Some(c), Scope::Record { root, level }) =
+            (self.hold_dirs, descend, &stat, &child, scope)
+        {
+            if c.dtype == sys::DT_DIR && level <= self.paths[root].depth {
+                let dir = DirFd::open_child_dir(c.dir, c.name).ok().and_then(|d| {
+                    let st = sys::fstat(d.fd()).ok().filter(Stat::is_dir)?;
+                    Some((d, st))
+                });
+                if let Some((d, st)) = dir {
+                    stat = Some(Ok(st));
+                    opened = Some(d);
+                }
+            }
+        }
+        let stat = stat.unwrap_or_else(|| match &child {
+            Some(c) => sys::lstat_at(c.dir.fd(), c.name),
+            None => std::fs::symlink_metadata(&path).map(Stat::from),
+        });
+        let meta = match stat {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Visit::Skip,
             Err(e) => {
@@ -556,13 +613,13 @@ impl<'a> Walker<'a> {
         let fp = (root != usize::MAX).then(|| &self.paths[root]);
         let mut meta = meta;
         let mut target = None;
-        if meta.file_type().is_symlink() {
+        if meta.is_symlink() {
             if fp.is_some_and(|f| f.follow_symlinks) {
                 if let Ok(m) = std::fs::metadata(&path) {
-                    meta = m;
+                    meta = Stat::from(&m);
                 }
             }
-            if meta.file_type().is_symlink() {
+            if meta.is_symlink() {
                 target = link_target(&path);
             }
         }
@@ -590,13 +647,12 @@ impl<'a> Walker<'a> {
                 } else {
                     key.clone()
                 },
-                meta: Some(meta.clone()),
+                meta: Some(meta),
                 root,
                 link_target: target,
-                dir: if meta.is_file() {
-                    parent_dir.take()
-                } else {
-                    None
+                dir: match &child {
+                    Some(c) if c.held && meta.is_file() => Some(Arc::clone(c.dir)),
+                    _ => None,
                 },
             };
             if !emit(WalkItem::Entry(node)) {
@@ -630,14 +686,12 @@ impl<'a> Walker<'a> {
         } else {
             return Visit::Leaf;
         };
-        let entries = match std::fs::read_dir(&path) {
-            Ok(rd) => {
-                let mut entries: Vec<(OsString, std::fs::DirEntry)> = rd
-                    .filter_map(|e| e.ok().map(|e| (e.file_name(), e)))
-                    .collect();
-                entries.sort_unstable_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes()));
-                entries
-            }
+        let (listed, verified) = match opened {
+            Some(d) => (Ok(d), true),
+            None => (DirFd::open(child.as_ref().map(|c| &**c.dir), &path), false),
+        };
+        let mut dir = match listed {
+            Ok(d) => d,
             Err(e) => {
                 if let Some(r) = err_root {
                     if e.kind() == io::ErrorKind::PermissionDenied {
@@ -657,16 +711,24 @@ impl<'a> Walker<'a> {
                 return Visit::Leaf;
             }
         };
+        let mut names = Vec::new();
+        let mut entries = Vec::new();
+        // (An error part-way ends the listing with the entries listed before it.)
+        let _ = sys::list_dir(dir.fd(), &mut self.buf, |name, dtype| {
+            entries.push((names.len(), name.len(), dtype));
+            names.extend_from_slice(name);
+        });
+        let name = |&(start, len, _): &(usize, usize, u8)| names.get(start..start + len);
+        entries.sort_unstable_by(|a, b| name(b).cmp(&name(a)));
+        let held = self.hold_dirs && dir.hold(meta.dev(), meta.ino(), verified);
         Visit::Descend(Frame {
+            names,
             entries,
             scope: next_scope,
             dev: meta.dev(),
             ino: meta.ino(),
-            dir: if self.hold_dirs {
-                DirFd::open(parent_dir.as_deref(), &path, meta.dev(), meta.ino()).map(Arc::new)
-            } else {
-                None
-            },
+            dir: Arc::new(dir),
+            held,
             key,
             path,
         })
@@ -691,6 +753,62 @@ mod tests {
     fn mountinfo_escapes_are_undone() {
         assert_eq!(unescape_octal(br"/mnt/a\040b\134c"), b"/mnt/a b\\c");
         assert_eq!(unescape_octal(br"/x\04"), br"/x\04");
+    }
+
+    #[test]
+    fn a_directory_larger_than_the_listing_buffer_is_listed_whole_and_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("t");
+        let sub = root.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        // Some 250 KB of entries: several getdents64 calls.
+        let mut want: Vec<Vec<u8>> = Vec::new();
+        for i in 0..2000 {
+            let name = format!("{i:04}-{}", "n".repeat(100));
+            std::fs::write(sub.join(&name), b"x").unwrap();
+            want.push(name.into_bytes());
+        }
+        let odd = OsStr::from_bytes(b"z\xff\xfe");
+        std::fs::write(sub.join(odd), b"y").unwrap();
+        want.push(odd.as_bytes().to_vec());
+        std::fs::create_dir(sub.join("0-dir")).unwrap();
+        want.push(b"0-dir".to_vec());
+        std::os::unix::fs::symlink("nowhere", sub.join("1-link")).unwrap();
+        want.push(b"1-link".to_vec());
+        want.sort();
+        let text = format!(
+            "[agent]\nstate_dir = \"/nonexistent\"\n[fim]\n[[fim.paths]]\npath = \"{}\"\n",
+            root.display()
+        );
+        let cfg = crate::config::parse(Path::new("t.toml"), &text)
+            .unwrap()
+            .fim;
+        let plan = Plan::new(&cfg.paths);
+        for hold in [false, true] {
+            let mut w = Walker::new(&plan, &cfg.paths);
+            w.hold_dirs = hold;
+            let mut got = Vec::new();
+            w.run(&mut |item| {
+                if let WalkItem::Entry(n) = item {
+                    got.push((n.path, n.meta));
+                }
+                true
+            });
+            let names: Vec<Vec<u8>> = got
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(&sub))
+                .map(|(p, _)| p.file_name().unwrap().as_bytes().to_vec())
+                .collect();
+            assert_eq!(names, want, "hold_dirs {hold}");
+            let meta = |name: &[u8]| {
+                let p = sub.join(OsStr::from_bytes(name));
+                got.iter().find(|(q, _)| *q == p).unwrap().1
+            };
+            assert!(meta(b"0-dir").unwrap().is_dir());
+            assert!(meta(b"1-link").unwrap().is_symlink());
+            // Files are left to the fstat of the opened file when every file is read.
+            assert_eq!(meta(odd.as_bytes()).is_none(), hold);
+        }
     }
 
     #[test]
