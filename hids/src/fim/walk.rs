@@ -431,8 +431,8 @@ impl<'a> Walker<'a> {
             };
             let top = &*top;
             let name = OsStr::from_bytes(top.names.get(start..start + len).unwrap_or_default());
-            // The child's path (in one allocation) and its key from its directory's (the same as `key_of(&path)`, without parsing
-            // the whole path again).
+            // The child's path (in one allocation) and its key from its directory's (the same as
+            // `key_of(&path)`, without parsing the whole path again).
             let mut path = PathBuf::with_capacity(top.path.as_os_str().len() + 1 + name.len());
             path.push(&top.path);
             path.push(name);
