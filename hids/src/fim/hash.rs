@@ -155,11 +155,10 @@ impl DirFd {
         Ok(DirFd { file, held: false })
     }
 
-    /// Holds the directory for its files to be opened relative to it, if it is still the one
-    /// with this device and inode (else its files are opened by path; `verified`: known to be,
-    /// its attributes having been read from it), and if fewer than the cap are held already.
+    /// Holds the directory for its files to be opened relative to it (the walk has checked that
+    /// it is the directory whose attributes it read), if fewer than the cap are held already.
     /// Whether it is held.
-    pub fn hold(&mut self, dev: u64, ino: u64, verified: bool) -> bool {
+    pub fn hold(&mut self) -> bool {
         if self.held {
             return true;
         }
@@ -167,12 +166,8 @@ impl DirFd {
             DIR_FDS.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
-        self.held = verified
-            || crate::sys::fstat(self.file.as_fd()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
-        if !self.held {
-            DIR_FDS.fetch_sub(1, Ordering::Relaxed);
-        }
-        self.held
+        self.held = true;
+        true
     }
 
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {

@@ -711,6 +711,26 @@ impl<'a> Walker<'a> {
                 return Visit::Leaf;
             }
         };
+        // Its entries are looked at through what was opened, so that must be the directory whose
+        // attributes were read: one swapped for another (or for a symlink to one) in between is
+        // not listed, and what it held is kept as it was until a scan finds it settled.
+        if !verified
+            && !sys::fstat(dir.fd()).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+        {
+            self.error(
+                &path,
+                &io::Error::other("replaced between reading its attributes and listing it"),
+            );
+            if let Some(r) = err_root {
+                if !emit(WalkItem::Unreadable {
+                    key: std::mem::take(&mut key),
+                    root: r,
+                }) {
+                    return Visit::Stop;
+                }
+            }
+            return Visit::Leaf;
+        }
         let mut names = Vec::new();
         let mut entries = Vec::new();
         // (An error part-way ends the listing with the entries listed before it.)
@@ -720,7 +740,7 @@ impl<'a> Walker<'a> {
         });
         let name = |&(start, len, _): &(usize, usize, u8)| names.get(start..start + len);
         entries.sort_unstable_by(|a, b| name(b).cmp(&name(a)));
-        let held = self.hold_dirs && dir.hold(meta.dev(), meta.ino(), verified);
+        let held = self.hold_dirs && dir.hold();
         Visit::Descend(Frame {
             names,
             entries,
