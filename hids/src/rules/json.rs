@@ -261,22 +261,14 @@ fn escape_run(b: &mut Vec<u8>, bytes: &[u8]) {
     let mut start = 0;
     let mut i = 0;
     while i < len {
-        let m = match bytes
-            .get(i..i + 16)
-            .and_then(|c| <&[u8; 16]>::try_from(c).ok())
-        {
-            Some(chunk) => crate::sys::json_escapes(chunk),
-            None => match len.checked_sub(16).and_then(|t| bytes.get(t..)) {
-                Some(last) => {
-                    let last: &[u8; 16] = last.try_into().unwrap_or(&[b' '; 16]);
-                    crate::sys::json_escapes(last) >> (16 - (len - i))
-                }
-                None => {
-                    let mut chunk = [b' '; 16];
-                    chunk[..len - i].copy_from_slice(&bytes[i..]);
-                    crate::sys::json_escapes(&chunk)
-                }
-            },
+        let m = if let Some(chunk) = chunk16(bytes, i) {
+            crate::sys::json_escapes(chunk)
+        } else if let Some(last) = len.checked_sub(16).and_then(|t| chunk16(bytes, t)) {
+            crate::sys::json_escapes(last) >> (16 - (len - i))
+        } else {
+            let mut chunk = [b' '; 16];
+            chunk[..len - i].copy_from_slice(&bytes[i..]);
+            crate::sys::json_escapes(&chunk)
         };
         if m == 0 {
             i += 16;
@@ -289,6 +281,11 @@ fn escape_run(b: &mut Vec<u8>, bytes: &[u8]) {
         start = i;
     }
     b.extend_from_slice(&bytes[start..]);
+}
+
+/// The sixteen bytes of `bytes` from `at`, if there are that many.
+fn chunk16(bytes: &[u8], at: usize) -> Option<&[u8; 16]> {
+    bytes.get(at..at.checked_add(16)?)?.try_into().ok()
 }
 
 /// serde_json's escape for one byte that needs one.
