@@ -189,12 +189,13 @@ pub type RecordFilter<'a> = dyn Fn(&str, u8) -> bool + 'a;
 /// `if_matched_group` rule.
 pub type ListId = usize;
 
-/// A list's reference to a record: its sequence number, a copy of its `matched` level and a
-/// fingerprint of its source address (0 when it has none), so that a search reads only the records
-/// it may count.
+/// A list's reference to a record: its sequence number, copies of its time and `matched` level,
+/// and a fingerprint of its source address (0 when it has none), so that a search reads only the
+/// records it may count.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     seq: u64,
+    time: u64,
     srcip: u32,
     matched: u8,
 }
@@ -211,7 +212,7 @@ pub struct State {
     fingerprints: crate::hash::Keyed,
     /// One past the newest sequence number whose record is older than the record before it (0:
     /// none). While such a pair is held, record times are not in sequence order and a search reads
-    /// each record's time instead of bisecting the ring.
+    /// each entry's time instead of bisecting its list.
     unordered: u64,
     fts: crate::hash::Set<Box<str>>,
     ignored: crate::hash::Set<Box<str>>,
@@ -264,9 +265,10 @@ impl State {
     /// `filter` (for `if_matched_regex`) must also accept a record's log and category.
     ///
     /// The walk from the newest entry back stops where OSSEC's does, without reading every
-    /// record: records are in time order (unless a clock went back), so the records older than
-    /// the timeframe are found by bisecting the ring; each entry carries its record's consumed
-    /// level; and a `same_source_ip` search passes over entries whose address fingerprint differs.
+    /// record: records are in time order (unless a clock went back), so the entries older than
+    /// the timeframe are found by bisecting the list; each entry carries its record's time and
+    /// consumed level; and a `same_source_ip` search passes over entries whose address fingerprint
+    /// differs.
     pub fn search(
         &mut self,
         list: ListId,
@@ -297,14 +299,8 @@ impl State {
         } else {
             None
         };
-        let too_old = |rec: &Record| now.saturating_sub(rec.time) > rule.timeframe;
+        let too_old = |e: &Entry| now.saturating_sub(e.time) > rule.timeframe;
         let ordered = *unordered <= base;
-        // The first sequence number inside the timeframe (ordered records only).
-        let recent = if ordered {
-            base + records.partition_point(too_old) as u64
-        } else {
-            base
-        };
         let mut count: u32 = 0;
         // The records whose logs the alert will carry (at most 11, newest first): their logs
         // are copied only if the search succeeds, which most searches do not.
@@ -312,13 +308,18 @@ impl State {
         let mut n_related = 0;
         let at = |seq: u64| -> Option<usize> { usize::try_from(seq.checked_sub(base)?).ok() };
         // Reaching an entry older than the timeframe ends the walk as running out of entries does:
-        // the walk covers the entries from `recent` on.
-        let from = l.partition_point(|e| e.seq < recent);
+        // with ordered records, the walk covers the entries from the first one inside the
+        // timeframe on (found by bisecting the list, whose entries carry their records' times).
+        let from = if ordered {
+            l.partition_point(too_old)
+        } else {
+            0
+        };
         for e in l.range(from..).rev() {
             if e.matched >= rule.level {
                 return None;
             }
-            if !ordered && too_old(records.get(at(e.seq)?)?) {
+            if !ordered && too_old(e) {
                 return None;
             }
             if srcip.is_some_and(|ip| ip != e.srcip) {
@@ -390,6 +391,7 @@ impl State {
             if let Some(list) = self.lists.get_mut(l) {
                 list.push_back(Entry {
                     seq,
+                    time: now,
                     srcip,
                     matched,
                 });
