@@ -96,51 +96,141 @@ pub enum Src {
 pub const SOURCES: usize = 4;
 
 /// A sibling list's patterns, per source, in one set each.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct SiblingSets {
-    pub sets: [Option<regex_automata::meta::Regex>; SOURCES],
+    /// Boxed: a lazy DFA's tables of byte classes and start bytes are kept inline, and most
+    /// lists have no set.
+    pub sets: [Option<Box<PatternScan>>; SOURCES],
     /// Per source, per sibling (in list order), per pattern of that source: its index in the set.
     pub maps: [Vec<Box<[Option<u32>]>>; SOURCES],
     /// Per source, per sibling: the set index of its first pattern the set answers for.
     pub first: [Vec<Option<u32>>; SOURCES],
-    /// Per source: how often the set's scans have found something lately.
-    pub hits: [HitScore; SOURCES],
 }
 
-/// Whether a set's texts have mostly matched some pattern lately: a score that rises by one per
-/// scan that found something and falls by four per scan that found nothing. A set that mostly
-/// matches skips the quick "anything at all?" pass that other sets run first, since the pass
-/// naming the matches would follow it anyway. Only the cost of a scan depends on it, never its
-/// result, so threads sharing a set may update it without ordering.
-#[derive(Debug, Default)]
-pub struct HitScore(std::sync::atomic::AtomicU8);
+/// The caches of a [`PatternScan`]'s lazy DFA, one per thread that uses it.
+type CachePool = regex_automata::util::pool::Pool<
+    regex_automata::hybrid::dfa::Cache,
+    Box<dyn Fn() -> regex_automata::hybrid::dfa::Cache + Send + Sync>,
+>;
 
-impl HitScore {
-    const MAX: u8 = 15;
-    const MISS: u8 = 4;
-    /// From this score on, the quick pass is skipped.
-    const SKIP_FROM: u8 = 8;
-
-    fn mostly_hits(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) >= Self::SKIP_FROM
-    }
-
-    fn record(&self, hit: bool) {
-        let s = self.0.load(std::sync::atomic::Ordering::Relaxed);
-        let s = if hit {
-            (s + 1).min(Self::MAX)
-        } else {
-            s.saturating_sub(Self::MISS)
-        };
-        self.0.store(s, std::sync::atomic::Ordering::Relaxed);
-    }
+/// Patterns (OSSEC's `match`, `regex`, `pcre2` ... of sibling rules) whose matches in a text are
+/// all named in one forward pass of a lazy DFA: every state the text leads to that ends a match
+/// names the patterns it ends. That pass costs a few instructions per byte whether or not anything
+/// matches, where regex-automata's overlapping search steps through a general loop at several
+/// times that.
+#[derive(Debug)]
+pub struct PatternScan {
+    dfa: regex_automata::hybrid::dfa::DFA,
+    caches: CachePool,
 }
 
-impl Clone for HitScore {
-    fn clone(&self) -> Self {
-        HitScore(std::sync::atomic::AtomicU8::new(
-            self.0.load(std::sync::atomic::Ordering::Relaxed),
-        ))
+impl PatternScan {
+    /// Compiles the patterns (regex syntax, matched as bytes) into one set; pattern `i` of the set
+    /// is `patterns[i]`.
+    pub fn new(patterns: &[&str]) -> Result<PatternScan, String> {
+        use regex_automata::nfa::thompson;
+        let nfa = thompson::Compiler::new()
+            .syntax(
+                regex_automata::util::syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false),
+            )
+            .configure(
+                thompson::Config::new()
+                    .which_captures(thompson::WhichCaptures::None)
+                    .utf8(false)
+                    .nfa_size_limit(Some(32 << 20)),
+            )
+            .build_many(patterns)
+            .map_err(|e| e.to_string())?;
+        let dfa = regex_automata::hybrid::dfa::DFA::builder()
+            .configure(
+                regex_automata::hybrid::dfa::Config::new()
+                    .match_kind(regex_automata::MatchKind::All)
+                    .cache_capacity(2 << 20),
+            )
+            .build_from_nfa(nfa)
+            .map_err(|e| e.to_string())?;
+        let for_caches = dfa.clone();
+        Ok(PatternScan {
+            dfa,
+            caches: CachePool::new(Box::new(move || for_caches.create_cache())),
+        })
+    }
+
+    pub fn pattern_len(&self) -> usize {
+        self.dfa.pattern_len()
+    }
+
+    /// Puts every pattern that matches somewhere in `text` into `found` (which must have room for
+    /// all of them).
+    pub fn which(&self, text: &[u8], found: &mut regex_automata::PatternSet) {
+        let input = regex_automata::Input::new(text);
+        let mut cache = self.caches.get();
+        if self.scan(&mut cache, &input, found).is_err() {
+            // The lazy DFA never gives up as configured; should it fail anyway, the same
+            // automaton runs as a PikeVM.
+            found.clear();
+            let vm = regex_automata::nfa::thompson::pikevm::PikeVM::builder()
+                .configure(
+                    regex_automata::nfa::thompson::pikevm::Config::new()
+                        .match_kind(regex_automata::MatchKind::All),
+                )
+                .build_from_nfa(self.dfa.get_nfa().clone());
+            if let Ok(vm) = vm {
+                vm.which_overlapping_matches(&mut vm.create_cache(), &input, found);
+            }
+        }
+    }
+
+    fn scan(
+        &self,
+        cache: &mut regex_automata::hybrid::dfa::Cache,
+        input: &regex_automata::Input,
+        found: &mut regex_automata::PatternSet,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dfa = &self.dfa;
+        let text = input.haystack();
+        let mut sid = dfa.start_state_forward(cache, input)?;
+        let mut at = 0;
+        while at < text.len() {
+            // Plain states (no match ends here, nothing to compute) in a tight loop.
+            if !sid.is_tagged() {
+                let next = dfa.next_state_untagged(cache, sid, text[at]);
+                if !next.is_tagged() {
+                    sid = next;
+                    at += 1;
+                    continue;
+                }
+            }
+            sid = dfa.next_state(cache, sid, text[at])?;
+            at += 1;
+            if sid.is_match() {
+                // Matches are reported one byte late: these end at `at - 1`.
+                self.record(cache, sid, found);
+            } else if sid.is_dead() {
+                return Ok(());
+            } else if sid.is_quit() {
+                return Err("lazy DFA quit".into());
+            }
+        }
+        sid = dfa.next_eoi_state(cache, sid)?;
+        if sid.is_match() {
+            self.record(cache, sid, found);
+        }
+        Ok(())
+    }
+
+    fn record(
+        &self,
+        cache: &regex_automata::hybrid::dfa::Cache,
+        sid: regex_automata::hybrid::LazyStateID,
+        found: &mut regex_automata::PatternSet,
+    ) {
+        for i in 0..self.dfa.match_len(cache, sid) {
+            // A set made with room for every pattern cannot be full here.
+            let _ = found.try_insert(self.dfa.match_pattern(cache, sid, i));
+        }
     }
 }
 
@@ -200,16 +290,7 @@ impl Known<'_> {
             } else {
                 r.clear();
             }
-            // Most texts match no pattern of the set: a search that stops at the first match
-            // (the lazy DFA's fast loop) rules that out first; the overlapping search that names
-            // every matching pattern costs several times more per byte. A set whose texts have
-            // mostly matched lately goes straight to naming.
-            let input = regex_automata::Input::new(text.as_bytes());
-            let score = &self.sets.hits[s];
-            if score.mostly_hits() || set.is_match(input.clone()) {
-                set.which_overlapping_matches(&input, r);
-            }
-            score.record(!r.is_empty());
+            set.which(text.as_bytes(), r);
             self.scratch.done[s] = true;
         }
         Some(r.contains(regex_automata::PatternID::new(si).ok()?))
@@ -716,24 +797,89 @@ impl Conditions {
 mod tests {
     use super::*;
 
+    /// The patterns a regex-automata overlapping search over the same set names.
+    fn by_meta(patterns: &[&str], text: &[u8]) -> Vec<usize> {
+        let re = regex_automata::meta::Regex::builder()
+            .syntax(
+                regex_automata::util::syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false),
+            )
+            .configure(
+                regex_automata::meta::Config::new()
+                    .match_kind(regex_automata::MatchKind::All)
+                    .utf8_empty(false),
+            )
+            .build_many(patterns)
+            .unwrap();
+        let mut set = regex_automata::PatternSet::new(re.pattern_len());
+        re.which_overlapping_matches(&regex_automata::Input::new(text), &mut set);
+        set.iter().map(|p| p.as_usize()).collect()
+    }
+
     #[test]
-    fn a_set_skips_its_quick_pass_only_while_its_texts_mostly_match() {
-        let h = HitScore::default();
-        for _ in 0..HitScore::SKIP_FROM - 1 {
-            h.record(true);
-            assert!(!h.mostly_hits());
+    fn a_pattern_scan_names_the_matches_an_overlapping_search_names() {
+        let patterns = [
+            r"^Failed password",
+            r"password",
+            r"(?i)invalid user",
+            r"user$",
+            r"a+b",
+            r"^$",
+            r"x*",
+            r"\bport\b",
+            r"[0-9]{3}",
+            r"from \d+\.\d+\.\d+\.\d+",
+            r"^\S+ \S+$",
+            r"\xff",
+            r"ab|ba",
+            r"^",
+            r"$",
+        ];
+        let texts: [&[u8]; 14] = [
+            b"",
+            b"Failed password for root from 10.0.0.1 port 22 ssh2",
+            b"Failed password for INVALID USER admin",
+            b"invalid user",
+            b"aaab",
+            b"ba",
+            b"report 12",
+            b"port",
+            b"x",
+            b"one two",
+            b"\xff\x00\n binary \xff",
+            b"passwor",
+            b"\npassword\n",
+            b"a b c d e f g h i j k l m n o p q r s t u v w x y z 0123456789 aab",
+        ];
+        let scan = PatternScan::new(&patterns).unwrap();
+        assert_eq!(scan.pattern_len(), patterns.len());
+        let mut set = regex_automata::PatternSet::new(patterns.len());
+        for text in texts {
+            set.clear();
+            scan.which(text, &mut set);
+            let got: Vec<usize> = set.iter().map(|p| p.as_usize()).collect();
+            assert_eq!(
+                got,
+                by_meta(&patterns, text),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
         }
-        h.record(true);
-        assert!(h.mostly_hits());
-        // Nine hits in ten keep it skipping; a run of misses brings the quick pass back.
-        for i in 0..100 {
-            h.record(i % 10 != 0);
+        // Each pattern alone, and every pair, over every text.
+        for (i, a) in patterns.iter().enumerate() {
+            for b in &patterns[i..] {
+                let pair = [*a, *b];
+                let scan = PatternScan::new(&pair).unwrap();
+                let mut set = regex_automata::PatternSet::new(2);
+                for text in texts {
+                    set.clear();
+                    scan.which(text, &mut set);
+                    let got: Vec<usize> = set.iter().map(|p| p.as_usize()).collect();
+                    assert_eq!(got, by_meta(&pair, text), "{pair:?} {text:?}");
+                }
+            }
         }
-        assert!(h.mostly_hits());
-        h.record(false);
-        h.record(false);
-        assert!(!h.mostly_hits());
-        assert!(!h.clone().mostly_hits());
     }
 
     #[test]

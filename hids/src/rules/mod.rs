@@ -358,26 +358,10 @@ fn sibling_sets(tree: &Tree, list: &[NodeIdx]) -> Option<SiblingSets> {
         if sources.len() < MIN_SET_PATTERNS {
             continue;
         }
-        let Ok(set) = regex_automata::meta::Regex::builder()
-            .syntax(
-                regex_automata::util::syntax::Config::new()
-                    .unicode(false)
-                    .utf8(false),
-            )
-            .configure(
-                regex_automata::meta::Config::new()
-                    .match_kind(regex_automata::MatchKind::All)
-                    .which_captures(regex_automata::nfa::thompson::WhichCaptures::None)
-                    .utf8_empty(false)
-                    .nfa_size_limit(Some(32 << 20))
-                    .hybrid_cache_capacity(2 << 20)
-                    .auto_prefilter(false),
-            )
-            .build_many(&sources)
-        else {
+        let Ok(set) = matcher::PatternScan::new(&sources) else {
             continue;
         };
-        out.sets[src as usize] = Some(set);
+        out.sets[src as usize] = Some(Box::new(set));
         out.first[src as usize] = maps
             .iter()
             .map(|m| m.iter().flatten().next().copied())
