@@ -122,18 +122,20 @@ pub struct Captures {
 impl Captures {
     /// The text of group `i` (lossy where a capture cut a multi-byte character).
     pub fn text(&self, haystack: &str, i: usize) -> Option<String> {
-        self.text_at(haystack, 0, i)
+        self.text_at(haystack, 0, i).map(String::from)
     }
 
     /// The text of group `i` of a match that ran on `text[offset..]` (as bytes: `offset` need not
     /// fall between characters). A group that starts and ends between characters is copied as it
     /// is, with no check of its bytes; otherwise it is converted lossily.
-    pub fn text_at(&self, text: &str, offset: usize, i: usize) -> Option<String> {
+    pub fn text_at(&self, text: &str, offset: usize, i: usize) -> Option<crate::event::FieldValue> {
         let r = self.groups.get(i)?;
         let (start, end) = (offset.checked_add(r.start)?, offset.checked_add(r.end)?);
         match text.get(start..end) {
-            Some(s) => Some(s.to_owned()),
-            None => Some(String::from_utf8_lossy(text.as_bytes().get(start..end)?).into_owned()),
+            Some(s) => Some(s.into()),
+            None => Some(crate::event::FieldValue::from_utf8_lossy(
+                text.as_bytes().get(start..end)?,
+            )),
         }
     }
 }

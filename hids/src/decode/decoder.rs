@@ -472,7 +472,7 @@ impl DecoderSet {
         root: &Root,
         message: &str,
         pmatch: Option<usize>,
-        fields: &mut Vec<(Arc<str>, String)>,
+        fields: &mut Vec<(Arc<str>, crate::event::FieldValue)>,
         type_override: &mut Option<&'static str>,
     ) -> usize {
         let log = message.as_bytes();

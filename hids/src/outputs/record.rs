@@ -275,7 +275,7 @@ impl AlertRecord {
                 a.decoded
                     .fields
                     .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             ),
             full_log: (!r.options.no_full_log).then(|| e.full_log.clone()),

@@ -685,15 +685,15 @@ impl Worker {
             RULE_UNBLOCK => "unblock",
             _ => "failed",
         };
-        let mut fields: Vec<(Arc<str>, String)> = vec![
-            (Arc::from("srcip"), ip.to_string()),
-            (Arc::from("action"), verb.to_string()),
+        let mut fields: Vec<(Arc<str>, crate::event::FieldValue)> = vec![
+            (Arc::from("srcip"), ip.to_string().into()),
+            (Arc::from("action"), verb.into()),
         ];
         if let Some(u) = user {
-            fields.push((Arc::from("dstuser"), u.to_string()));
+            fields.push((Arc::from("dstuser"), u.into()));
         }
-        fields.push((Arc::from("response"), response.to_string()));
-        fields.push((Arc::from("trigger_rule"), trigger.to_string()));
+        fields.push((Arc::from("response"), response.into()));
+        fields.push((Arc::from("trigger_rule"), trigger.to_string().into()));
         let text = escape_control(&format!("{description}: {detail}"));
         let mut alert = Alert::internal(
             id,

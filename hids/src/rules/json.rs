@@ -182,7 +182,7 @@ fn alert_json(
 
 /// The decoded fields as a JSON object: keys in byte order, the last value of a repeated name
 /// (what collecting them into a `serde_json::Map` gave). `order` is scratch space.
-fn data(b: &mut Vec<u8>, order: &mut Vec<usize>, fields: &[(Arc<str>, String)]) {
+fn data(b: &mut Vec<u8>, order: &mut Vec<usize>, fields: &[(Arc<str>, crate::event::FieldValue)]) {
     order.clear();
     order.extend(0..fields.len());
     // Stable: of equal names, the last one found stays last.
@@ -515,11 +515,11 @@ mod tests {
                 parent: (i % 3 == 0).then(|| Arc::from(t.as_str())),
                 decoder_type: None,
                 fields: vec![
-                    (Arc::from("srcip"), "10.0.0.1".to_string()),
-                    (Arc::from(t.as_str()), other.clone()),
-                    (Arc::from("dstuser"), t.clone()),
-                    (Arc::from("srcip"), "10.0.0.2".to_string()),
-                    (Arc::from("a"), String::new()),
+                    (Arc::from("srcip"), "10.0.0.1".into()),
+                    (Arc::from(t.as_str()), other.as_str().into()),
+                    (Arc::from("dstuser"), t.as_str().into()),
+                    (Arc::from("srcip"), "10.0.0.2".into()),
+                    (Arc::from("a"), Default::default()),
                 ][..i % 6]
                     .to_vec(),
             };

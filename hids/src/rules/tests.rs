@@ -377,7 +377,7 @@ impl<'a> Ev<'a> {
             fields: self
                 .fields
                 .iter()
-                .map(|(k, v)| (Arc::from(*k), v.to_string()))
+                .map(|(k, v)| (Arc::from(*k), (*v).into()))
                 .collect(),
         };
         let input = Input {
