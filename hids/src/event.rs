@@ -179,10 +179,11 @@ pub struct FimChange {
 /// The syslog header split off by the pre-decoder, where the format has one (OSSEC's phase 1).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Predecoded {
-    pub timestamp: Option<String>,
-    pub hostname: Option<String>,
-    pub program_name: Option<String>,
-    pub pid: Option<String>,
+    /// The header's parts are short: kept inline (see [`FieldValue`]).
+    pub timestamp: Option<FieldValue>,
+    pub hostname: Option<FieldValue>,
+    pub program_name: Option<FieldValue>,
+    pub pid: Option<FieldValue>,
     /// What follows the header (the whole line when there is none): what decoders and rules see.
     pub message: String,
 }

@@ -16,7 +16,7 @@
 //!
 //! Anything else (apache/nginx access logs, JSON, audit records) is handed on whole, as OSSEC does.
 
-use crate::event::{LogFormat, Predecoded};
+use crate::event::{FieldValue, LogFormat, Predecoded};
 
 /// Characters OSSEC accepts in a host or program name.
 fn valid_char(b: u8) -> bool {
@@ -120,8 +120,8 @@ fn predecode_syslog(line: &str) -> Predecoded {
 }
 
 /// `line[a..b]`, or `None` when that is not on character boundaries.
-fn sub(line: &str, a: usize, b: usize) -> Option<String> {
-    line.get(a..b).map(str::to_string)
+fn sub(line: &str, a: usize, b: usize) -> Option<FieldValue> {
+    line.get(a..b).map(FieldValue::from)
 }
 
 fn split_syslog(line: &str) -> Option<Predecoded> {
@@ -134,7 +134,7 @@ fn split_syslog(line: &str) -> Option<Predecoded> {
 
     if let Some(skip) = dated_header_len(p, loglen) {
         let mut log = shift + skip;
-        let timestamp = line.get(..log).map(|s| s.trim_end().to_string());
+        let timestamp = line.get(..log).map(|s| FieldValue::from(s.trim_end()));
         if at(full, log) == b' ' {
             log += 1;
         }
@@ -317,7 +317,7 @@ fn split_syslog(line: &str) -> Option<Predecoded> {
             start += 1;
         }
         let mut out = dated_only(line, start);
-        out.timestamp = line.get(..14).map(str::to_string);
+        out.timestamp = line.get(..14).map(FieldValue::from);
         return Some(out);
     }
     Some(whole(line))
@@ -335,7 +335,7 @@ fn dated_only(line: &str, skip: usize) -> Predecoded {
         _ => return whole(line),
     };
     Predecoded {
-        timestamp: Some(ts.trim_end().to_string()),
+        timestamp: Some(ts.trim_end().into()),
         message: msg.to_string(),
         ..Predecoded::default()
     }
@@ -343,7 +343,7 @@ fn dated_only(line: &str, skip: usize) -> Predecoded {
 
 fn asl(line: &str) -> Predecoded {
     let mut out = Predecoded {
-        timestamp: line.get(6..24).map(|s| s.trim().to_string()),
+        timestamp: line.get(6..24).map(|s| s.trim().into()),
         message: line.get(25..).unwrap_or("").to_string(),
         ..Predecoded::default()
     };
@@ -355,7 +355,7 @@ fn asl(line: &str) -> Predecoded {
             if out.program_name.is_none() {
                 match r.find(']') {
                     Some(e) => {
-                        out.program_name = Some(r[..e].to_string());
+                        out.program_name = Some(r[..e].into());
                         rest = &r[e + 1..];
                     }
                     None => break,
@@ -377,7 +377,7 @@ fn asl(line: &str) -> Predecoded {
             }
         } else if let Some(r) = rest.strip_prefix("Host ") {
             if let Some(e) = r.find(']') {
-                out.hostname = Some(r[..e].to_string());
+                out.hostname = Some(r[..e].into());
             }
             break;
         }

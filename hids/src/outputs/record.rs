@@ -266,10 +266,10 @@ impl AlertRecord {
                 parent: a.decoded.parent.as_ref().map(|p| p.to_string()),
             }),
             predecoder: PredecoderRecord {
-                timestamp: p.timestamp.clone(),
-                hostname: p.hostname.clone(),
-                program_name: p.program_name.clone(),
-                pid: p.pid.clone(),
+                timestamp: p.timestamp.as_deref().map(String::from),
+                hostname: p.hostname.as_deref().map(String::from),
+                program_name: p.program_name.as_deref().map(String::from),
+                pid: p.pid.as_deref().map(String::from),
             },
             data: Fields(
                 a.decoded

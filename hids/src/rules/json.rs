@@ -498,10 +498,10 @@ mod tests {
                 fim: None,
             };
             let pre = Predecoded {
-                timestamp: (i % 2 == 0).then(|| "Nov 21 00:00:01".to_string()),
-                hostname: (i % 3 != 0).then(|| other.clone()),
-                program_name: (i % 5 != 0).then(|| t.clone()),
-                pid: (i % 7 == 0).then(|| "1028".to_string()),
+                timestamp: (i % 2 == 0).then(|| "Nov 21 00:00:01".into()),
+                hostname: (i % 3 != 0).then(|| other.as_str().into()),
+                program_name: (i % 5 != 0).then(|| t.as_str().into()),
+                pid: (i % 7 == 0).then(|| "1028".into()),
                 // The end of the full log (cut before an escape, after one, inside a multi-byte
                 // character's text), all of it, or its beginning.
                 message: match i % 3 {

@@ -366,7 +366,7 @@ impl<'a> Ev<'a> {
             fim: None,
         };
         let pre = Predecoded {
-            program_name: self.program.map(String::from),
+            program_name: self.program.map(Into::into),
             message: self.log.to_string(),
             ..Predecoded::default()
         };
