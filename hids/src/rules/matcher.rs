@@ -196,11 +196,21 @@ impl PatternScan {
         while at < text.len() {
             // Plain states (no match ends here, nothing to compute) in a tight loop.
             if !sid.is_tagged() {
-                let next = dfa.next_state_untagged(cache, sid, text[at]);
-                if !next.is_tagged() {
-                    sid = next;
-                    at += 1;
-                    continue;
+                let rest = &text[at..];
+                let plain = rest
+                    .iter()
+                    .position(|&b| {
+                        let next = dfa.next_state_untagged(cache, sid, b);
+                        let special = next.is_tagged();
+                        if !special {
+                            sid = next;
+                        }
+                        special
+                    })
+                    .unwrap_or(rest.len());
+                at += plain;
+                if at == text.len() {
+                    break;
                 }
             }
             sid = dfa.next_state(cache, sid, text[at])?;
