@@ -269,7 +269,7 @@ fn builtin_fim_rule(c: &FimChange) -> RuleInfo {
     RuleInfo {
         id,
         level,
-        description: description.to_string(),
+        description: description.into(),
         groups: ["ossec".into(), "syscheck".into()].into(),
         mitre: Arc::from([]),
         firedtimes: 0,

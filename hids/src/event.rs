@@ -232,7 +232,7 @@ pub struct RuleInfo {
     pub id: u32,
     pub level: u8,
     /// With `$(field)` expanded.
-    pub description: String,
+    pub description: Arc<str>,
     /// The rule's own lists, shared rather than copied per alert.
     pub groups: Arc<[String]>,
     pub mitre: Arc<[String]>,
@@ -272,7 +272,7 @@ impl Alert {
             rule: RuleInfo {
                 id,
                 level,
-                description,
+                description: description.into(),
                 groups: groups.iter().map(|g| g.to_string()).collect(),
                 mitre: Arc::from([]),
                 firedtimes: 1,

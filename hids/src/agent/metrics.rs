@@ -557,7 +557,7 @@ mod tests {
         stats.count_alert(&crate::event::RuleInfo {
             id: 5710,
             level: 5,
-            description: String::new(),
+            description: "".into(),
             groups: Vec::new().into(),
             mitre: Vec::new().into(),
             firedtimes: 1,

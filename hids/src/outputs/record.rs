@@ -245,7 +245,7 @@ impl AlertRecord {
             rule: RuleRecord {
                 id: r.id,
                 level: r.level,
-                description: r.description.clone(),
+                description: r.description.to_string(),
                 groups: r.groups.to_vec(),
                 mitre: r.mitre.to_vec(),
                 firedtimes: r.firedtimes,

@@ -465,7 +465,7 @@ mod tests {
             let rule = RuleInfo {
                 id: 5_000_000 + i as u32,
                 level: (i % 16) as u8,
-                description: t.clone(),
+                description: t.as_str().into(),
                 groups: vec![t.clone(), "syslog".into()].into(),
                 mitre: if i % 2 == 0 {
                     Vec::new()

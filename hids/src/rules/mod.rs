@@ -1000,12 +1000,12 @@ fn key_text(v: &View, k: KeyFields) -> String {
 /// Expands `$(name)` in a description with the event's fields: OSSEC's static fields, then dynamic
 /// and JSON fields, then the pre-decoded header (`hostname`, `program_name`, `location`). A name
 /// with no value expands to nothing.
-pub fn expand(text: &str, v: &View, pre: &Predecoded) -> String {
+pub fn expand(text: &Arc<str>, v: &View, pre: &Predecoded) -> Arc<str> {
     if !text.contains("$(") {
-        return text.to_string();
+        return text.clone();
     }
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    let mut rest: &str = text;
     while let Some(i) = rest.find("$(") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
@@ -1032,7 +1032,7 @@ pub fn expand(text: &str, v: &View, pre: &Predecoded) -> String {
         }
     }
     out.push_str(rest);
-    out
+    out.into()
 }
 
 /// The canonical path of the stock OSSEC ruleset next to the repository (tests and benchmarks).

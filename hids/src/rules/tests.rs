@@ -504,7 +504,7 @@ fn frequency_fires_at_setting_plus_two_from_the_same_source() {
     // Fourth from 10.0.0.1 = frequency (2) + 2.
     let v = ev(a).run(&mut e).unwrap();
     assert_eq!((v.info.id, v.info.level), (401, 10));
-    assert_eq!(v.info.description, "brute force from 10.0.0.1");
+    assert_eq!(&*v.info.description, "brute force from 10.0.0.1");
     assert_eq!(v.related.len(), 3);
     assert_eq!(v.info.firedtimes, 1);
     // The records are consumed: the next one is a plain failure again.
@@ -627,7 +627,7 @@ fn overwrite_replaces_definition_in_place() {
     assert_eq!(Ev::new("svc error").fire(&mut e), None);
     let v = Ev::new("svc fatal").run(&mut e).unwrap();
     assert_eq!(
-        (v.info.id, v.info.level, v.info.description.as_str()),
+        (v.info.id, v.info.level, &*v.info.description),
         (801, 11, "new")
     );
     assert_eq!(*v.info.groups, ["local"]);
@@ -657,7 +657,7 @@ fn description_expands_fields() {
     ]);
     ev.program = Some("sshd");
     let v = ev.run(&mut e).unwrap();
-    assert_eq!(v.info.description, "root from 10.1.1.1 via sshd [42] !");
+    assert_eq!(&*v.info.description, "root from 10.1.1.1 via sshd [42] !");
 }
 
 #[test]

@@ -126,7 +126,7 @@ pub struct Rule {
     pub ignore_fields: KeyFields,
     pub check_ignore_fields: KeyFields,
     pub options: AlertOptions,
-    pub description: String,
+    pub description: Arc<str>,
     pub info: Arc<[String]>,
     pub mitre: Arc<[String]>,
     pub file: Arc<Path>,
@@ -360,7 +360,7 @@ fn parse_rule(
         ignore_fields: KeyFields::default(),
         check_ignore_fields: KeyFields::default(),
         options: AlertOptions::default(),
-        description: String::new(),
+        description: "".into(),
         info: Arc::from([]),
         mitre: Arc::from([]),
         file: file.clone(),
@@ -550,7 +550,7 @@ fn parse_rule(
                 }
             }
             "group" => groups_extra.push_str(text),
-            "description" => rule.description.push_str(text),
+            "description" => rule.description = format!("{}{text}", rule.description).into(),
             "info" | "cve" => {
                 let kind = e.attr("type").map(|a| a.value.clone());
                 info.push(match (key, kind) {
