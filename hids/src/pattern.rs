@@ -568,17 +568,21 @@ impl Lin<'_> {
     }
 }
 
+/// The syntax every pattern automaton is built with: patterns match bytes (a log line need not be
+/// UTF-8), and classes such as `\w` and `\d` are ASCII as in OSSEC.
+pub(crate) fn byte_syntax() -> regex_automata::util::syntax::Config {
+    regex_automata::util::syntax::Config::new()
+        .unicode(false)
+        .utf8(false)
+}
+
 /// The automaton of a deferred pattern: the regex crate's engine minus the parts that trade
 /// memory for speed (the full and one-pass DFAs, the literal prefilter, whose Aho-Corasick
 /// automaton for a case-insensitive alternation outweighs the rest); the lazy DFA stays. A rule's
 /// own pattern is searched for a yes or no, on short texts.
 fn build_lean(translated: &str) -> Result<regex_automata::meta::Regex, String> {
     regex_automata::meta::Regex::builder()
-        .syntax(
-            regex_automata::util::syntax::Config::new()
-                .unicode(false)
-                .utf8(false),
-        )
+        .syntax(byte_syntax())
         .configure(
             regex_automata::meta::Config::new()
                 .utf8_empty(false)

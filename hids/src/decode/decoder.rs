@@ -164,11 +164,7 @@ struct ChildIndex {
 /// Builds a leftmost-first multi-pattern regex with the same syntax settings as [`Pattern`].
 fn multi_regex(patterns: &[String]) -> Option<regex_automata::meta::Regex> {
     regex_automata::meta::Regex::builder()
-        .syntax(
-            regex_automata::util::syntax::Config::new()
-                .unicode(false)
-                .utf8(false),
-        )
+        .syntax(crate::pattern::byte_syntax())
         .configure(
             regex_automata::meta::Config::new()
                 .utf8_empty(false)

@@ -130,11 +130,7 @@ impl PatternScan {
     pub fn new(patterns: &[&str]) -> Result<PatternScan, String> {
         use regex_automata::nfa::thompson;
         let nfa = thompson::Compiler::new()
-            .syntax(
-                regex_automata::util::syntax::Config::new()
-                    .unicode(false)
-                    .utf8(false),
-            )
+            .syntax(crate::pattern::byte_syntax())
             .configure(
                 thompson::Config::new()
                     .which_captures(thompson::WhichCaptures::None)
@@ -810,11 +806,7 @@ mod tests {
     /// The patterns a regex-automata overlapping search over the same set names.
     fn by_meta(patterns: &[&str], text: &[u8]) -> Vec<usize> {
         let re = regex_automata::meta::Regex::builder()
-            .syntax(
-                regex_automata::util::syntax::Config::new()
-                    .unicode(false)
-                    .utf8(false),
-            )
+            .syntax(crate::pattern::byte_syntax())
             .configure(
                 regex_automata::meta::Config::new()
                     .match_kind(regex_automata::MatchKind::All)
