@@ -200,8 +200,11 @@ pub struct Decoded {
     pub decoder_type: Option<&'static str>,
     /// Fields in the order found: OSSEC's static fields under their OSSEC names (`srcip`, `dstuser`,
     /// `url`, ...) and dynamic or JSON fields under theirs (nested JSON keys as dotted names).
-    pub fields: Vec<(Arc<str>, FieldValue)>,
+    pub fields: Vec<DecodedField>,
 }
+
+/// A decoded field: its name (shared with the decoder that names it) and its value.
+pub type DecodedField = (Arc<str>, FieldValue);
 
 /// A decoded field's value. Values of up to 24 bytes (addresses, ports, user names, actions,
 /// status codes: most of them) are kept inline, so a decoded field costs no allocation of its own.

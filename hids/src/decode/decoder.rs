@@ -468,7 +468,7 @@ impl DecoderSet {
         root: &Root,
         message: &str,
         pmatch: Option<usize>,
-        fields: &mut Vec<(Arc<str>, crate::event::FieldValue)>,
+        fields: &mut Vec<crate::event::DecodedField>,
         type_override: &mut Option<&'static str>,
     ) -> usize {
         let log = message.as_bytes();

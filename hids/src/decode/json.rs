@@ -11,7 +11,7 @@ const MAX_DEPTH: usize = 32;
 
 /// Parses the JSON object that starts at the first `{` of `text` and appends its fields. Returns
 /// false (and adds nothing) when there is no valid object there.
-pub fn decode_json(text: &str, fields: &mut Vec<(Arc<str>, crate::event::FieldValue)>) -> bool {
+pub fn decode_json(text: &str, fields: &mut Vec<crate::event::DecodedField>) -> bool {
     let Some(start) = text.find('{') else {
         return false;
     };
@@ -27,7 +27,7 @@ fn flatten_object(
     map: &serde_json::Map<String, Value>,
     prefix: &mut String,
     depth: usize,
-    fields: &mut Vec<(Arc<str>, crate::event::FieldValue)>,
+    fields: &mut Vec<crate::event::DecodedField>,
 ) {
     for (k, v) in map {
         let len = prefix.len();
@@ -74,7 +74,7 @@ fn scalar_text(v: &Value) -> Option<String> {
 
 /// Sets a field, replacing an earlier value of the same name (as OSSEC's fields are overwritten).
 pub fn set(
-    fields: &mut Vec<(Arc<str>, crate::event::FieldValue)>,
+    fields: &mut Vec<crate::event::DecodedField>,
     name: &str,
     value: impl Into<crate::event::FieldValue>,
 ) {
@@ -88,7 +88,7 @@ pub fn set(
 
 /// [`set`] with a name the caller already holds shared (a decoder's `order`): no copy of it.
 pub fn set_shared(
-    fields: &mut Vec<(Arc<str>, crate::event::FieldValue)>,
+    fields: &mut Vec<crate::event::DecodedField>,
     name: &Arc<str>,
     value: impl Into<crate::event::FieldValue>,
 ) {

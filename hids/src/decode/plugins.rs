@@ -10,7 +10,7 @@
 //!
 //! The others (PF, OSSECAlert) are not implemented; see [`super::Plugin`].
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use regex::bytes::Regex;
 
@@ -21,10 +21,7 @@ fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
 }
 
 /// Decodes a SonicWall line; returns the decoder type the line turns out to be.
-pub fn sonicwall(
-    log: &[u8],
-    fields: &mut Vec<(Arc<str>, crate::event::FieldValue)>,
-) -> &'static str {
+pub fn sonicwall(log: &[u8], fields: &mut Vec<crate::event::DecodedField>) -> &'static str {
     static IDS: OnceLock<Regex> = OnceLock::new();
     static ADDR: OnceLock<Regex> = OnceLock::new();
     static PROXY: OnceLock<Regex> = OnceLock::new();
@@ -88,7 +85,7 @@ pub fn sonicwall(
 }
 
 /// Decodes a Symantec Web Security line (`20070717,73613,1=5,11=10.1.1.3,10=userc,3=1,2=1`).
-pub fn symantec_ws(log: &[u8], fields: &mut Vec<(Arc<str>, crate::event::FieldValue)>) {
+pub fn symantec_ws(log: &[u8], fields: &mut Vec<crate::event::DecodedField>) {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     // Entries start after the first comma (the date and time are skipped).
     let Some(first) = log.iter().position(|&b| b == b',') else {
@@ -130,13 +127,13 @@ pub fn symantec_ws(log: &[u8], fields: &mut Vec<(Arc<str>, crate::event::FieldVa
 mod tests {
     use super::*;
 
-    fn run(line: &str) -> (&'static str, Vec<(Arc<str>, crate::event::FieldValue)>) {
+    fn run(line: &str) -> (&'static str, Vec<crate::event::DecodedField>) {
         let mut f = Vec::new();
         let t = sonicwall(line.as_bytes(), &mut f);
         (t, f)
     }
 
-    fn get<'a>(f: &'a [(Arc<str>, crate::event::FieldValue)], k: &str) -> Option<&'a str> {
+    fn get<'a>(f: &'a [crate::event::DecodedField], k: &str) -> Option<&'a str> {
         f.iter().find(|(n, _)| &**n == k).map(|(_, v)| v.as_str())
     }
 

@@ -685,7 +685,7 @@ impl Worker {
             RULE_UNBLOCK => "unblock",
             _ => "failed",
         };
-        let mut fields: Vec<(Arc<str>, crate::event::FieldValue)> = vec![
+        let mut fields: Vec<crate::event::DecodedField> = vec![
             (Arc::from("srcip"), ip.to_string().into()),
             (Arc::from("action"), verb.into()),
         ];

@@ -120,7 +120,7 @@ impl Drop for Running {
 /// An alert of `rule` at level 10 with `srcip` (none when empty) and user root.
 fn alert_with(rule: u32, srcip: &str) -> Alert {
     let now = SystemTime::now();
-    let mut fields: Vec<(Arc<str>, crate::event::FieldValue)> = Vec::new();
+    let mut fields: Vec<crate::event::DecodedField> = Vec::new();
     if !srcip.is_empty() {
         fields.push((Arc::from("srcip"), srcip.into()));
     }

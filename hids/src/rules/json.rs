@@ -7,7 +7,6 @@
 //! names of [`RuleInfo`], [`AlertOptions`] and [`Predecoded`] as derived, serde_json's escapes);
 //! the tests below hold the two side by side.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::event::{Alert, AlertOptions, Decoded, Event, Predecoded, RuleInfo};
@@ -182,7 +181,7 @@ fn alert_json(
 
 /// The decoded fields as a JSON object: keys in byte order, the last value of a repeated name
 /// (what collecting them into a `serde_json::Map` gave). `order` is scratch space.
-fn data(b: &mut Vec<u8>, order: &mut Vec<usize>, fields: &[(Arc<str>, crate::event::FieldValue)]) {
+fn data(b: &mut Vec<u8>, order: &mut Vec<usize>, fields: &[crate::event::DecodedField]) {
     order.clear();
     order.extend(0..fields.len());
     // Stable: of equal names, the last one found stays last.
@@ -333,6 +332,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use crate::event::{LineFlags, LogFormat};
+    use std::sync::Arc;
 
     /// The serde form the writer reproduces: the alert as serde_json wrote it before.
     #[derive(serde::Serialize)]

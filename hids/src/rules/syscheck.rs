@@ -89,7 +89,7 @@ pub fn decode(event: &Event) -> Option<(Predecoded, Decoded)> {
         ChangeKind::Deleted => DECODER_NAMES[4],
         ChangeKind::Modified => DECODER_NAMES[0],
     };
-    let mut fields: Vec<(Arc<str>, crate::event::FieldValue)> = Vec::new();
+    let mut fields: Vec<crate::event::DecodedField> = Vec::new();
     let mut add = |k: &str, v: String| fields.push((Arc::from(k), v.into()));
     add("file", display_path(&c.path).0);
     add("event", c.kind.as_str().to_string());
