@@ -18,6 +18,10 @@ use hids::event::{Event, LineFlags, LogFormat};
 use hids::rules::correlate::Limits;
 use hids::rules::matcher::Category;
 use hids::rules::{Engine, Fts, Input, LoadOptions, RuleSet};
+use hids::sources::lines::{set_text, Line, LineSplitter};
+
+/// The agent's default longest line (`max_line`).
+const MAX_LINE: usize = 64 << 10;
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -153,28 +157,26 @@ fn main() {
     let mut count = 0u64;
     let start = Instant::now();
     let cpu_start = cpu_secs();
-    let mut reader = open();
+    // Lines are read as the agent's file sources read them: blocks split into lines, each
+    // checked as UTF-8 and copied into the event's reused buffer.
+    let mut reader = std::fs::File::open(&corpus).expect("corpus");
+    let mut splitter = LineSplitter::new(MAX_LINE, 0);
+    let mut block = vec![0u8; 64 << 10];
     // One line buffer for the whole run: the event takes it and gives it back.
     let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).expect("read") == 0 {
-            break;
-        }
+    let mut process = |l: Line<'_>| {
         count += 1;
-        if line.ends_with('\n') {
-            line.pop();
-            if line.ends_with('\r') {
-                line.pop();
-            }
-        }
+        let lossy_utf8 = set_text(&mut line, &l);
         let event = Event {
             time: clock,
             host: host.clone(),
             location: location.clone(),
             format: LogFormat::Syslog,
-            full_log: line,
-            flags: LineFlags::default(),
+            full_log: std::mem::take(&mut line),
+            flags: LineFlags {
+                truncated: l.truncated,
+                lossy_utf8,
+            },
             fim: None,
         };
         let pre = predecode(&event.full_log, event.format);
@@ -200,7 +202,15 @@ fn main() {
             }
         }
         line = event.full_log;
+    };
+    loop {
+        let n = std::io::Read::read(&mut reader, &mut block).expect("read");
+        if n == 0 {
+            break;
+        }
+        splitter.feed(&block[..n], &mut process);
     }
+    splitter.flush_partial(&mut process);
     sink.flush().expect("flush");
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu_start;
