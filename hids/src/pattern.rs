@@ -1646,6 +1646,9 @@ fn prefix_end(alts: &[LiteralAlt], hay: &[u8]) -> Option<usize> {
 /// Most alternatives a pattern may expand to and still count as literals.
 const MAX_LITERAL_ALTS: usize = 64;
 
+/// Most bytes a class (other than a letter's two cases) may hold and still count as literals.
+const MAX_CLASS_ALTS: usize = 4;
+
 /// One position of an expanded alternative.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tok {
@@ -1705,9 +1708,16 @@ fn expand(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<Tok>>> {
                 (2, Some(u), Some(l)) if u.is_ascii_uppercase() && l == u.to_ascii_lowercase() => {
                     vec![vec![Tok::Byte(l)]]
                 }
-                _ => return None,
+                _ => class_alternatives(r.iter().flat_map(|x| x.start()..=x.end()))?,
             }
         }
+        // Alternatives of single ASCII characters are merged into a class of this kind
+        // (`^2|^3` becomes `^[2-3]`).
+        HirKind::Class(Class::Unicode(c)) => class_alternatives(
+            c.iter()
+                .flat_map(|x| u32::from(x.start())..=u32::from(x.end()))
+                .map(|c| u8::try_from(c).ok().filter(u8::is_ascii)),
+        )?,
         HirKind::Look(Look::Start) => vec![vec![Tok::Start]],
         HirKind::Look(Look::End) => vec![vec![Tok::End]],
         HirKind::Capture(c) => expand(&c.sub)?,
@@ -1743,6 +1753,22 @@ fn expand(hir: &regex_syntax::hir::Hir) -> Option<Vec<Vec<Tok>>> {
         }
         _ => return None,
     })
+}
+
+/// A class of a few bytes, none of them a letter (whose case would matter), as one alternative
+/// each; `None` for anything else (a `None` byte stands for one that is not ASCII).
+fn class_alternatives<B: Into<Option<u8>>>(
+    bytes: impl Iterator<Item = B>,
+) -> Option<Vec<Vec<Tok>>> {
+    let mut out = Vec::new();
+    for b in bytes {
+        let b = b.into().filter(|b| !b.is_ascii_alphabetic())?;
+        if out.len() == MAX_CLASS_ALTS {
+            return None;
+        }
+        out.push(vec![Tok::Byte(b)]);
+    }
+    Some(out)
 }
 
 #[cfg(test)]
