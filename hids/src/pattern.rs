@@ -83,6 +83,10 @@ pub struct Pattern {
     /// many rule patterns), those literals: comparing them answers a search without the regex
     /// engine, whose per-search setup costs more than the comparison. Found on first use.
     prefixes: std::sync::OnceLock<Option<Box<[LiteralAlt]>>>,
+    /// A literal without letters that every match begins with (`--` for `--[0-9A-Za-z]+-A--`),
+    /// if any: a text without it cannot match, which a substring search tells for less than the
+    /// regex engine's per-search setup. Found on first use.
+    required: std::sync::OnceLock<Option<Box<memchr::memmem::Finder<'static>>>>,
 }
 
 #[derive(Clone)]
@@ -213,6 +217,19 @@ impl Pattern {
         }
     }
 
+    /// Whether `hay` lacks the literal every match of this linear pattern begins with (see
+    /// `required`): then it has no match.
+    #[inline]
+    fn lacks_required(&self, hay: &[u8]) -> bool {
+        self.required
+            .get_or_init(|| {
+                required_prefix(&self.translated)
+                    .map(|l| Box::new(memchr::memmem::Finder::new(&l).into_owned()))
+            })
+            .as_ref()
+            .is_some_and(|f| f.find(hay).is_none())
+    }
+
     /// The start-anchored literals that answer for this linear pattern, if it is made of them.
     #[inline]
     fn prefixes(&self) -> Option<&[LiteralAlt]> {
@@ -260,6 +277,7 @@ impl Pattern {
                     engine: Engine::Always,
                     seq: Default::default(),
                     prefixes: Default::default(),
+                    required: Default::default(),
                 });
             }
             let mut s = String::new();
@@ -282,6 +300,7 @@ impl Pattern {
             engine,
             seq: Default::default(),
             prefixes: Default::default(),
+            required: Default::default(),
         })
     }
 
@@ -301,6 +320,7 @@ impl Pattern {
             engine,
             seq: Default::default(),
             prefixes: Default::default(),
+            required: Default::default(),
         })
     }
 
@@ -329,6 +349,7 @@ impl Pattern {
             engine,
             seq: Default::default(),
             prefixes: Default::default(),
+            required: Default::default(),
         })
     }
 
@@ -363,6 +384,7 @@ impl Pattern {
             Engine::Always => true,
             Engine::Linear(_) | Engine::Deferred(_) => match self.prefixes() {
                 Some(p) => prefix_end(p, text.as_bytes()).is_some(),
+                None if self.lacks_required(text.as_bytes()) => false,
                 None => self.regex().is_some_and(|re| re.is_match(text.as_bytes())),
             },
             // A pattern that exceeds its backtrack limit counts as not matching.
@@ -378,6 +400,7 @@ impl Pattern {
             Engine::Always => Some(0),
             Engine::Linear(_) | Engine::Deferred(_) => match self.prefixes() {
                 Some(p) => prefix_end(p, text.as_bytes()),
+                None if self.lacks_required(text.as_bytes()) => None,
                 None => self.regex().and_then(|re| re.find_end(text.as_bytes())),
             },
             Engine::Backtrack(re) => re.find(text).ok().flatten().map(|m| m.end()),
@@ -402,7 +425,11 @@ impl Pattern {
             };
         }
         if let Some(re) = self.regex() {
-            let end = re.find_end(hay);
+            let end = if self.lacks_required(hay) {
+                None
+            } else {
+                re.find_end(hay)
+            };
             return match (self.negate, end) {
                 (false, e) => e,
                 (true, Some(_)) => None,
@@ -1597,6 +1624,29 @@ fn anchored_prefixes(translated: &str) -> Option<Vec<Vec<u8>>> {
     out.sort();
     out.dedup();
     Some(out)
+}
+
+/// What every match of `translated` begins with, when that is two bytes or more without letters
+/// (whose case the pattern may ignore).
+fn required_prefix(translated: &str) -> Option<Vec<u8>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = byte_hir(translated)?;
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix).limit_total(64);
+    let seq = ex.extract(&hir);
+    // Every match begins with one of the literals, so with what they all begin with.
+    let (first, rest) = seq.literals()?.split_first()?;
+    let mut common = first.as_bytes();
+    for l in rest {
+        let n = common
+            .iter()
+            .zip(l.as_bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        common = &common[..n];
+    }
+    let letters = common.iter().any(u8::is_ascii_alphabetic);
+    (common.len() >= 2 && !letters).then(|| common.to_vec())
 }
 
 // ---------------------------------------------------------------------------------------------

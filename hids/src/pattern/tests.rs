@@ -508,3 +508,55 @@ fn captured_text_is_copied_between_characters_and_converted_lossily_across_one()
     assert_eq!(caps.text_at(text, 0, 5), None);
     assert_eq!(caps.text_at(text, usize::MAX, 0), None);
 }
+
+/// A pattern whose every match begins with one literal is first checked for that literal; the
+/// answers must stay the regex engine's, negation included.
+#[test]
+fn required_literal_answers_as_the_regex_engine_does() {
+    let cases: &[(Dialect, &str, Option<&[u8]>)] = &[
+        (Dialect::Pcre2, "--[0-9A-Za-z]+-A--", Some(b"--")),
+        (Dialect::Pcre2, "^\\[\\d+\\] x", Some(b"[")),
+        (Dialect::Pcre2, ":: \\d+", Some(b":: ")),
+        (Dialect::OsMatch, "!== ", Some(b"== ")),
+        (Dialect::OsRegex, "^\\d+ ab", None),
+        (Dialect::Pcre2, "-A--", None),
+        (Dialect::Pcre2, "--a|--b", Some(b"--")),
+        (Dialect::Pcre2, "::1|::2", Some(b"::")),
+        (Dialect::Pcre2, "--|==", None),
+    ];
+    let texts = [
+        "",
+        "--",
+        "--abc12-A--",
+        "x --Zz9-a-- y",
+        "- - [21/Nov] \"GET / HTTP/1.1\" 200",
+        "[12] x",
+        "[12] X",
+        "a [1] x",
+        ":: 42",
+        "::  42",
+        "a == b",
+        "a=b",
+    ];
+    for &(dialect, src, want) in cases {
+        let p = Pattern::new(dialect, src).unwrap();
+        let got = super::required_prefix(p.translated());
+        // One byte is not worth a substring search.
+        assert_eq!(got.as_deref(), want.filter(|w| w.len() >= 2), "{src}");
+        let re = regex::bytes::RegexBuilder::new(p.translated())
+            .unicode(false)
+            .build()
+            .unwrap();
+        for t in texts {
+            let want = re.find(t.as_bytes()).map(|m| m.end());
+            let want_end = match (p.is_negated(), want) {
+                (false, e) => e,
+                (true, Some(_)) => None,
+                (true, None) => Some(0),
+            };
+            assert_eq!(p.find_end_bytes(t.as_bytes()), want_end, "{src} on {t:?}");
+            assert_eq!(p.find_end(t), want_end, "{src} on {t:?}");
+            assert_eq!(p.is_match(t), want_end.is_some(), "{src} on {t:?}");
+        }
+    }
+}
