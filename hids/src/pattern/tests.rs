@@ -409,6 +409,27 @@ fn deferred_patterns_behave_like_compiled_ones() {
     assert!(!huge.is_match("abc"));
 }
 
+/// `p`'s searches of each text end where the regex engine's search of its expression does,
+/// negation applied.
+fn answers_as_the_regex_engine(p: &Pattern, texts: &[&str]) {
+    let src = p.source();
+    let re = regex::bytes::RegexBuilder::new(p.translated())
+        .unicode(false)
+        .build()
+        .unwrap();
+    for &t in texts {
+        let want = re.find(t.as_bytes()).map(|m| m.end());
+        let want_end = match (p.is_negated(), want) {
+            (false, e) => e,
+            (true, Some(_)) => None,
+            (true, None) => Some(0),
+        };
+        assert_eq!(p.find_end_bytes(t.as_bytes()), want_end, "{src} on {t:?}");
+        assert_eq!(p.find_end(t), want_end, "{src} on {t:?}");
+        assert_eq!(p.is_match(t), want_end.is_some(), "{src} on {t:?}");
+    }
+}
+
 /// Patterns made of start-anchored literals are answered by comparing them; the answer must be
 /// the regex engine's, alternative order (leftmost-first) and negation included.
 #[test]
@@ -473,21 +494,7 @@ fn start_anchored_literals_answer_as_the_regex_engine_does() {
     for &(dialect, src, literal) in cases {
         let p = Pattern::new(dialect, src).unwrap();
         assert_eq!(p.prefixes().is_some(), literal, "{src}");
-        let re = regex::bytes::RegexBuilder::new(p.translated())
-            .unicode(false)
-            .build()
-            .unwrap();
-        for t in texts {
-            let want = re.find(t.as_bytes()).map(|m| m.end());
-            let want_end = match (p.is_negated(), want) {
-                (false, e) => e,
-                (true, Some(_)) => None,
-                (true, None) => Some(0),
-            };
-            assert_eq!(p.find_end_bytes(t.as_bytes()), want_end, "{src} on {t:?}");
-            assert_eq!(p.find_end(t), want_end, "{src} on {t:?}");
-            assert_eq!(p.is_match(t), want_end.is_some(), "{src} on {t:?}");
-        }
+        answers_as_the_regex_engine(&p, &texts);
     }
 }
 
@@ -543,20 +550,6 @@ fn required_literal_answers_as_the_regex_engine_does() {
         let got = super::required_prefix(p.translated());
         // One byte is not worth a substring search.
         assert_eq!(got.as_deref(), want.filter(|w| w.len() >= 2), "{src}");
-        let re = regex::bytes::RegexBuilder::new(p.translated())
-            .unicode(false)
-            .build()
-            .unwrap();
-        for t in texts {
-            let want = re.find(t.as_bytes()).map(|m| m.end());
-            let want_end = match (p.is_negated(), want) {
-                (false, e) => e,
-                (true, Some(_)) => None,
-                (true, None) => Some(0),
-            };
-            assert_eq!(p.find_end_bytes(t.as_bytes()), want_end, "{src} on {t:?}");
-            assert_eq!(p.find_end(t), want_end, "{src} on {t:?}");
-            assert_eq!(p.is_match(t), want_end.is_some(), "{src} on {t:?}");
-        }
+        answers_as_the_regex_engine(&p, &texts);
     }
 }
