@@ -40,6 +40,7 @@ pub fn write_json_parts(
             stamp_secs,
             stamp,
             order,
+            rules,
         } = &mut *scratch;
         // Alerts come in bursts within the same second: the timestamp is formatted once per
         // second (times before 1970 are formatted each time).
@@ -53,7 +54,13 @@ pub fn write_json_parts(
             *stamp_secs = secs;
         }
         buf.clear();
-        alert_json(buf, order, stamp, rule, event, predecoded, decoded, related);
+        if rules.is_empty() {
+            rules.resize_with(RULE_PARTS, || None);
+        }
+        let part = &mut rules[rule.id as usize % RULE_PARTS];
+        alert_json(
+            buf, order, part, stamp, rule, event, predecoded, decoded, related,
+        );
         buf.push(b'\n');
         let r = out.write_all(buf);
         // A rare huge alert does not keep its buffer.
@@ -69,6 +76,7 @@ pub fn write_json_parts(
 fn alert_json(
     b: &mut Vec<u8>,
     order: &mut Vec<usize>,
+    part: &mut Option<RulePart>,
     stamp: &str,
     rule: &RuleInfo,
     event: &Event,
@@ -102,28 +110,50 @@ fn alert_json(
     } = predecoded;
     b.extend_from_slice(b"{\"timestamp\":");
     string(b, stamp);
-    b.extend_from_slice(b",\"rule\":{\"id\":");
-    number(b, u64::from(*id));
-    b.extend_from_slice(b",\"level\":");
-    number(b, u64::from(*level));
-    b.extend_from_slice(b",\"description\":");
-    string(b, description);
-    b.extend_from_slice(b",\"groups\":");
-    strings(b, groups);
-    b.extend_from_slice(b",\"mitre\":");
-    strings(b, mitre);
-    b.extend_from_slice(b",\"firedtimes\":");
-    number(b, *firedtimes);
-    b.extend_from_slice(b",\"options\":{\"no_email_alert\":");
-    boolean(b, *no_email_alert);
-    b.extend_from_slice(b",\"alert_by_email\":");
-    boolean(b, *alert_by_email);
-    b.extend_from_slice(b",\"no_log\":");
-    boolean(b, *no_log);
-    b.extend_from_slice(b",\"no_full_log\":");
-    boolean(b, *no_full_log);
-    b.extend_from_slice(b"},\"info\":");
-    strings(b, info);
+    match part {
+        Some(p) if p.holds(rule) => {
+            b.extend_from_slice(&p.head);
+            number(b, *firedtimes);
+            b.extend_from_slice(&p.tail);
+        }
+        _ => {
+            let head = b.len();
+            b.extend_from_slice(b",\"rule\":{\"id\":");
+            number(b, u64::from(*id));
+            b.extend_from_slice(b",\"level\":");
+            number(b, u64::from(*level));
+            b.extend_from_slice(b",\"description\":");
+            string(b, description);
+            b.extend_from_slice(b",\"groups\":");
+            strings(b, groups);
+            b.extend_from_slice(b",\"mitre\":");
+            strings(b, mitre);
+            b.extend_from_slice(b",\"firedtimes\":");
+            let head = head..b.len();
+            number(b, *firedtimes);
+            let tail = b.len();
+            b.extend_from_slice(b",\"options\":{\"no_email_alert\":");
+            boolean(b, *no_email_alert);
+            b.extend_from_slice(b",\"alert_by_email\":");
+            boolean(b, *alert_by_email);
+            b.extend_from_slice(b",\"no_log\":");
+            boolean(b, *no_log);
+            b.extend_from_slice(b",\"no_full_log\":");
+            boolean(b, *no_full_log);
+            b.extend_from_slice(b"},\"info\":");
+            strings(b, info);
+            let tail = tail..b.len();
+            // Kept for the next alerts of this rule, unless the slot holds this rule already
+            // (then its description varies, as `$(field)` expansions make it).
+            if part.as_ref().map_or(true, |p| p.rule.id != *id) {
+                *part = Some(RulePart {
+                    rule: rule.clone(),
+                    head: b[head].into(),
+                    tail: b[tail].into(),
+                });
+            }
+        }
+    }
     b.extend_from_slice(b"},\"host\":");
     string(b, &event.host);
     b.extend_from_slice(b",\"location\":");
@@ -317,6 +347,37 @@ struct JsonScratch {
     stamp: String,
     /// The order in which the decoded fields are written.
     order: Vec<usize>,
+    /// The JSON of recent rules, by rule id modulo [`RULE_PARTS`] (empty until the first alert).
+    rules: Vec<Option<RulePart>>,
+}
+
+/// How many rules' JSON [`write_json_parts`] keeps (one slot per rule id modulo this).
+const RULE_PARTS: usize = 256;
+
+/// The JSON of a rule's object, around its firedtimes count (the one part that changes from one
+/// alert of the rule to the next): `head` runs from `,"rule":{"id":` to `"firedtimes":`, `tail`
+/// from `,"options":` to the end of `"info"`.
+struct RulePart {
+    /// What the parts were written from. Its lists and description are shared with the rule, so
+    /// the same rule's next alert is recognised by pointer.
+    rule: RuleInfo,
+    head: Box<[u8]>,
+    tail: Box<[u8]>,
+}
+
+impl RulePart {
+    /// Whether the parts are those `rule` would be written as.
+    fn holds(&self, rule: &RuleInfo) -> bool {
+        let k = &self.rule;
+        k.id == rule.id
+            && k.level == rule.level
+            && k.options == rule.options
+            && std::sync::Arc::ptr_eq(&k.groups, &rule.groups)
+            && std::sync::Arc::ptr_eq(&k.mitre, &rule.mitre)
+            && std::sync::Arc::ptr_eq(&k.info, &rule.info)
+            && (std::sync::Arc::ptr_eq(&k.description, &rule.description)
+                || k.description == rule.description)
+    }
 }
 
 thread_local! {
@@ -463,7 +524,8 @@ mod tests {
         for (i, t) in texts.iter().enumerate() {
             let other = &texts[(i * 7 + 3) % texts.len()];
             let rule = RuleInfo {
-                id: 5_000_000 + i as u32,
+                // Few ids, all in one slot of the rule parts kept between alerts.
+                id: 5_000_000 + (i % 5) as u32 * RULE_PARTS as u32,
                 level: (i % 16) as u8,
                 description: t.as_str().into(),
                 groups: vec![t.clone(), "syslog".into()].into(),
@@ -524,11 +586,23 @@ mod tests {
                     .to_vec(),
             };
             let related: Vec<String> = texts.iter().skip(i).take(i % 3).cloned().collect();
-            assert_eq!(
-                by_writer(&rule, &event, &pre, &decoded, &related),
-                by_serde(&rule, &event, &pre, &decoded, &related),
-                "text {i}: {t:?}"
-            );
+            // The rule, its next alert (kept parts), the same rule with another description
+            // (as an expansion gives), then its next alert again.
+            let next = RuleInfo {
+                firedtimes: i as u64,
+                ..rule.clone()
+            };
+            let expanded = RuleInfo {
+                description: other.as_str().into(),
+                ..rule.clone()
+            };
+            for (k, r) in [&rule, &next, &expanded, &next].into_iter().enumerate() {
+                assert_eq!(
+                    by_writer(r, &event, &pre, &decoded, &related),
+                    by_serde(r, &event, &pre, &decoded, &related),
+                    "text {i}, alert {k}: {t:?}"
+                );
+            }
             n += 1;
         }
         assert!(n > 100);
