@@ -114,7 +114,7 @@ impl fmt::Debug for Pattern {
 }
 
 /// The outcome of a successful match with its capture groups.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Captures {
     /// Byte offset just after the whole match (OSSEC continues from here for offsets).
     pub end: usize,
@@ -444,12 +444,31 @@ impl Pattern {
 
     /// [`Pattern::captures`] on bytes (see [`Pattern::find_end_bytes`]); the ranges index `hay`.
     pub fn captures_bytes(&self, hay: &[u8]) -> Option<Captures> {
+        let mut c = Captures::default();
+        self.captures_bytes_into(hay, &mut c).then_some(c)
+    }
+
+    /// [`Pattern::captures_bytes`] into `out`, whose group list is reused where the direct
+    /// matcher answers (a decoder keeps one for all its lines): whether there is a match. Without
+    /// a match, `out` is left as it was.
+    pub fn captures_bytes_into(&self, hay: &[u8], out: &mut Captures) -> bool {
         if let Some(s) = self.seq() {
             // The direct matcher answers unless the search gave up.
-            if let Some(found) = s.captures(hay) {
+            if let Some(found) = s.captures_into(hay, out) {
                 return found;
             }
         }
+        match self.captures_bytes_other(hay) {
+            Some(c) => {
+                *out = c;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Pattern::captures_bytes`] by the other engines.
+    fn captures_bytes_other(&self, hay: &[u8]) -> Option<Captures> {
         if let (Some(re), false) = (self.regex(), self.negate) {
             return re.captures(hay);
         }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::diag::Diagnostic;
 use crate::event::{Decoded, Predecoded};
-use crate::pattern::{Dialect, Pattern};
+use crate::pattern::{Captures, Dialect, Pattern};
 use crate::xml::{Document, Element};
 
 use super::json;
@@ -206,6 +206,8 @@ pub struct DecoderSet {
 #[derive(Debug, Default)]
 pub struct DecodeCache {
     pname_roots: crate::hash::Map<Box<str>, Arc<[u32]>>,
+    /// The last regex match, whose group list each match reuses.
+    captures: Captures,
     /// Counters for the benchmark and metrics.
     pub stats: DecodeStats,
 }
@@ -367,6 +369,7 @@ impl DecoderSet {
             pmatch,
             &mut decoded.fields,
             &mut type_override,
+            &mut cache.captures,
         );
         let d = &self.decoders[info];
         decoded.decoder = Some(d.reported_name.clone());
@@ -470,6 +473,7 @@ impl DecoderSet {
         pmatch: Option<usize>,
         fields: &mut Vec<crate::event::DecodedField>,
         type_override: &mut Option<&'static str>,
+        c: &mut Captures,
     ) -> usize {
         let log = message.as_bytes();
         let mut info = root.decoder;
@@ -568,7 +572,7 @@ impl DecoderSet {
             };
             let caps = start.and_then(|s| {
                 let s = s.min(log.len());
-                re.captures_bytes(&log[s..]).map(|c| (s, c))
+                re.captures_bytes_into(&log[s..], c).then_some(s)
             });
             match caps {
                 None => {
@@ -579,7 +583,7 @@ impl DecoderSet {
                     }
                     return info;
                 }
-                Some((s, c)) => {
+                Some(s) => {
                     info = chain[j];
                     regex_prev = Some(s + c.end);
                     fields.reserve(node.order.len());

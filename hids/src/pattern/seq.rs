@@ -176,7 +176,9 @@ impl Seqs {
     pub(super) fn captures(&self, hay: &[u8]) -> Option<Option<Captures>> {
         let mut best: Option<(usize, Captures)> = None;
         for alt in self.alts.iter() {
-            if let Some((start, c)) = alt.captures(hay)? {
+            let mut groups = Vec::new();
+            if let Some((start, end)) = alt.captures(hay, &mut groups)? {
+                let c = Captures { end, groups };
                 if best.as_ref().map_or(true, |(b, _)| start < *b) {
                     let done = start == 0;
                     best = Some((start, c));
@@ -188,6 +190,24 @@ impl Seqs {
             }
         }
         Some(best.map(|(_, c)| c))
+    }
+
+    /// [`Seqs::captures`] into `out`, whose group list is reused when there is one sequence:
+    /// whether there is a match, or `None` when a search gave up.
+    pub(super) fn captures_into(&self, hay: &[u8], out: &mut Captures) -> Option<bool> {
+        if let [one] = &*self.alts {
+            let found = one.captures(hay, &mut out.groups)?;
+            if let Some((_, end)) = found {
+                out.end = end;
+            }
+            return Some(found.is_some());
+        }
+        let found = self.captures(hay)?;
+        let matched = found.is_some();
+        if let Some(c) = found {
+            *out = c;
+        }
+        Some(matched)
     }
 }
 
@@ -319,20 +339,25 @@ impl Seq {
         })
     }
 
-    /// The leftmost-first match in `hay`, with where it starts and its groups: `Some(None)` when
-    /// there is none, `None` when the search gave up (the caller then asks the regex crate).
-    fn captures(&self, hay: &[u8]) -> Option<Option<(usize, Captures)>> {
+    /// The leftmost-first match in `hay`, with where it starts and ends, its groups replacing
+    /// those in `groups`: `Some(None)` when there is none, `None` when the search gave up (the
+    /// caller then asks the regex crate).
+    fn captures(
+        &self,
+        hay: &[u8],
+        groups: &mut Vec<Range<usize>>,
+    ) -> Option<Option<(usize, usize)>> {
         if self.gave_up.load(Ordering::Relaxed) >= GIVE_UP_LIMIT {
             return None;
         }
-        let found = self.search(hay);
+        let found = self.search(hay, groups);
         if found.is_none() {
             self.gave_up.fetch_add(1, Ordering::Relaxed);
         }
         found
     }
 
-    fn search(&self, hay: &[u8]) -> Option<Option<(usize, Captures)>> {
+    fn search(&self, hay: &[u8], groups: &mut Vec<Range<usize>>) -> Option<Option<(usize, usize)>> {
         let mut slots = [0usize; 2 * MAX_GROUPS + 2];
         let mut frames = [Frame::default(); MAX_CHOICES];
         // Linear in the text. Charged per start position, per choice taken back and per byte a
@@ -361,12 +386,9 @@ impl Seq {
                 return Some(None);
             }
             if let Some(end) = self.attempt(hay, at, &mut slots, &mut frames, &mut budget)? {
-                let groups = self
-                    .groups
-                    .iter()
-                    .map(|&g| slots[2 * g]..slots[2 * g + 1])
-                    .collect::<Vec<Range<usize>>>();
-                return Some(Some((at, Captures { end, groups })));
+                groups.clear();
+                groups.extend(self.groups.iter().map(|&g| slots[2 * g]..slots[2 * g + 1]));
+                return Some(Some((at, end)));
             }
             match self.lead.map(|i| &self.sets[i as usize]) {
                 Some(set) if at < hay.len() && set.has(hay[at]) => {
