@@ -57,7 +57,7 @@ pub fn write_json_parts(
         if rules.is_empty() {
             rules.resize_with(RULE_PARTS, || None);
         }
-        let part = &mut rules[rule.id as usize % RULE_PARTS];
+        let part = &mut rules[rule_slot(rule.id)];
         alert_json(
             buf, order, part, stamp, rule, event, predecoded, decoded, related,
         );
@@ -347,12 +347,19 @@ struct JsonScratch {
     stamp: String,
     /// The order in which the decoded fields are written.
     order: Vec<usize>,
-    /// The JSON of recent rules, by rule id modulo [`RULE_PARTS`] (empty until the first alert).
+    /// The JSON of recent rules, in the slots [`rule_slot`] gives (empty until the first alert).
     rules: Vec<Option<RulePart>>,
 }
 
-/// How many rules' JSON [`write_json_parts`] keeps (one slot per rule id modulo this).
-const RULE_PARTS: usize = 256;
+/// How many rules' JSON [`write_json_parts`] keeps.
+const RULE_PARTS: usize = 512;
+
+/// A rule's slot among the [`RULE_PARTS`]: its id hashed (Fibonacci hashing), since ids that
+/// differ by a round number (5501 and 31101 by 100 * 256) are common.
+fn rule_slot(id: u32) -> usize {
+    const BITS: u32 = RULE_PARTS.trailing_zeros();
+    (id.wrapping_mul(0x9e37_79b9) >> (32 - BITS)) as usize
+}
 
 /// The JSON of a rule's object, around its firedtimes count (the one part that changes from one
 /// alert of the rule to the next): `head` runs from `,"rule":{"id":` to `"firedtimes":`, `tail`
@@ -520,12 +527,16 @@ mod tests {
     #[test]
     fn alert_json_is_byte_identical_to_serde_json() {
         let texts = awkward();
+        let same_slot: Vec<u32> = (5_000_000..)
+            .filter(|&id| rule_slot(id) == rule_slot(5_000_000))
+            .take(5)
+            .collect();
         let mut n = 0;
         for (i, t) in texts.iter().enumerate() {
             let other = &texts[(i * 7 + 3) % texts.len()];
             let rule = RuleInfo {
                 // Few ids, all in one slot of the rule parts kept between alerts.
-                id: 5_000_000 + (i % 5) as u32 * RULE_PARTS as u32,
+                id: same_slot[i % same_slot.len()],
                 level: (i % 16) as u8,
                 description: t.as_str().into(),
                 groups: vec![t.clone(), "syslog".into()].into(),
