@@ -145,7 +145,7 @@ fn alert_json(
             let tail = tail..b.len();
             // Kept for the next alerts of this rule, unless the slot holds this rule already
             // (then its description varies, as `$(field)` expansions make it).
-            if part.as_ref().map_or(true, |p| p.rule.id != *id) {
+            if !part.as_ref().is_some_and(|p| p.same_rule(rule)) {
                 *part = Some(RulePart {
                     rule: rule.clone(),
                     head: b[head].into(),
@@ -376,14 +376,21 @@ impl RulePart {
     /// Whether the parts are those `rule` would be written as.
     fn holds(&self, rule: &RuleInfo) -> bool {
         let k = &self.rule;
+        self.same_rule(rule)
+            && (std::sync::Arc::ptr_eq(&k.description, &rule.description)
+                || k.description == rule.description)
+    }
+
+    /// Whether `rule` is the rule the parts were written from (the same loaded rule: its
+    /// description may differ by expansion).
+    fn same_rule(&self, rule: &RuleInfo) -> bool {
+        let k = &self.rule;
         k.id == rule.id
             && k.level == rule.level
             && k.options == rule.options
             && std::sync::Arc::ptr_eq(&k.groups, &rule.groups)
             && std::sync::Arc::ptr_eq(&k.mitre, &rule.mitre)
             && std::sync::Arc::ptr_eq(&k.info, &rule.info)
-            && (std::sync::Arc::ptr_eq(&k.description, &rule.description)
-                || k.description == rule.description)
     }
 }
 
