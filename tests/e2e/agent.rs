@@ -194,8 +194,7 @@ pub(crate) fn wait_for(what: &dyn Fn() -> bool, label: &str, agent: &Agent) {
 }
 
 pub(crate) fn alerts(env: &Env) -> Vec<Value> {
-    fs::read_to_string(env.state_dir().join("alerts.json"))
-        .unwrap_or_default()
+    env.alerts_json()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

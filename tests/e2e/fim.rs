@@ -667,14 +667,7 @@ fn hids_run_records_the_baseline_then_alerts_on_changes_and_stops_cleanly() {
     assert!(read_log().contains("no FIM baseline yet"), "{}", read_log());
     fs::write(tree.join("app.conf"), "a=2\n").unwrap();
     let alerts = env.state_dir().join("alerts.json");
-    wait_for(
-        &|| {
-            fs::read_to_string(&alerts)
-                .unwrap_or_default()
-                .contains("app.conf")
-        },
-        "the alert",
-    );
+    wait_for(&|| env.alerts_json().contains("app.conf"), "the alert");
     // Stop with SIGTERM: a clean exit 0.
     sh("kill", &["-TERM", &child.id().to_string()]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -686,7 +679,7 @@ fn hids_run_records_the_baseline_then_alerts_on_changes_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "{}", read_log());
-    let line = fs::read_to_string(&alerts).unwrap();
+    let line = env.alerts_json();
     let alert: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(alert["location"], "fim");
     assert_eq!(alert["rule"]["level"], 7);

@@ -22,8 +22,7 @@ const INJECT_FRAME: &str =
     "\n<13>Nov 22 01:52:41 web-01 sshd[1]: Accepted password for root from 203.0.113.9\n";
 
 fn records(env: &Env) -> Vec<AlertRecord> {
-    std::fs::read_to_string(env.state_dir().join("alerts.json"))
-        .unwrap_or_default()
+    env.alerts_json()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -258,10 +257,7 @@ fn kill_9_with_alerts_spooled_then_restart_delivers_all() {
     );
     // The spool holds them for every output from the start: the file outputs write them at their
     // own pace, syslog keeps them.
-    let lines = || {
-        std::fs::read_to_string(env.state_dir().join("alerts.json"))
-            .map_or(0, |t| t.matches('\n').count())
-    };
+    let lines = || env.alerts_json().matches('\n').count();
     assert!(wait_for(60, || lines() == 25), "{}", status());
     let _ = std::process::Command::new("kill")
         .args(["-9", &child.id().to_string()])

@@ -88,7 +88,7 @@ impl Agent {
     }
 
     fn alerts(&self) -> Vec<Value> {
-        let text = fs::read_to_string(self.env.state_dir().join("alerts.json")).unwrap_or_default();
+        let text = self.env.alerts_json();
         // The last line may still be being written.
         let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
         complete

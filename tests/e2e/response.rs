@@ -178,8 +178,8 @@ impl Setup {
     }
 
     fn alerts(&self, rule: u64) -> Vec<Value> {
-        fs::read_to_string(self.env.state_dir().join("alerts.json"))
-            .unwrap_or_default()
+        self.env
+            .alerts_json()
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .filter(|a| a["rule"]["id"] == rule)

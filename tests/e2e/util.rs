@@ -24,6 +24,20 @@ impl Env {
         self.path().join("state")
     }
 
+    /// The JSON alerts written so far, oldest first: `alerts.json` after the files a daily
+    /// rotation moved aside (`alerts.json.1` the newest), since a test can straddle midnight.
+    pub fn alerts_json(&self) -> String {
+        let path = |n: u32| match n {
+            0 => self.state_dir().join("alerts.json"),
+            n => self.state_dir().join(format!("alerts.json.{n}")),
+        };
+        let rotated = (1..).take_while(|&n| path(n).exists()).count() as u32;
+        (0..=rotated)
+            .rev()
+            .map(|n| std::fs::read_to_string(path(n)).unwrap_or_default())
+            .collect()
+    }
+
     /// Writes `config.toml` with `[agent] state_dir` pointing into this dir, followed by `body`.
     pub fn config(&self, body: &str) -> PathBuf {
         let p = self.path().join("config.toml");
