@@ -20,9 +20,6 @@ use hids::rules::matcher::Category;
 use hids::rules::{Engine, Fts, Input, LoadOptions, RuleSet};
 use hids::sources::lines::{set_text, Line, LineSplitter};
 
-/// The agent's default longest line (`max_line`).
-const MAX_LINE: usize = 64 << 10;
-
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -160,7 +157,7 @@ fn main() {
     // Lines are read as the agent's file sources read them: blocks split into lines, each
     // checked as UTF-8 and copied into the event's reused buffer.
     let mut reader = std::fs::File::open(&corpus).expect("corpus");
-    let mut splitter = LineSplitter::new(MAX_LINE, 0);
+    let mut splitter = LineSplitter::new(hids::config::DEFAULT_MAX_LINE, 0);
     let mut block = vec![0u8; 64 << 10];
     // One line buffer for the whole run: the event takes it and gives it back.
     let mut line = String::new();

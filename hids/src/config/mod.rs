@@ -249,6 +249,9 @@ pub enum StartAt {
     Beginning,
 }
 
+/// A log source's longest line when its `max_line` is not set.
+pub const DEFAULT_MAX_LINE: usize = 64 << 10;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub path: Option<String>,

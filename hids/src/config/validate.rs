@@ -573,7 +573,7 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> (Config, Errors) 
         if format == LogFormat::Command && interval.is_zero() {
             v.err(at("interval"), "interval must be at least one second");
         }
-        let max_line = v.size(at("max_line"), &l.max_line, 64 << 10);
+        let max_line = v.size(at("max_line"), &l.max_line, DEFAULT_MAX_LINE as u64);
         if !(256..=(16 << 20)).contains(&max_line) {
             v.err(
                 at("max_line"),
