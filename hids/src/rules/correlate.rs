@@ -196,8 +196,58 @@ pub type ListId = usize;
 struct Entry {
     seq: u64,
     time: u64,
+    /// One more than the number of the list's previous entry with the same address fingerprint
+    /// (0: none, or no address).
+    prev: u64,
     srcip: u32,
     matched: u8,
+}
+
+/// The highest rule level.
+const MAX_LEVEL: usize = 16;
+
+/// The entries of one list, oldest first, numbered from when the list began: the entry at
+/// position `i` of `entries` is number `popped + i`. A `same_source_ip` search follows the chain
+/// of its address's entries (newest first) instead of reading every entry.
+#[derive(Debug, Default)]
+struct List {
+    entries: VecDeque<Entry>,
+    popped: u64,
+    /// By address fingerprint, the number of the newest entry with it.
+    newest: crate::hash::Map<u32, u64>,
+    /// `marks[level]`: one more than the number of the newest entry whose `matched` is at least
+    /// `level` (0: none). Levels only rise, so this is where OSSEC's walk would stop.
+    marks: [u64; MAX_LEVEL + 1],
+}
+
+impl List {
+    fn push(&mut self, mut e: Entry) {
+        let number = self.popped + self.entries.len() as u64;
+        if e.srcip != 0 {
+            e.prev = self.newest.insert(e.srcip, number).map_or(0, |n| n + 1);
+        }
+        let matched = e.matched;
+        self.entries.push_back(e);
+        self.mark(number, matched);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            // The oldest entry is the newest with its fingerprint only when it is the last one.
+            if e.srcip != 0 && self.newest.get(&e.srcip) == Some(&self.popped) {
+                self.newest.remove(&e.srcip);
+            }
+            self.popped += 1;
+        }
+    }
+
+    /// Notes that entry `number` now has level `matched`.
+    fn mark(&mut self, number: u64, matched: u8) {
+        let top = usize::from(matched).min(MAX_LEVEL);
+        for m in &mut self.marks[1..=top] {
+            *m = (*m).max(number + 1);
+        }
+    }
 }
 
 /// The mutable correlation memory of one engine.
@@ -207,7 +257,7 @@ pub struct State {
     /// Records by sequence number; `records[0]` has sequence `base`.
     records: VecDeque<Record>,
     base: u64,
-    lists: Vec<VecDeque<Entry>>,
+    lists: Vec<List>,
     /// Keys the source address fingerprints of the list entries.
     fingerprints: crate::hash::Keyed,
     /// One past the newest sequence number whose record is older than the record before it (0:
@@ -236,7 +286,7 @@ impl State {
             limits,
             records: VecDeque::new(),
             base: 0,
-            lists: vec![VecDeque::new(); lists],
+            lists: (0..lists).map(|_| List::default()).collect(),
             fingerprints: crate::hash::Keyed::default(),
             unordered: 0,
             fts: crate::hash::Set::default(),
@@ -267,8 +317,8 @@ impl State {
     /// The walk from the newest entry back stops where OSSEC's does, without reading every
     /// record: records are in time order (unless a clock went back), so the entries older than
     /// the timeframe are found by bisecting the list; each entry carries its record's time and
-    /// consumed level; and a `same_source_ip` search passes over entries whose address fingerprint
-    /// differs.
+    /// consumed level; and a `same_source_ip` search reads only the entries with its address's
+    /// fingerprint, through the chain that links each to the one before it.
     pub fn search(
         &mut self,
         list: ListId,
@@ -286,11 +336,12 @@ impl State {
             ..
         } = self;
         let base = *base;
-        let l = lists.get_mut(list)?;
+        let list = lists.get_mut(list)?;
         // Drop entries of records that left the ring.
-        while l.front().is_some_and(|e| e.seq < base) {
-            l.pop_front();
+        while list.entries.front().is_some_and(|e| e.seq < base) {
+            list.pop_front();
         }
+        let l = &list.entries;
         let newest = l.back()?.seq;
         // With no source address, no record has the same one: OSSEC's walk finds nothing either,
         // and a failed search changes nothing.
@@ -315,7 +366,29 @@ impl State {
         } else {
             0
         };
-        for e in l.range(from..).rev() {
+        // With ordered records and an address to follow, the walk reads only the entries of its
+        // address's chain: it ends below the newest entry already consumed at this level or
+        // higher (where the full walk would stop), or below `from`.
+        let mut chain = match srcip {
+            Some(ip) if ordered => {
+                let floor = (list.popped + from as u64)
+                    .max(list.marks[usize::from(rule.level).min(MAX_LEVEL)]);
+                let first = list.newest.get(&ip).copied();
+                Some((first, floor))
+            }
+            _ => None,
+        };
+        let mut walk = l.range(from..).rev();
+        loop {
+            let e = match &mut chain {
+                Some((next, floor)) => {
+                    let n = (*next).filter(|n| *n >= *floor)?;
+                    let e = l.get(usize::try_from(n - list.popped).ok()?)?;
+                    *next = e.prev.checked_sub(1);
+                    e
+                }
+                None => walk.next()?,
+            };
             if e.matched >= rule.level {
                 return None;
             }
@@ -349,12 +422,20 @@ impl State {
                     // named a list twice).
                     for l in lists.iter_mut() {
                         let held = |e: Option<&Entry>| e.is_some_and(|e| e.seq <= seq);
-                        if !held(l.front()) || l.back().is_some_and(|e| e.seq < seq) {
+                        if !held(l.entries.front()) || l.entries.back().is_some_and(|e| e.seq < seq)
+                        {
                             continue;
                         }
-                        let k = l.partition_point(|e| e.seq < seq);
-                        for e in l.range_mut(k..).take_while(|e| e.seq == seq) {
+                        let k = l.entries.partition_point(|e| e.seq < seq);
+                        let first = l.popped + k as u64;
+                        let mut last = None;
+                        let held = l.entries.range_mut(k..).take_while(|e| e.seq == seq);
+                        for (number, e) in (first..).zip(held) {
                             e.matched = rule.level;
+                            last = Some(number);
+                        }
+                        if let Some(n) = last {
+                            l.mark(n, rule.level);
                         }
                     }
                 }
@@ -366,7 +447,6 @@ impl State {
                 .collect();
             return Some(Found { related });
         }
-        None
     }
 
     /// Remembers an alerted event in `lists` (the lists of the rule that fired).
@@ -389,14 +469,15 @@ impl State {
             .map_or(0, |ip| fingerprint(&self.fingerprints, ip));
         for &l in lists {
             if let Some(list) = self.lists.get_mut(l) {
-                list.push_back(Entry {
+                list.push(Entry {
                     seq,
                     time: now,
+                    prev: 0,
                     srcip,
                     matched,
                 });
                 // Keep list memory bounded too: a list never holds more than the ring.
-                while list.len() > self.limits.max_events + 1 {
+                while list.entries.len() > self.limits.max_events + 1 {
                     list.pop_front();
                 }
             }
@@ -657,7 +738,8 @@ mod tests {
         // Between max - 9 and max + 1 records, as OSSEC keeps them.
         assert!((91..=101).contains(&s.len()), "{}", s.len());
         assert_eq!(s.counters().events_evicted, 10_000 - s.len() as u64);
-        assert!(s.lists[0].len() <= 101);
+        assert!(s.lists[0].entries.len() <= 101);
+        assert!(s.lists[0].newest.len() <= 101);
         assert!(s.records.iter().all(|r| r.log().len() <= 2048));
         // Evicted records are gone from the search too.
         assert!(s
@@ -675,7 +757,12 @@ mod tests {
     ) -> Option<Found> {
         let base = s.base;
         let l = &s.lists[list];
-        let seqs: Vec<u64> = l.iter().map(|e| e.seq).filter(|&q| q >= base).collect();
+        let seqs: Vec<u64> = l
+            .entries
+            .iter()
+            .map(|e| e.seq)
+            .filter(|&q| q >= base)
+            .collect();
         let newest = *seqs.last()?;
         let mut count = 0;
         let mut related = Vec::new();
@@ -704,8 +791,19 @@ mod tests {
 
     #[test]
     fn the_search_finds_what_walking_every_record_finds() {
-        // Random alerts (a few addresses and users, clocks that sometimes go back, correlation
-        // levels 0-16) into two memories; one searched as implemented, one by reading every record.
+        search_agrees_with_walking_every_record(true);
+    }
+
+    /// With time never going back, address searches follow the address chains.
+    #[test]
+    fn chained_searches_find_what_walking_every_record_finds() {
+        search_agrees_with_walking_every_record(false);
+    }
+
+    /// Random alerts (a few addresses and users, clocks that sometimes go back when `back`,
+    /// correlation levels 0-16) into two memories; one searched as implemented, one by reading
+    /// every record.
+    fn search_agrees_with_walking_every_record(back: bool) {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move |n: u64| {
             seed ^= seed << 13;
@@ -713,7 +811,14 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        let ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.0.2.9"];
+        let ips = [
+            "10.0.0.1",
+            "10.0.0.2",
+            "10.0.0.3",
+            "192.0.2.9",
+            "192.0.2.10",
+            "::1",
+        ];
         let users = ["root", "admin"];
         let limits = Limits {
             max_events: 300,
@@ -725,13 +830,13 @@ mod tests {
         for step in 0..20_000 {
             // Mostly forward, sometimes back.
             now = match next(20) {
-                0 => now.saturating_sub(next(30)),
+                0 if back => now.saturating_sub(next(30)),
                 1..=9 => now,
                 _ => now + next(3),
             };
             let log = format!("line {step}");
             let k = Keys {
-                srcip: (next(8) != 0).then(|| ips[next(4) as usize]),
+                srcip: (next(8) != 0).then(|| ips[next(ips.len() as u64) as usize]),
                 dstuser: Some(users[next(2) as usize]),
                 host: "h",
                 ..Keys::default()
