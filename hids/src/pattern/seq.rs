@@ -93,11 +93,13 @@ enum Tok {
 }
 
 /// A choice left by a repetition: the repetition started at `base` and now takes `count` bytes.
+/// Positions are `u32` (searches are for texts below 4 GiB): the frames and slots a search
+/// clears are half the size.
 #[derive(Clone, Copy, Default)]
 struct Frame {
-    tok: usize,
-    base: usize,
-    count: usize,
+    tok: u32,
+    base: u32,
+    count: u32,
 }
 
 /// Where a match may start.
@@ -358,7 +360,9 @@ impl Seq {
     }
 
     fn search(&self, hay: &[u8], groups: &mut Vec<Range<usize>>) -> Option<Option<(usize, usize)>> {
-        let mut slots = [0usize; 2 * MAX_GROUPS + 2];
+        // Texts of 4 GiB or more are left to the regex crate.
+        u32::try_from(hay.len()).ok()?;
+        let mut slots = [0u32; 2 * MAX_GROUPS + 2];
         let mut frames = [Frame::default(); MAX_CHOICES];
         // Linear in the text. Charged per start position, per choice taken back and per byte a
         // repetition reads; the pieces run between two of those are at most the sequence.
@@ -387,7 +391,11 @@ impl Seq {
             }
             if let Some(end) = self.attempt(hay, at, &mut slots, &mut frames, &mut budget)? {
                 groups.clear();
-                groups.extend(self.groups.iter().map(|&g| slots[2 * g]..slots[2 * g + 1]));
+                groups.extend(
+                    self.groups
+                        .iter()
+                        .map(|&g| slots[2 * g] as usize..slots[2 * g + 1] as usize),
+                );
                 return Some(Some((at, end)));
             }
             match self.lead.map(|i| &self.sets[i as usize]) {
@@ -407,7 +415,7 @@ impl Seq {
         &self,
         hay: &[u8],
         start: usize,
-        slots: &mut [usize],
+        slots: &mut [u32],
         frames: &mut [Frame; MAX_CHOICES],
         budget: &mut usize,
     ) -> Option<Option<usize>> {
@@ -459,9 +467,9 @@ impl Seq {
                             } else {
                                 if *choice && count > min {
                                     *frames.get_mut(sp)? = Frame {
-                                        tok: pc,
-                                        base: pos,
-                                        count,
+                                        tok: pc as u32,
+                                        base: pos as u32,
+                                        count: count as u32,
                                     };
                                     sp += 1;
                                 }
@@ -475,9 +483,9 @@ impl Seq {
                             if ok {
                                 if max > min {
                                     *frames.get_mut(sp)? = Frame {
-                                        tok: pc,
-                                        base: pos,
-                                        count: min,
+                                        tok: pc as u32,
+                                        base: pos as u32,
+                                        count: min as u32,
                                     };
                                     sp += 1;
                                 }
@@ -487,7 +495,7 @@ impl Seq {
                         }
                     }
                     Tok::Slot(s) => {
-                        slots[*s] = pos;
+                        slots[*s] = pos as u32;
                         true
                     }
                     Tok::Start => pos == 0,
@@ -514,7 +522,7 @@ impl Seq {
                     greedy,
                     next: follow,
                     ..
-                } = &toks[f.tok]
+                } = &toks[f.tok as usize]
                 else {
                     sp -= 1;
                     continue;
@@ -526,10 +534,10 @@ impl Seq {
                     (Some(fs), Some(&b)) => fs.has(b),
                     _ => true,
                 };
-                let base = f.base;
+                let base = f.base as usize;
                 let next = if *greedy {
                     // Give bytes back, one or more.
-                    let mut c = f.count;
+                    let mut c = f.count as usize;
                     loop {
                         if c <= *min {
                             break None;
@@ -543,7 +551,7 @@ impl Seq {
                 } else {
                     // Take one more byte, or more: the first byte after which the rest can
                     // start, within the run of the set.
-                    let from = base + f.count;
+                    let from = base + f.count as usize;
                     let limit = n.min(base.saturating_add(*max));
                     let run = hay.get(from..limit).unwrap_or_default();
                     let mut taken = None;
@@ -559,13 +567,13 @@ impl Seq {
                         }
                     }
                     *budget = budget.checked_sub(read)?;
-                    taken.map(|k| f.count + k)
+                    taken.map(|k| f.count as usize + k)
                 };
                 match next {
                     Some(c) => {
-                        f.count = c;
-                        pos = f.base + c;
-                        pc = f.tok + 1;
+                        f.count = c as u32;
+                        pos = base + c;
+                        pc = f.tok as usize + 1;
                         if *greedy && c == *min || !*greedy && c == *max {
                             sp -= 1;
                         }
