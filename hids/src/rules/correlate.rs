@@ -429,8 +429,8 @@ impl State {
                         let k = l.entries.partition_point(|e| e.seq < seq);
                         let first = l.popped + k as u64;
                         let mut last = None;
-                        let held = l.entries.range_mut(k..).take_while(|e| e.seq == seq);
-                        for (number, e) in (first..).zip(held) {
+                        let its = l.entries.range_mut(k..).take_while(|e| e.seq == seq);
+                        for (number, e) in (first..).zip(its) {
                             e.matched = rule.level;
                             last = Some(number);
                         }
